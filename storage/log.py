@@ -1,0 +1,617 @@
+"""One stream's log: appends, reads, close, recovery and sealing. Synchronous; no asyncio here.
+
+Offsets are dense chunk numbers. Three marks move forward, in this order:
+
+    durable_offset <= written_offset <= next_offset
+
+``append`` encodes a record into an in-memory pending buffer (``next_offset``); ``flush`` writes the
+buffer to the active segment (``written_offset``); ``begin_sync``/``end_sync`` fsync and publish
+(``durable_offset``). Readers only ever see chunks below ``durable_offset``: a chunk is served, fanned
+out or acknowledged only once it is durable under the store's fsync policy, so no reader can see a
+chunk that a crash takes back. The async layer (store.py) decides when to flush and sync (group
+commit); tests can drive the same calls directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import time
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import zstandard
+
+from . import record
+from .errors import (
+    ChunkTooLarge,
+    CorruptData,
+    OffsetOutOfRange,
+    SequenceError,
+    StorageUnavailable,
+    StreamClosed,
+)
+from .segment import (
+    Checkpoint,
+    CloseInfo,
+    ProducerState,
+    Segment,
+    fsync_dir,
+    idx_name,
+    read_file,
+    scan,
+    seg_name,
+    write_atomic,
+)
+
+STATUSES = ("done", "error", "cancelled")
+
+
+class StreamMeta(msgspec.Struct):
+    id: str
+    created: float
+    epoch: str
+    ttl: float | None = None  # seconds to keep the stream after it closes
+    expires_at: float | None = None  # absolute expiry (unix time), open or closed
+    content_type: str | None = None
+    labels: dict[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    segment_bytes: int = 8 << 20  # raw segments roll at this size
+    block_bytes: int = 256 << 10  # raw chunk bytes per zstd block when sealing
+    seal_level: int = 19
+    max_chunk_bytes: int = 1 << 20
+    max_append_bytes: int = 8 << 20
+    max_read_bytes: int = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    offset: int  # first offset of the appended chunks
+    count: int
+    duplicate: bool = False  # a retry of an append that already landed: nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTicket:
+    fds: tuple[int, ...]
+    dirs: tuple[Path, ...]
+    mark: int
+
+
+class Log:
+    def __init__(self, path: Path, meta: StreamMeta, opts: LogOptions) -> None:
+        self.path = path
+        self.meta = meta
+        self.opts = opts
+        self.segments: list[Segment] = []
+        self.next_offset = self.written_offset = self.durable_offset = 0
+        self.close_info: CloseInfo | None = None
+        self.close_durable = False
+        self.producers: dict[str, ProducerState] = {}
+        self.checkpoint = Checkpoint()
+        self.raw_bytes = 0
+        self.repairs = 0
+        self.repair_notes: list[str] = []
+        self.last_append: float | None = None
+        self.failed: str | None = None
+        self._pending = bytearray()
+        self._pending_close = False
+        self._undo: tuple[dict[str, ProducerState], int, int] = ({}, 0, 0)
+        self._fd: int | None = None  # active segment, read/write
+        self._rfds: dict[Path, int] = {}
+        self._unsynced_fds: list[int] = []
+        self._unsynced_dirs: list[Path] = []
+        self._cache: tuple[int, int, list[bytes]] | None = None  # (segment base, position, chunks)
+        self._cctx = zstandard.ZstdCompressor(level=opts.seal_level)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, meta: StreamMeta, opts: LogOptions) -> Log:
+        path.mkdir(parents=True, exist_ok=False)
+        write_atomic(path / "meta.json", msgspec.json.encode(meta))
+        log = cls(path, meta, opts)
+        seg = Segment(0, path / seg_name(0, False), sealed=False)
+        fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        os.fsync(fd)
+        log._fd = fd
+        log.segments.append(seg)
+        fsync_dir(path)
+        fsync_dir(path.parent)
+        return log
+
+    @classmethod
+    def open(cls, path: Path, opts: LogOptions) -> Log:
+        meta = msgspec.json.decode(read_file(path / "meta.json"), type=StreamMeta)
+        log = cls(path, meta, opts)
+        log._recover()
+        return log
+
+    def _repair(self, note: str) -> None:
+        self.repairs += 1
+        self.repair_notes.append(note)
+
+    def _recover(self) -> None:
+        for tmp in self.path.glob("*.tmp"):
+            tmp.unlink()
+        ck = self.path / "checkpoint.json"
+        if ck.exists():
+            try:
+                self.checkpoint = msgspec.json.decode(read_file(ck), type=Checkpoint)
+            except msgspec.DecodeError:
+                self._repair("checkpoint.json unreadable; producer state rebuilt from raw segments")
+        self.producers = {k: ProducerState(*v) for k, v in self.checkpoint.producers.items()}
+        self.raw_bytes = self.checkpoint.raw_bytes
+        bases: dict[int, bool] = {}
+        for p in self.path.iterdir():
+            stem, _, ext = p.name.partition(".")
+            if ext in ("log", "zlog") and stem.isdigit():
+                bases[int(stem)] = bases.get(int(stem), False) or ext == "zlog"
+        for base in sorted(bases):
+            sealed = bases[base]
+            if sealed:
+                raw = self.path / seg_name(base, False)
+                if raw.exists():
+                    raw.unlink()  # leftover of an interrupted seal: the .zlog is complete
+            self._recover_segment(base, sealed, last=base == max(bases))
+        if not self.segments:
+            seg = Segment(0, self.path / seg_name(0, False), sealed=False)
+            self.segments.append(seg)
+            self._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT, 0o644)
+        prev_end = self.segments[0].base
+        for seg in self.segments:
+            if seg.base > prev_end:
+                seg.corrupt.insert(0, (prev_end, seg.base))
+                self._repair(f"offsets {prev_end}..{seg.base} missing between segments")
+            prev_end = seg.end
+        self.next_offset = self.written_offset = self.durable_offset = self.segments[-1].end
+        self.close_durable = self.close_info is not None
+
+    def _recover_segment(self, base: int, sealed: bool, last: bool) -> None:
+        path = self.path / seg_name(base, sealed)
+        buf = read_file(path)
+        res = scan(buf, base, count_from=self.checkpoint.upto)
+        seg = Segment(base, path, sealed, size=res.size, end=res.end, index=res.index, corrupt=res.corrupt)
+        for first, end in res.corrupt:
+            self._repair(f"{path.name}: checksum mismatch for offsets {first}..{end}; never served")
+        if res.dropped_bytes:
+            self._repair(f"{path.name}: truncated {res.dropped_bytes} torn bytes at {res.size}")
+            if res.dropped_records:
+                # Complete records were lost with the tail: readers may hold offsets that now mean
+                # something else, so the epoch changes and they are told to reset.
+                self.meta.epoch = secrets.token_hex(8)
+                write_atomic(self.path / "meta.json", msgspec.json.encode(self.meta))
+            with open(path, "r+b") as f:
+                f.truncate(res.size)
+                os.fsync(f.fileno())
+        if sealed:
+            idx_path = self.path / idx_name(base)
+            want = res.index.to_bytes()
+            if not idx_path.exists() or read_file(idx_path) != want:
+                self._repair(f"{idx_path.name}: missing or stale index rebuilt")
+                write_atomic(idx_path, want)
+        else:
+            self.raw_bytes += res.raw_bytes
+            for mark, first, count in res.marks:
+                self.producers[mark.producer_id] = ProducerState(mark.epoch, mark.seq, first, count)
+        if res.close is not None:
+            self.close_info = res.close
+        self.segments.append(seg)
+        if last and not sealed:
+            self._fd = os.open(path, os.O_RDWR)
+
+    def release_files(self) -> bool:
+        """Close file handles if idle (nothing pending or unsynced); state stays in memory."""
+        if self._pending or self._unsynced_fds or self.written_offset != self.durable_offset:
+            return False
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for fd in self._rfds.values():
+            os.close(fd)
+        self._rfds.clear()
+        self._cache = None
+        return True
+
+    @property
+    def open_files(self) -> int:
+        return len(self._rfds) + (self._fd is not None) + len(self._unsynced_fds)
+
+    def shutdown(self) -> None:
+        for fd in self._unsynced_fds:
+            os.close(fd)
+        self._unsynced_fds.clear()
+        self._pending.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for fd in self._rfds.values():
+            os.close(fd)
+        self._rfds.clear()
+
+    def destroy(self) -> None:
+        self.shutdown()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    @property
+    def active(self) -> Segment:
+        return self.segments[-1]
+
+    @property
+    def status(self) -> str:
+        return "open" if self.close_info is None else self.close_info.status
+
+    def _active_fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.active.path, os.O_RDWR)
+        return self._fd
+
+    def _check_writable(self) -> None:
+        if self.failed:
+            raise StorageUnavailable(f"stream is read-only until recovery: {self.failed}")
+        if self.close_info is not None:
+            raise StreamClosed(f"stream is closed ({self.close_info.status})")
+
+    def append(
+        self,
+        chunks: Sequence[bytes],
+        producer_id: str | None = None,
+        seq: int | None = None,
+        epoch: int = 0,
+    ) -> AppendResult:
+        if producer_id is not None and seq is not None:
+            st = self.producers.get(producer_id)
+            if st is not None and epoch == st.epoch and seq <= st.seq:
+                if seq == st.seq:
+                    return AppendResult(st.first_offset, st.count, duplicate=True)
+                raise SequenceError(f"producer {producer_id!r} seq {seq} is older than its last seq {st.seq}")
+            if st is not None and epoch < st.epoch:
+                raise SequenceError(f"producer {producer_id!r} epoch {epoch} is older than {st.epoch}")
+        self._check_writable()
+        if not chunks:
+            raise ChunkTooLarge("an append needs at least one chunk")
+        total = 0
+        for c in chunks:
+            if len(c) > self.opts.max_chunk_bytes:
+                raise ChunkTooLarge(f"chunk of {len(c)} bytes; the limit is {self.opts.max_chunk_bytes}")
+            total += len(c)
+        if total > self.opts.max_append_bytes:
+            raise ChunkTooLarge(f"append of {total} bytes; the limit is {self.opts.max_append_bytes}")
+        if self.active.size + len(self._pending) >= self.opts.segment_bytes:
+            self._roll()
+        first = self.next_offset
+        mark = None
+        if producer_id is not None and seq is not None:
+            mark = record.ProducerMark(producer_id, epoch, seq)
+            self.producers[producer_id] = ProducerState(epoch, seq, first, len(chunks))
+        pos = self.active.size + len(self._pending)
+        if pos - (self.active.index.positions[-1] if self.active.index else -(1 << 30)) >= 4096:
+            self.active.index.add(first, pos)
+        self._pending += record.encode_data(first, chunks, mark)
+        self.next_offset += len(chunks)
+        self.raw_bytes += total
+        self.last_append = time.time()
+        return AppendResult(first, len(chunks))
+
+    def close(self, status: str = "done", error: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        self._check_writable()
+        info = CloseInfo(status, error, time.time())
+        self._pending += record.encode(record.CLOSE, 0, self.next_offset, 0, msgspec.json.encode(info))
+        self._pending_close = True
+        self.close_info = info
+
+    def _roll(self) -> None:
+        self.flush()
+        if self._fd is not None:
+            self._unsynced_fds.append(self._fd)
+            self._fd = None
+        base = self.next_offset
+        seg = Segment(base, self.path / seg_name(base, False), sealed=False, end=base)
+        self._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        self.segments.append(seg)
+        self._unsynced_dirs.append(self.path)
+
+    def flush(self) -> None:
+        """Write pending records to the active segment. On failure nothing pending is kept."""
+        if not self._pending:
+            return
+        seg = self.active
+        data = bytes(self._pending)
+        try:
+            fd = self._active_fd()
+            view, at = memoryview(data), seg.size
+            while view:
+                n = os.pwrite(fd, view, at)
+                view, at = view[n:], at + n
+        except OSError as e:
+            self._rollback(seg)
+            code = errno.errorcode.get(e.errno or 0, "EIO")
+            raise StorageUnavailable(f"write failed ({code}): {e.strerror}") from e
+        seg.size += len(data)
+        seg.end = self.next_offset
+        self.written_offset = self.next_offset
+        self._pending.clear()
+        self._pending_close = False
+        self._undo = ({k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in self.producers.items()}, self.next_offset, self.raw_bytes)
+
+    def _rollback(self, seg: Segment) -> None:
+        """Forget every pending append: they were never written, so never acknowledged."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, seg.size)
+        producers, offset, raw = self._undo
+        self.producers = {k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in producers.items()}
+        self.next_offset, self.raw_bytes = offset, raw
+        seg.index.truncate_from(seg.size)
+        if self._pending_close:
+            self.close_info = None
+        self._pending.clear()
+        self._pending_close = False
+
+    def begin_sync(self) -> SyncTicket:
+        """Flush, then name what must be fsynced for everything written so far to be durable."""
+        self.flush()
+        fds = [*self._unsynced_fds]
+        if self._fd is not None:
+            fds.append(self._fd)
+        return SyncTicket(tuple(fds), tuple(self._unsynced_dirs), self.written_offset)
+
+    @staticmethod
+    def do_sync(ticket: SyncTicket) -> None:
+        """The blocking part of a sync; safe to run in a worker thread."""
+        for fd in ticket.fds:
+            os.fsync(fd)
+        for d in ticket.dirs:
+            fsync_dir(d)
+
+    def end_sync(self, ticket: SyncTicket) -> None:
+        for fd in ticket.fds:
+            if fd in self._unsynced_fds:
+                self._unsynced_fds.remove(fd)
+                os.close(fd)
+        for d in ticket.dirs:
+            if d in self._unsynced_dirs:
+                self._unsynced_dirs.remove(d)
+        self.durable_offset = max(self.durable_offset, ticket.mark)
+        if self.close_info is not None and self.written_offset == self.next_offset and not self._pending:
+            self.close_durable = True
+
+    def fail(self, reason: str) -> None:
+        """An fsync failed: the page cache may have dropped our data. Stop acknowledging."""
+        self.failed = reason
+
+    def commit(self) -> None:
+        """Flush and fsync in the calling thread (tests, tools, the crash-test writer)."""
+        t = self.begin_sync()
+        self.do_sync(t)
+        self.end_sync(t)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _segment_for(self, offset: int) -> Segment:
+        i = bisect_right([s.base for s in self.segments], offset) - 1
+        return self.segments[max(i, 0)]
+
+    def _read_fd(self, seg: Segment) -> int:
+        if seg is self.active and not seg.sealed:
+            return self._active_fd()
+        fd = self._rfds.get(seg.path)
+        if fd is None:
+            fd = self._rfds[seg.path] = os.open(seg.path, os.O_RDONLY)
+        return fd
+
+    def read(self, from_offset: int, max_chunks: int = 1024, max_bytes: int | None = None) -> list[bytes]:
+        """Chunks from ``from_offset`` on, up to the durable end; [] when caught up."""
+        limit = self.durable_offset
+        if from_offset < 0 or from_offset > limit:
+            raise OffsetOutOfRange(f"offset {from_offset} is outside 0..{limit}")
+        max_bytes = max_bytes or self.opts.max_read_bytes
+        out: list[bytes] = []
+        size = 0
+        offset = from_offset
+        while offset < limit and len(out) < max_chunks and size < max_bytes:
+            seg = self._segment_for(offset)
+            for first, end in seg.corrupt:
+                if first <= offset < end:
+                    raise CorruptData(f"offsets {first}..{end} failed their checksum and cannot be served")
+            got = self._read_records(seg, offset, limit, max_chunks - len(out), max_bytes - size)
+            if not got:
+                break
+            out += got
+            size += sum(map(len, got))
+            offset += len(got)
+        return out
+
+    def _read_records(self, seg: Segment, offset: int, limit: int, want: int, budget: int) -> list[bytes]:
+        fd = self._read_fd(seg)
+        pos = seg.index.lookup(offset)
+        out: list[bytes] = []
+        while pos < seg.size and len(out) < want and budget > 0:
+            h = record.parse_header(os.pread(fd, record.HEADER_SIZE, pos))
+            if h is None:
+                raise CorruptData(f"{seg.path.name}: unreadable record header at byte {pos}")
+            if h.first_offset >= limit or h.type != record.DATA:
+                break
+            if h.end_offset <= offset:
+                pos += h.size
+                continue
+            chunks = self._decode_at(seg, fd, pos, h)
+            for c in chunks[offset - h.first_offset : limit - h.first_offset]:
+                if len(out) >= want or budget <= 0:
+                    break
+                out.append(c)
+                budget -= len(c)
+                offset += 1
+            if offset < h.end_offset:
+                break
+            pos += h.size
+        return out
+
+    def _decode_at(self, seg: Segment, fd: int, pos: int, h: record.Header) -> list[bytes]:
+        if self._cache is not None and self._cache[0] == seg.base and self._cache[1] == pos:
+            return self._cache[2]
+        buf = os.pread(fd, h.size, pos)
+        if not record.check(buf, 0, h):
+            raise CorruptData(f"{seg.path.name}: checksum mismatch for offsets {h.first_offset}..{h.end_offset}")
+        bound = self.opts.block_bytes + self.opts.max_append_bytes + 5 * h.count
+        chunks = record.decode_data(h, memoryview(buf)[record.HEADER_SIZE :], bound)
+        if h.flags & record.COMPRESSED:
+            self._cache = (seg.base, pos, chunks)
+        return chunks
+
+    # --- sealing -----------------------------------------------------------------------------
+
+    def seal_candidate(self) -> Segment | None:
+        """The next raw segment to rewrite into zstd blocks, if it is complete and durable.
+
+        Segments are sealed in order because each seal extends the checkpoint (producer state,
+        raw byte count) that replaces the per-record producer marks the rewrite drops.
+        """
+        for seg in self.segments:
+            if seg.sealed:
+                continue
+            if seg.corrupt or seg.end > self.durable_offset:
+                return None
+            if seg is self.active and not self.close_durable:
+                return None
+            return seg
+        return None
+
+    def build_seal(self, seg: Segment) -> tuple[Segment, Checkpoint]:
+        """Rewrite a raw segment as large compressed blocks. Blocking; runs in a worker thread.
+
+        The new file becomes visible only by an atomic rename after fsync, and the checkpoint that
+        carries the segment's producer state is durable before that rename.
+        """
+        buf = read_file(seg.path)[: seg.size]
+        cctx = zstandard.ZstdCompressor(level=self.opts.seal_level)
+        ck = self.checkpoint
+        producers = dict(ck.producers)
+        raw = 0
+        out = bytearray()
+        new = Segment(seg.base, self.path / seg_name(seg.base, True), sealed=True, end=seg.end)
+        block: list[bytes] = []
+        block_first = seg.base
+        block_size = 0
+
+        def emit() -> None:
+            nonlocal block, block_size
+            if block:
+                new.index.add(block_first, len(out))
+                out.extend(record.encode_data(block_first, block, None, cctx))
+                block, block_size = [], 0
+
+        mv = memoryview(buf)
+        for pos, h in record.iter_records(mv):
+            payload = mv[pos + record.HEADER_SIZE : pos + h.size]
+            if h.type == record.CLOSE:
+                emit()
+                out.extend(mv[pos : pos + h.size])
+                continue
+            mark, _ = record.split_payload(h, payload)
+            if mark is not None:
+                producers[mark.producer_id] = (mark.epoch, mark.seq, h.first_offset, h.count)
+            chunks = record.decode_data(h, payload, self.opts.max_append_bytes + 5 * h.count)
+            for i, c in enumerate(chunks):
+                if not block:
+                    block_first = h.first_offset + i
+                block.append(c)
+                block_size += len(c)
+                raw += len(c)
+                if block_size >= self.opts.block_bytes:
+                    emit()
+        emit()
+        new.size = len(out)
+        tmp = new.path.with_name(new.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(bytes(out))
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        write_atomic(self.path / idx_name(seg.base), new.index.to_bytes())
+        new_ck = Checkpoint(upto=seg.end, raw_bytes=ck.raw_bytes + raw, producers=producers)
+        write_atomic(self.path / "checkpoint.json", msgspec.json.encode(new_ck))
+        os.replace(tmp, new.path)
+        fsync_dir(self.path)
+        return new, new_ck
+
+    def apply_seal(self, old: Segment, new: Segment, ck: Checkpoint) -> None:
+        i = self.segments.index(old)
+        self.segments[i] = new
+        self.checkpoint = ck
+        if old is not new and i == len(self.segments) - 1 and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        fd = self._rfds.pop(old.path, None)
+        if fd is not None:
+            os.close(fd)
+        self._cache = None
+        with contextlib.suppress(FileNotFoundError):
+            old.path.unlink()
+
+    def seal_all(self) -> int:
+        """Seal every eligible segment in the calling thread; returns how many."""
+        n = 0
+        while (seg := self.seal_candidate()) is not None:
+            new, ck = self.build_seal(seg)
+            self.apply_seal(seg, new, ck)
+            n += 1
+        return n
+
+    # --- stats -------------------------------------------------------------------------------
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(s.size + (16 * len(s.index) if s.sealed else 0) for s in self.segments)
+
+    def info(self) -> StreamInfo:
+        ci = self.close_info
+        return StreamInfo(
+            id=self.meta.id,
+            epoch=self.meta.epoch,
+            status=self.status,
+            error=ci.error if ci else None,
+            chunks=self.durable_offset,
+            raw_bytes=self.raw_bytes,
+            stored_bytes=self.stored_bytes,
+            segments=len(self.segments),
+            created=self.meta.created,
+            closed=ci.at if ci else None,
+            last_append=self.last_append,
+            repairs=self.repairs,
+            repair_notes=list(self.repair_notes),
+            labels=dict(self.meta.labels),
+        )
+
+
+class StreamInfo(msgspec.Struct):
+    id: str
+    epoch: str
+    status: str
+    error: str | None
+    chunks: int
+    raw_bytes: int
+    stored_bytes: int
+    segments: int
+    created: float
+    closed: float | None
+    last_append: float | None
+    repairs: int
+    repair_notes: list[str]
+    labels: dict[str, str]

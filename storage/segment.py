@@ -1,0 +1,167 @@
+"""Segments: the files of one stream's log, and the scan that recovers them. No asyncio.
+
+A stream directory holds::
+
+    meta.json                 id, creation time, epoch, options (written once, atomically)
+    checkpoint.json           producer state and raw byte count up to the end of the sealed segments
+    <base>.log                raw segment: one record per append, the last one is the active tail
+    <base>.zlog + <base>.idx  sealed segment: large zstd blocks, immutable, with its sparse index
+
+``<base>`` is the first chunk offset, zero-padded to 20 digits so names sort like offsets.
+A ``.zlog`` only ever appears by an atomic rename after fsync, so when both a ``.log`` and a
+``.zlog`` share a base, the ``.log`` is the leftover of an interrupted seal and is removed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from . import record
+from .index import SparseIndex
+
+INDEX_EVERY = 4096  # bytes of raw segment between seek points
+
+
+def seg_name(base: int, sealed: bool) -> str:
+    return f"{base:020d}.{'zlog' if sealed else 'log'}"
+
+
+def idx_name(base: int) -> str:
+    return f"{base:020d}.idx"
+
+
+class CloseInfo(msgspec.Struct, frozen=True):
+    status: str
+    error: str | None = None
+    at: float = 0.0
+
+
+@dataclass(slots=True)
+class ProducerState:
+    epoch: int
+    seq: int
+    first_offset: int
+    count: int
+
+
+class Checkpoint(msgspec.Struct):
+    upto: int = 0
+    raw_bytes: int = 0
+    producers: dict[str, tuple[int, int, int, int]] = {}
+
+
+@dataclass(slots=True)
+class Segment:
+    base: int
+    path: Path
+    sealed: bool
+    size: int = 0  # bytes of valid records
+    end: int = 0  # offset after the last chunk
+    index: SparseIndex = field(default_factory=SparseIndex)
+    corrupt: list[tuple[int, int]] = field(default_factory=list)  # [first, end) offset ranges
+
+
+@dataclass(slots=True)
+class ScanResult:
+    size: int  # bytes of the valid prefix
+    end: int
+    index: SparseIndex
+    raw_bytes: int  # chunk bytes in records at or after ``count_from``
+    marks: list[tuple[record.ProducerMark, int, int]]  # (mark, first_offset, count) in file order
+    close: CloseInfo | None
+    corrupt: list[tuple[int, int]]
+    dropped_bytes: int  # torn or corrupt tail bytes after ``size``
+    dropped_records: int  # complete, checksummed records lost with the tail (data someone may have seen)
+
+
+def _raw_len(h: record.Header, payload: memoryview) -> int:
+    if h.flags & record.COMPRESSED:
+        _, body = record.split_payload(h, payload)
+        n = record.zstandard.frame_content_size(body)
+        return max(n, 0)
+    _, body = record.split_payload(h, payload)
+    lengths, _ = record._get_uvarints(body, 0, h.count)
+    return sum(lengths)
+
+
+def scan(buf: bytes, base: int, count_from: int = 0, index_every: int = INDEX_EVERY) -> ScanResult:
+    """Verify every record of a segment image and describe its valid prefix.
+
+    A record that fails its checksum but is followed by a valid record that starts exactly where it
+    ends is a mid-file corruption: its offsets are reported in ``corrupt`` and never served, and
+    the scan goes on. Anything else invalid is a torn tail: the valid prefix ends there.
+    """
+    mv = memoryview(buf)
+    pos, expect = 0, base
+    idx = SparseIndex()
+    last_indexed = -index_every
+    raw = 0
+    marks: list[tuple[record.ProducerMark, int, int]] = []
+    close: CloseInfo | None = None
+    corrupt: list[tuple[int, int]] = []
+    while pos < len(buf):
+        h = record.parse_header(mv, pos)
+        if h is None or h.first_offset != expect or close is not None:
+            break
+        if not record.check(mv, pos, h):
+            nxt = record.parse_header(mv, pos + h.size) if pos + h.size < len(buf) else None
+            if nxt is not None and nxt.first_offset == h.end_offset and record.check(mv, pos + h.size, nxt):
+                corrupt.append((h.first_offset, h.end_offset))
+                pos, expect = pos + h.size, h.end_offset
+                continue
+            break
+        payload = mv[pos + record.HEADER_SIZE : pos + h.size]
+        if h.type == record.DATA:
+            if pos - last_indexed >= index_every or h.flags & record.COMPRESSED:
+                idx.add(h.first_offset, pos)
+                last_indexed = pos
+            if h.first_offset >= count_from:
+                raw += _raw_len(h, payload)
+                mark, _ = record.split_payload(h, payload)
+                if mark is not None:
+                    marks.append((mark, h.first_offset, h.count))
+        else:
+            try:
+                close = msgspec.json.decode(payload, type=CloseInfo)
+            except msgspec.DecodeError:
+                break
+        pos += h.size
+        expect = h.end_offset
+    # Complete, checksummed records beyond the cut mean data someone may have seen is gone.
+    dropped_records = 0
+    h = record.parse_header(mv, pos) if pos < len(buf) else None
+    if h is not None:
+        dropped_records = sum(1 for _ in record.iter_records(mv, pos if record.check(mv, pos, h) else pos + h.size))
+    return ScanResult(pos, expect, idx, raw, marks, close, corrupt, len(buf) - pos, dropped_records)
+
+
+def read_file(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a whole file so that a crash leaves either the old file or the new one, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

@@ -1,0 +1,513 @@
+"""The embedded file store: many streams under one data dir, group commit, retention, file-handle LRU.
+
+This is the asyncio layer over ``Log``. It owns *when* bytes move: appends land in a log's pending
+buffer at once, and one committer task writes and fsyncs every dirty log together, so a thousand
+concurrent appends share one fsync (group commit). ``append`` returns only after its chunks are
+durable under the policy:
+
+* ``always``: fsync before acknowledging; appends that arrive while an fsync runs share the next one.
+* ``interval``: the committer waits ``interval_ms`` after the first dirty append, then syncs them all.
+* ``never``: the write() reached the OS; a process crash loses nothing, an OS crash may.
+
+Only durable chunks are published to readers (listeners, ``wait``), so a crash never takes back a
+chunk that someone has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from . import ids
+from .errors import StorageUnavailable, StreamExists, StreamGone, StreamNotFound
+from .log import AppendResult, Log, LogOptions, StreamInfo, StreamMeta
+from .segment import CloseInfo, read_file, write_atomic
+
+POLICIES = ("always", "interval", "never")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    fsync: str = "interval"
+    interval_ms: float = 5.0
+    log: LogOptions = field(default_factory=LogOptions)
+    max_open_logs: int = 1024  # streams whose file handles stay open (LRU)
+    default_ttl: float | None = None  # seconds a closed stream is kept; None = forever
+    max_total_bytes: int | None = None  # stored bytes cap; oldest closed streams go first
+    tombstone_ttl: float = 24 * 3600.0  # how long a deleted id answers "gone"
+    retention_every: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.fsync not in POLICIES:
+            raise ValueError(f"fsync policy must be one of {', '.join(POLICIES)}, not {self.fsync!r}")
+
+
+class Listener(Protocol):
+    def on_chunks(self, stream: Stream, offset: int, chunks: list[bytes]) -> None: ...
+    def on_end(self, stream: Stream, info: CloseInfo) -> None: ...
+    def on_gone(self, stream: Stream) -> None: ...
+
+
+class Tombstone(msgspec.Struct):
+    id: str
+    at: float
+    reason: str
+
+
+class Stream:
+    """One stream as the hub sees it: append (durable), read, wait, close, listen."""
+
+    def __init__(self, store: Store, log: Log) -> None:
+        self.store = store
+        self.log = log
+        self.id = log.meta.id
+        self.listeners: set[Listener] = set()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (offset mark, future)
+        self._unpublished: list[tuple[int, Sequence[bytes]]] = []
+        self._published = log.durable_offset
+        self._end_published = log.close_durable
+        self._changed = asyncio.Event()
+        self.deleted = False
+        self.sealing = False
+
+    # durable, visible end of the stream
+    @property
+    def next_offset(self) -> int:
+        return self.log.durable_offset
+
+    @property
+    def status(self) -> str:
+        return self.log.status if self._end_published else "open"
+
+    @property
+    def ended(self) -> bool:
+        return self._end_published
+
+    @property
+    def close_info(self) -> CloseInfo | None:
+        return self.log.close_info if self._end_published else None
+
+    def _check_live(self) -> None:
+        if self.deleted:
+            raise StreamGone(f"stream {self.id!r} was deleted")
+
+    async def append(
+        self,
+        chunks: Sequence[bytes],
+        producer_id: str | None = None,
+        seq: int | None = None,
+        epoch: int = 0,
+    ) -> AppendResult:
+        self._check_live()
+        self.store._touch(self)
+        res = self.log.append(chunks, producer_id, seq, epoch)
+        if not res.duplicate:
+            self._unpublished.append((res.offset, chunks))
+        await self.store._durable(self, res.offset + res.count)
+        return res
+
+    async def close(self, status: str = "done", error: str | None = None) -> None:
+        self._check_live()
+        self.store._touch(self)
+        self.log.close(status, error)
+        await self.store._durable(self, self.log.next_offset, close=True)
+
+    def read(self, from_offset: int, max_chunks: int = 1024, max_bytes: int | None = None) -> list[bytes]:
+        self._check_live()
+        self.store._touch(self)
+        return self.log.read(from_offset, max_chunks, max_bytes)
+
+    async def wait(self, offset: int, timeout: float | None = None) -> bool:
+        """Wait until a chunk at ``offset`` is readable or the stream ended; False on timeout."""
+        while self.next_offset <= offset and not self._end_published and not self.deleted:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    def info(self) -> StreamInfo:
+        info = self.log.info()
+        if not self._end_published:
+            info.status, info.error, info.closed = "open", None, None
+        return info
+
+    def _publish(self) -> None:
+        durable = self.log.durable_offset
+        while self._unpublished and self._unpublished[0][0] < durable:
+            first, chunks = self._unpublished.pop(0)
+            self._published = first + len(chunks)
+            for listener in list(self.listeners):
+                listener.on_chunks(self, first, list(chunks))
+        if self.log.close_durable and not self._end_published and self.log.close_info is not None:
+            self._end_published = True
+            for listener in list(self.listeners):
+                listener.on_end(self, self.log.close_info)
+        keep = []
+        for mark, fut in self._waiters:
+            if fut.done():
+                continue
+            if mark <= durable or self._end_published:
+                fut.set_result(None)
+            else:
+                keep.append((mark, fut))
+        self._waiters = keep
+        self._changed.set()
+
+    def _fail(self, exc: BaseException, above: int) -> None:
+        self._unpublished = [(o, c) for o, c in self._unpublished if o < above]
+        keep = []
+        for mark, fut in self._waiters:
+            if mark > above and not fut.done():
+                fut.set_exception(exc)
+            elif not fut.done():
+                keep.append((mark, fut))
+        self._waiters = keep
+
+
+class Store:
+    def __init__(self, root: str | Path, opts: StoreOptions | None = None) -> None:
+        self.root = Path(root)
+        self.opts = opts or StoreOptions()
+        self._streams: dict[str, Stream] = {}
+        self._catalog: dict[str, Path] = {}  # every stream on disk, loaded or not
+        self._gone: dict[str, float] = {}
+        self._open: OrderedDict[str, Stream] = OrderedDict()  # streams holding file handles
+        self._dirty: set[Stream] = set()
+        self._kick = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._bg: set[asyncio.Task[None]] = set()
+        self.on_create: list[Callable[[Stream], None]] = []
+        self.on_delete: list[Callable[[str], None]] = []
+        self.counters = {"fsyncs": 0, "appends": 0, "repairs": 0, "expired": 0, "write_errors": 0}
+        self._started = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for sub in ("streams", "tombstones", "trash"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._load_catalog)
+        self._tasks = [asyncio.create_task(self._committer()), asyncio.create_task(self._retention())]
+        self._started = True
+
+    def _load_catalog(self) -> None:
+        shutil.rmtree(self.root / "trash", ignore_errors=True)
+        (self.root / "trash").mkdir(exist_ok=True)
+        for meta in (self.root / "streams").glob("*/*/*/meta.json"):
+            try:
+                m = msgspec.json.decode(read_file(meta), type=StreamMeta)
+            except (OSError, msgspec.DecodeError):
+                continue  # a create that crashed before its meta was durable never existed
+            self._catalog[m.id] = meta.parent
+        for p in (self.root / "streams").glob("*/*/*"):
+            if p.is_dir() and not (p / "meta.json").exists():
+                shutil.rmtree(p, ignore_errors=True)
+        for t in (self.root / "tombstones").iterdir():
+            with contextlib.suppress(OSError, msgspec.DecodeError):
+                ts = msgspec.json.decode(read_file(t), type=Tombstone)
+                if ts.id not in self._catalog:
+                    self._gone[ts.id] = ts.at
+
+    async def stop(self) -> None:
+        """Make everything acknowledged-or-pending durable, then release every file."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+        await self._commit_once()
+        for t in list(self._bg):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await t
+        for s in self._streams.values():
+            s.log.shutdown()
+        self._open.clear()
+        self._started = False
+
+    async def __aenter__(self) -> Store:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- streams -----------------------------------------------------------------------------
+
+    def exists(self, stream_id: str) -> bool:
+        return stream_id in self._catalog
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(i for i in self._catalog if i.startswith(prefix))
+
+    async def create(
+        self,
+        stream_id: str,
+        *,
+        ttl: float | None = None,
+        expires_at: float | None = None,
+        content_type: str | None = None,
+        labels: dict[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> Stream:
+        ids.validate(stream_id)
+        if stream_id in self._catalog:
+            if exist_ok:
+                return self.get(stream_id)
+            raise StreamExists(f"stream {stream_id!r} already exists")
+        meta = StreamMeta(
+            id=stream_id,
+            created=time.time(),
+            epoch=secrets.token_hex(8),
+            ttl=ttl,
+            expires_at=expires_at,
+            content_type=content_type,
+            labels=labels or {},
+        )
+        path = ids.stream_dir(self.root, stream_id)
+        loop = asyncio.get_running_loop()
+        try:
+            log = await loop.run_in_executor(None, Log.create, path, meta, self.opts.log)
+        except FileExistsError:
+            # a crashed create or a delete still in the trash: the catalog is authoritative
+            await loop.run_in_executor(None, shutil.rmtree, path, True)
+            log = await loop.run_in_executor(None, Log.create, path, meta, self.opts.log)
+        except OSError as e:
+            raise StorageUnavailable(f"cannot create stream: {e.strerror}") from e
+        if stream_id in self._catalog:  # lost a race with a concurrent create of the same id
+            await loop.run_in_executor(None, log.destroy)
+            if exist_ok:
+                return self.get(stream_id)
+            raise StreamExists(f"stream {stream_id!r} already exists")
+        self._gone.pop(stream_id, None)
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "tombstones" / ids.dir_name(stream_id)).unlink()
+        self._catalog[stream_id] = path
+        s = self._streams[stream_id] = Stream(self, log)
+        self._touch(s)
+        for cb in self.on_create:
+            cb(s)
+        return s
+
+    def get(self, stream_id: str) -> Stream:
+        s = self._streams.get(stream_id)
+        if s is not None and not s.log.failed:
+            return s
+        path = self._catalog.get(stream_id)
+        if path is None:
+            ids.validate(stream_id)
+            if stream_id in self._gone:
+                raise StreamGone(f"stream {stream_id!r} was deleted or expired")
+            raise StreamNotFound(f"stream {stream_id!r} does not exist")
+        if s is not None:  # failed fsync: drop what memory believes and recover from the files
+            s.log.shutdown()
+        log = Log.open(path, self.opts.log)
+        self.counters["repairs"] += log.repairs
+        ns = Stream(self, log)
+        if s is not None:
+            ns.listeners = s.listeners
+        self._streams[stream_id] = ns
+        self._touch(ns)
+        self._maybe_seal(ns)
+        return ns
+
+    async def delete(self, stream_id: str, reason: str = "deleted") -> None:
+        s = self.get(stream_id)
+        s.deleted = True
+        del self._catalog[stream_id]
+        self._streams.pop(stream_id, None)
+        self._open.pop(stream_id, None)
+        self._dirty.discard(s)
+        self._gone[stream_id] = time.time()
+        tomb = self.root / "tombstones" / ids.dir_name(stream_id)
+        data = msgspec.json.encode(Tombstone(stream_id, time.time(), reason))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, write_atomic, tomb, data)
+        s.log.shutdown()
+        trash = self.root / "trash" / f"{s.log.path.name}.{secrets.token_hex(4)}"
+        await loop.run_in_executor(None, os.replace, s.log.path, trash)
+        self._spawn(loop.run_in_executor(None, shutil.rmtree, trash, True))
+        s._fail(StreamGone(f"stream {stream_id!r} was {reason}"), -1)
+        s._changed.set()
+        for listener in list(s.listeners):
+            listener.on_gone(s)
+        for cb in self.on_delete:
+            cb(stream_id)
+
+    def loaded(self) -> list[Stream]:
+        return list(self._streams.values())
+
+    def stats(self) -> dict[str, int]:
+        streams = self._streams.values()
+        return {
+            "streams": len(self._catalog),
+            "streams_loaded": len(self._streams),
+            "streams_open": sum(1 for s in streams if s.status == "open"),
+            "streams_closed": sum(1 for s in streams if s.status != "open"),
+            "open_files": sum(s.log.open_files for s in streams),
+            "raw_bytes": sum(s.log.raw_bytes for s in streams),
+            "stored_bytes": sum(s.log.stored_bytes for s in streams),
+            "repairs": sum(s.log.repairs for s in streams),
+            "tombstones": len(self._gone),
+            **self.counters,
+        }
+
+    # --- group commit ------------------------------------------------------------------------
+
+    def _touch(self, s: Stream) -> None:
+        self._open[s.id] = s
+        self._open.move_to_end(s.id)
+        if len(self._open) > self.opts.max_open_logs:
+            for sid, old in list(self._open.items())[: len(self._open) - self.opts.max_open_logs]:
+                if old is not s and old.log.release_files():
+                    del self._open[sid]
+
+    async def _durable(self, s: Stream, mark: int, close: bool = False) -> None:
+        if self.opts.fsync == "never":
+            try:
+                s.log.flush()
+            except StorageUnavailable as e:
+                self.counters["write_errors"] += 1
+                s._fail(e, s.log.written_offset)
+                raise
+            s.log.durable_offset = s.log.written_offset
+            if close:
+                s.log.close_durable = True
+            s._publish()
+            self._maybe_seal(s)
+            return
+        if mark <= s.log.durable_offset and not close:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a close has no offset of its own: its waiter is released by the end being published
+        s._waiters.append((mark + 1 if close else mark, fut))
+        self._dirty.add(s)
+        self._kick.set()
+        if not self._started:
+            await self._commit_once()
+        await fut
+
+    async def _committer(self) -> None:
+        while True:
+            await self._kick.wait()
+            if self.opts.fsync == "interval":
+                await asyncio.sleep(self.opts.interval_ms / 1000)
+            self._kick.clear()
+            await self._commit_once()
+
+    async def _commit_once(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        work = []
+        for s in dirty:
+            try:
+                work.append((s, s.log.begin_sync()))
+            except StorageUnavailable as e:
+                self.counters["write_errors"] += 1
+                s._fail(e, s.log.written_offset)
+        if not work:
+            return
+        self.counters["fsyncs"] += 1
+        errors = await asyncio.get_running_loop().run_in_executor(None, _sync_all, [t for _, t in work])
+        for (s, ticket), err in zip(work, errors, strict=True):
+            if err is not None:
+                reason = f"fsync failed: {err}"
+                s.log.fail(reason)
+                s._fail(StorageUnavailable(reason), s.log.durable_offset)
+                continue
+            s.log.end_sync(ticket)
+            s._publish()
+            self._maybe_seal(s)
+
+    # --- background work ---------------------------------------------------------------------
+
+    def _spawn(self, aw: Awaitable[object]) -> None:
+        async def run() -> None:
+            await aw
+
+        t = asyncio.ensure_future(run())
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    def _maybe_seal(self, s: Stream) -> None:
+        if s.sealing or s.log.seal_candidate() is None:
+            return
+        s.sealing = True
+        self._spawn(self._seal(s))
+
+    async def _seal(self, s: Stream) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not s.deleted and (seg := s.log.seal_candidate()) is not None:
+                new, ck = await loop.run_in_executor(None, s.log.build_seal, seg)
+                if s.deleted:
+                    return
+                s.log.apply_seal(seg, new, ck)
+        except OSError:
+            pass  # the raw segment stays valid; sealing is retried on the next commit
+        finally:
+            s.sealing = False
+
+    async def _retention(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.retention_every)
+            with contextlib.suppress(Exception):
+                await self.expire()
+
+    async def expire(self, now: float | None = None) -> list[str]:
+        """Delete streams past their TTL or expiry, then the oldest closed ones over the size cap."""
+        now = time.time() if now is None else now
+        expired = []
+        for sid in list(self._catalog):
+            try:
+                s = self.get(sid)
+            except Exception:
+                continue
+            meta, ci = s.log.meta, s.close_info
+            ttl = meta.ttl if meta.ttl is not None else self.opts.default_ttl
+            if (meta.expires_at is not None and now >= meta.expires_at) or (
+                ci is not None and ttl is not None and now >= ci.at + ttl
+            ):
+                expired.append(sid)
+        cap = self.opts.max_total_bytes
+        if cap is not None:
+            live = [self._streams[i] for i in self._catalog if i in self._streams and i not in expired]
+            total = sum(s.log.stored_bytes for s in live)
+            for s in sorted((s for s in live if s.close_info), key=lambda s: s.close_info.at):  # type: ignore[union-attr]
+                if total <= cap:
+                    break
+                expired.append(s.id)
+                total -= s.log.stored_bytes
+        for sid in expired:
+            with contextlib.suppress(StreamNotFound, StreamGone):
+                await self.delete(sid, reason="expired")
+                self.counters["expired"] += 1
+        for sid, at in list(self._gone.items()):
+            if now >= at + self.opts.tombstone_ttl:
+                del self._gone[sid]
+                with contextlib.suppress(FileNotFoundError):
+                    (self.root / "tombstones" / ids.dir_name(sid)).unlink()
+        return expired
+
+
+def _sync_all(tickets: list) -> list[str | None]:
+    out: list[str | None] = []
+    for t in tickets:
+        try:
+            Log.do_sync(t)
+            out.append(None)
+        except OSError as e:
+            out.append(f"{e.strerror or e}")
+    return out
