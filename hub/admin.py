@@ -1,0 +1,126 @@
+"""Admin endpoints (bearer admin token): hub stats, per-stream stats, Prometheus metrics."""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .state import HUB, Hub
+from .ws import bearer
+
+routes = web.RouteTableDef()
+
+
+def hub_stats(hub: Hub) -> dict[str, Any]:
+    st = hub.store.stats()
+    fo = hub.fanout.stats
+    c = hub.counters
+    return {
+        "uptime_s": round(time.time() - hub.started, 3),
+        "streams": st["streams"],
+        "streams_open": st["streams_open"],
+        "streams_closed": st["streams_closed"],
+        "streams_loaded": st["streams_loaded"],
+        "subscribers": hub.fanout.count(),
+        "connections": len(hub.connections),
+        "connections_total": c.connections_total,
+        "appends": c.appends,
+        "appended_chunks": c.appended_chunks,
+        "appends_per_s": round(hub.append_rate.per_s, 2),
+        "deliveries": fo.deliveries,
+        "deliveries_per_s": round(hub.delivery_rate.per_s, 2),
+        "frames": fo.frames,
+        "replayed_chunks": fo.replayed,
+        "bytes_raw": st["raw_bytes"],
+        "bytes_stored": st["stored_bytes"],
+        "resumes": fo.resumes,
+        "reconnects": c.reconnects,
+        "slow_consumer_drops": fo.slow_drops,
+        "cancels": c.cancels,
+        "errors": c.errors,
+        "repairs": st["repairs"],
+        "fsyncs": st["fsyncs"],
+        "write_errors": st["write_errors"],
+        "expired": st["expired"],
+        "open_files": st["open_files"],
+        "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "fsync_policy": hub.config.fsync,
+    }
+
+
+def _admin(request: web.Request) -> Hub:
+    hub = request.app[HUB]
+    hub.auth.check_admin(bearer(request))
+    return hub
+
+
+@routes.get("/admin/stats")
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(hub_stats(_admin(request)))
+
+
+@routes.get("/admin/streams/{id:.+}")
+async def stream_stats(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    sid = request.match_info["id"]
+    s = hub.stream(sid)
+    info = msgspec.to_builtins(s.info())
+    info["subscribers"] = hub.fanout.count(sid)
+    info["resumes"] = hub.resume_counts.get(sid, 0)
+    info["cancel_requested"] = sid in hub.cancel_requested
+    return web.json_response(info)
+
+
+class _Collector:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Any:
+        s = hub_stats(self.hub)
+        gauges = [
+            "streams",
+            "streams_open",
+            "streams_closed",
+            "subscribers",
+            "connections",
+            "bytes_raw",
+            "bytes_stored",
+            "open_files",
+            "appends_per_s",
+            "deliveries_per_s",
+        ]
+        counters = [
+            "appends",
+            "appended_chunks",
+            "deliveries",
+            "frames",
+            "replayed_chunks",
+            "resumes",
+            "reconnects",
+            "slow_consumer_drops",
+            "cancels",
+            "errors",
+            "repairs",
+            "fsyncs",
+            "write_errors",
+            "expired",
+            "connections_total",
+        ]
+        for k in gauges:
+            yield GaugeMetricFamily(f"rhub_{k}", k.replace("_", " "), value=s[k])
+        for k in counters:
+            yield CounterMetricFamily(f"rhub_{k}", k.replace("_", " "), value=s[k])
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    reg = CollectorRegistry()
+    reg.register(_Collector(hub))
+    return web.Response(body=generate_latest(reg), content_type="text/plain", charset="utf-8")

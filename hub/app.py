@@ -1,0 +1,66 @@
+"""The aiohttp application: routes, error mapping, startup and graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from . import admin, demo, http_api
+from .auth import Auth
+from .config import Config
+from .protocol import HubError
+from .state import HUB, Hub
+from .ws import close_all, ws_handler
+
+log = logging.getLogger("hub")
+STATIC = Path(__file__).parent / "static"
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HubError as e:
+        request.app[HUB].counters.errors += 1
+        body = {"error": {"code": e.code, "message": e.message}}
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return web.json_response(body, status=e.status, headers=headers)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def make_app(config: Config) -> web.Application:
+    admin_token = config.admin_token or secrets.token_urlsafe(18)
+    config.admin_token = admin_token
+    auth = Auth(
+        config.jwt_secret, admin_token, config.jwt_algorithm, config.jwt_issuer, config.allowed_origins
+    )
+    app = web.Application(middlewares=[errors], client_max_size=config.max_message_bytes + 4096)
+    hub = app[HUB] = Hub(config, auth)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await hub.start()
+        yield
+        await hub.stop()
+
+    async def on_shutdown(app: web.Application) -> None:
+        hub.closing = True
+        await close_all(hub)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_routes(http_api.routes)
+    app.router.add_routes(admin.routes)
+    app.router.add_get("/healthz", healthz)
+    demo.setup(app, config)
+    app.router.add_static("/static/", STATIC, show_index=False)
+    return app

@@ -1,0 +1,106 @@
+"""Who may do what: JWT grants on stream ids or prefixes, an admin token, and the Origin check.
+
+A token's claims: ``read`` and ``write`` are lists of stream-id patterns, each an exact id or a
+prefix ending in ``*`` (``"chat/42/*"``); ``cancel`` likewise (``write`` implies cancel). With no
+``jwt_secret`` configured, auth is off and every request may read and write (local development).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import jwt
+
+from .protocol import HubError
+
+
+@dataclass(frozen=True)
+class Grant:
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    cancel: tuple[str, ...] = ()
+
+    def can(self, action: str, stream_id: str) -> bool:
+        pats = {"read": self.read, "write": self.write, "cancel": self.cancel + self.write}[action]
+        return any(p == stream_id or (p.endswith("*") and stream_id.startswith(p[:-1])) for p in pats)
+
+    def check(self, action: str, stream_id: str) -> None:
+        if not self.can(action, stream_id):
+            raise HubError("forbidden", f"token does not grant {action} on {stream_id!r}", 403, stream_id)
+
+
+OPEN = Grant(read=("*",), write=("*",), cancel=("*",))
+
+
+class Auth:
+    def __init__(
+        self,
+        secret: str | None,
+        admin_token: str,
+        algorithm: str = "HS256",
+        issuer: str | None = None,
+        origins: list[str] | None = None,
+    ) -> None:
+        self.secret = secret
+        self.admin_token = admin_token
+        self.algorithm = algorithm
+        self.issuer = issuer
+        self.origins = [o.rstrip("/") for o in origins or []]
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None
+
+    def grant(self, token: str | None) -> Grant:
+        if not self.enabled:
+            return OPEN
+        if not token:
+            raise HubError("unauthorized", "a bearer token is required", 401)
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[self.algorithm],
+                issuer=self.issuer,
+                options={"require": ["exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise HubError("unauthorized", "token expired", 401) from None
+        except jwt.PyJWTError as e:
+            raise HubError("unauthorized", f"invalid token: {e}", 401) from None
+
+        def pats(name: str) -> tuple[str, ...]:
+            v = claims.get(name, [])
+            return tuple(x for x in ([v] if isinstance(v, str) else v) if isinstance(x, str))
+
+        return Grant(pats("read"), pats("write"), pats("cancel"))
+
+    def mint(self, read: list[str] = (), write: list[str] = (), ttl: float = 3600, **extra: object) -> str:  # type: ignore[assignment]
+        """Sign a token (for tests, tools and an app server that hands tokens to browsers)."""
+        if self.secret is None:
+            raise RuntimeError("auth is off: no jwt secret configured")
+        claims: dict[str, object] = {"read": list(read), "write": list(write), "exp": int(time.time() + ttl)}
+        if self.issuer:
+            claims["iss"] = self.issuer
+        claims.update(extra)
+        return jwt.encode(claims, self.secret, algorithm=self.algorithm)
+
+    def check_admin(self, token: str | None) -> None:
+        if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
+            raise HubError("unauthorized", "admin endpoints need the admin bearer token", 401)
+
+    def check_origin(self, origin: str | None, host: str | None) -> None:
+        """Refuse cross-site WebSocket hijacking: browsers always send Origin on upgrades."""
+        if origin is None:
+            return  # not a browser
+        if self.origins:
+            if origin.rstrip("/") in self.origins or "*" in self.origins:
+                return
+        else:
+            o = urlsplit(origin)
+            if o.hostname in ("localhost", "127.0.0.1", "::1") or (host and o.netloc == host):
+                return
+        raise HubError("forbidden", f"origin {origin!r} is not allowed", 403)

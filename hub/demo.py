@@ -1,0 +1,85 @@
+"""The demo: a chat page at ``/``, an admin page, and a built-in simulated model.
+
+``POST /demo/ask {"chat": id, "prompt": text}`` starts an answer in stream ``chat/<id>/<n>`` and
+returns its id at once; the answer is produced by ``demo_producer.run_answer`` through the hub's
+own WebSocket API, exactly as an external LLM backend would, so Stop, reload and resume are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from .config import Config
+from .demo_producer import run_answer
+from .protocol import HubError
+from .state import HUB
+
+STATIC = Path(__file__).parent / "static"
+TASKS = web.AppKey("demo_tasks", set)
+
+
+def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+_CHAT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Ask(msgspec.Struct):
+    chat: str
+    prompt: str
+
+
+def setup(app: web.Application, config: Config) -> None:
+    if not config.demo:
+        return
+    tasks: set[asyncio.Task[object]] = set()
+    app[TASKS] = tasks
+    app.router.add_get("/", page("index.html"))
+    app.router.add_get("/admin", page("admin.html"))
+    app.router.add_post("/demo/ask", ask)
+
+    async def stop_tasks(app: web.Application) -> None:
+        for t in list(tasks):
+            t.cancel()
+        for t in list(tasks):
+            with contextlib.suppress(BaseException):
+                await t
+
+    app.on_shutdown.insert(0, stop_tasks)
+
+
+async def ask(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    try:
+        body = msgspec.json.decode(await request.read(), type=Ask)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise HubError("bad_request", f"expected {{chat, prompt}}: {e}") from None
+    if not _CHAT.match(body.chat):
+        raise HubError("bad_request", "chat id must be 1-64 letters, digits, - or _")
+    prefix = f"chat/{body.chat}/"
+    n = len(hub.store.list(prefix)) + 1
+    stream = f"{prefix}{n:04d}-{int(time.time() * 1000) % 100000:05d}"
+    token = hub.auth.mint(write=[stream], ttl=600) if hub.auth.enabled else None
+    url = str(
+        request.url.with_scheme("ws" if request.url.scheme == "http" else "wss")
+        .with_path("/ws")
+        .with_query({})
+    )
+    await hub.store.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
+    task = asyncio.create_task(run_answer(url, stream, body.prompt, token=token, labels={"chat": body.chat}))
+    tasks: set[asyncio.Task[object]] = request.app[TASKS]
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return web.json_response({"stream": stream, "chat": body.chat}, status=201)

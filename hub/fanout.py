@@ -1,0 +1,343 @@
+"""Fan-out: every subscriber gets every durable chunk from its offset on, once, in order.
+
+Invariants:
+
+* A subscription is registered for live chunks *before* it reads its replay range, and live chunks
+  that arrive while it replays are ignored: storage publishes a chunk only once it is readable, so
+  the replay loop reads it from disk instead. The switch from replay to live happens with no await
+  between "caught up with storage" and "mode = live", so no chunk can fall between the two.
+* Each connection has a bounded ``Outbox`` drained by its own writer task; fan-out never awaits a
+  socket. A live chunk that does not fit drops that subscription back to replay, which catches up
+  from storage at the speed the reader can take. A slow reader therefore costs a bounded buffer and
+  some disk reads, never the producer's or anyone else's latency.
+* ``next`` is the offset of the next chunk the subscription accepts; every frame it emits starts
+  exactly there, so a frame is never a duplicate and never leaves a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from storage import CloseInfo, StorageError, Stream
+
+from .protocol import Chunks, End, Error, encode
+
+
+class OutboxClosed(Exception):
+    pass
+
+
+class Outbox:
+    """A bounded queue of text frames for one client connection, drained by ``run``."""
+
+    def __init__(self, send: Callable[[str], Awaitable[None]], max_bytes: int = 1 << 20) -> None:
+        self._send = send
+        self.max_bytes = max_bytes
+        self._q: deque[str] = deque()
+        self.bytes = 0
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self.closed = False
+        self.sent_frames = 0
+
+    def offer(self, frame: str) -> bool:
+        """Queue without waiting; False (and nothing queued) if the buffer is full."""
+        if self.closed or self.bytes + len(frame) > self.max_bytes:
+            return False
+        self._push(frame)
+        return True
+
+    def force(self, frame: str) -> bool:
+        """Queue a small control frame (ack, error) past the soft limit, up to twice the limit."""
+        if self.closed or self.bytes + len(frame) > 2 * self.max_bytes:
+            return False
+        self._push(frame)
+        return True
+
+    async def put(self, frame: str) -> None:
+        """Queue once the buffer has drained below half; used by replay, which can wait."""
+        while not self.closed and self.bytes > self.max_bytes // 2:
+            self._space.clear()
+            await self._space.wait()
+        if self.closed:
+            raise OutboxClosed
+        self._push(frame)
+
+    async def wait_space(self) -> None:
+        while not self.closed and self.bytes > self.max_bytes // 2:
+            self._space.clear()
+            await self._space.wait()
+        if self.closed:
+            raise OutboxClosed
+
+    def _push(self, frame: str) -> None:
+        self._q.append(frame)
+        self.bytes += len(frame)
+        self._ready.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                while not self._q:
+                    if self.closed:
+                        return
+                    self._ready.clear()
+                    await self._ready.wait()
+                frame = self._q.popleft()
+                await self._send(frame)
+                self.bytes -= len(frame)
+                self.sent_frames += 1
+                if self.bytes <= self.max_bytes // 2:
+                    self._space.set()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._q.clear()
+        self.bytes = 0
+        self._ready.set()
+        self._space.set()
+
+
+class Format:
+    """How frames look on a transport. The WebSocket protocol is the default; SSE overrides it."""
+
+    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
+        return encode(Chunks(stream, offset, data))
+
+    def end(self, stream: str, offset: int, info: CloseInfo) -> str:
+        return encode(End(stream, offset, info.status, info.error))
+
+    def error(self, stream: str, code: str, message: str) -> str:
+        return encode(Error(code, message, stream))
+
+
+WS_FORMAT = Format()
+
+
+@dataclass
+class FanoutStats:
+    deliveries: int = 0  # chunks handed to outboxes
+    frames: int = 0
+    slow_drops: int = 0  # live feed dropped to replay because the outbox was full
+    replayed: int = 0  # chunks read from storage for a subscriber
+    resumes: int = 0  # subscriptions that started past offset 0
+
+
+def _texts(chunks: list[bytes]) -> list[str]:
+    return [c.decode("utf-8", "replace") for c in chunks]
+
+
+@dataclass(eq=False)
+class Subscription:
+    fanout: Fanout
+    stream: Stream
+    outbox: Outbox
+    next: int
+    fmt: Format = WS_FORMAT
+    coalesce_ms: float = 0.0
+    coalesce_bytes: int = 16384
+    replay_batch: int = 1024
+    mode: str = "replay"  # replay -> live -> done
+    _pending: list[str] = field(default_factory=list)
+    _pending_from: int = 0
+    _pending_bytes: int = 0
+    _timer: asyncio.TimerHandle | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.mode = "replay"
+        self._task = asyncio.create_task(self._replay())
+
+    def stop(self) -> None:
+        self.mode = "done"
+        if self._timer:
+            self._timer.cancel()
+        if self._task and self._task is not asyncio.current_task():
+            self._task.cancel()
+        self.fanout._remove(self)
+
+    # --- replay ------------------------------------------------------------------------------
+
+    async def _replay(self) -> None:
+        st = self.fanout.stats
+        s = self.stream
+        try:
+            while self.mode == "replay":
+                await self.outbox.wait_space()
+                if self.next < s.next_offset:
+                    chunks = s.read(self.next, self.replay_batch, 256 << 10)
+                    texts = _texts(chunks)
+                    frame = self.fmt.chunks(s.id, self.next, texts)
+                    self.next += len(texts)
+                    st.replayed += len(texts)
+                    st.deliveries += len(texts)
+                    st.frames += 1
+                    await self.outbox.put(frame)
+                    continue
+                # caught up with storage: no await from here until the mode switch
+                if s.ended and s.close_info is not None:
+                    self.mode = "done"
+                    await self.outbox.put(self.fmt.end(s.id, self.next, s.close_info))
+                    self.fanout._remove(self)
+                    return
+                self.mode = "live"
+        except (OutboxClosed, asyncio.CancelledError):
+            pass
+        except StorageError as e:
+            self.outbox.force(self.fmt.error(s.id, e.code, str(e)))
+            self.mode = "done"
+            self.fanout._remove(self)
+
+    def _to_replay(self) -> None:
+        if self.mode == "done":
+            return
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            self.next = self._pending_from
+            self._pending.clear()
+            self._pending_bytes = 0
+        self.fanout.stats.slow_drops += 1
+        self.start()
+
+    # --- live --------------------------------------------------------------------------------
+
+    def on_chunks(self, offset: int, texts: list[str], frames: dict[Format, str]) -> None:
+        """A durable chunk run from storage; ``frames`` caches the encoded frame per format."""
+        if self.mode != "live":
+            return
+        end = offset + len(texts)
+        if end <= self.next:
+            return
+        if offset > self.next:  # cannot happen while storage publishes in order; recover anyway
+            self._to_replay()
+            return
+        if offset < self.next:
+            texts = texts[self.next - offset :]
+            offset = self.next
+            frame = self.fmt.chunks(self.stream.id, offset, texts)
+        elif self.coalesce_ms <= 0:
+            frame = frames.get(self.fmt) or frames.setdefault(
+                self.fmt, self.fmt.chunks(self.stream.id, offset, texts)
+            )
+        if self.coalesce_ms > 0:
+            if not self._pending:
+                self._pending_from = offset
+                self._timer = asyncio.get_running_loop().call_later(self.coalesce_ms / 1000, self.flush)
+            self._pending += texts
+            self._pending_bytes += sum(map(len, texts))
+            self.next = end
+            if self._pending_bytes >= self.coalesce_bytes:
+                self.flush()
+            return
+        if self.outbox.offer(frame):
+            self.next = end
+            self.fanout.stats.deliveries += len(texts)
+            self.fanout.stats.frames += 1
+        else:
+            self._to_replay()
+
+    def flush(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending or self.mode != "live":
+            return
+        frame = self.fmt.chunks(self.stream.id, self._pending_from, self._pending)
+        if self.outbox.offer(frame):
+            self.fanout.stats.deliveries += len(self._pending)
+            self.fanout.stats.frames += 1
+            self._pending = []
+            self._pending_bytes = 0
+        else:
+            self._to_replay()
+
+    def on_end(self, info: CloseInfo) -> None:
+        if self.mode != "live":
+            return  # the replay loop sends the end once it has caught up
+        self.flush()
+        if self.mode != "live":
+            return
+        if self.next == self.stream.next_offset and self.outbox.offer(
+            self.fmt.end(self.stream.id, self.next, info)
+        ):
+            self.mode = "done"
+            self.fanout._remove(self)
+        else:
+            self._to_replay()
+
+    def on_gone(self) -> None:
+        self.outbox.force(self.fmt.error(self.stream.id, "stream_gone", "the stream was deleted or expired"))
+        self.stop()
+
+
+class Fanout:
+    """Storage listener that routes each durable chunk to the subscriptions of its stream."""
+
+    def __init__(self) -> None:
+        self.subs: dict[str, set[Subscription]] = {}
+        self.stats = FanoutStats()
+
+    def subscribe(
+        self,
+        stream: Stream,
+        outbox: Outbox,
+        offset: int,
+        fmt: Format = WS_FORMAT,
+        coalesce_ms: float = 0.0,
+        coalesce_bytes: int = 16384,
+    ) -> Subscription:
+        sub = Subscription(self, stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
+        stream.listeners.add(self)  # registered before the replay reads anything
+        self.subs.setdefault(stream.id, set()).add(sub)
+        if offset > 0:
+            self.stats.resumes += 1
+        sub.start()
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        subs = self.subs.get(sub.stream.id)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self.subs[sub.stream.id]
+            sub.stream.listeners.discard(self)
+
+    def count(self, stream_id: str | None = None) -> int:
+        if stream_id is not None:
+            return len(self.subs.get(stream_id, ()))
+        return sum(len(s) for s in self.subs.values())
+
+    # --- storage.Listener ----------------------------------------------------------------------
+
+    def on_chunks(self, stream: Stream, offset: int, chunks: list[bytes]) -> None:
+        subs = self.subs.get(stream.id)
+        if not subs:
+            return
+        texts = _texts(chunks)
+        frames: dict[Format, str] = {}
+        for sub in list(subs):
+            sub.on_chunks(offset, texts, frames)
+
+    def on_end(self, stream: Stream, info: CloseInfo) -> None:
+        for sub in list(self.subs.get(stream.id, ())):
+            sub.on_end(info)
+
+    def on_gone(self, stream: Stream) -> None:
+        for sub in list(self.subs.get(stream.id, ())):
+            sub.on_gone()
+
+    def close_all(self) -> None:
+        for subs in list(self.subs.values()):
+            for sub in list(subs):
+                with contextlib.suppress(Exception):
+                    sub.stop()

@@ -1,0 +1,256 @@
+"""Plain HTTP: the producer API, the JSON read API and Server-Sent Events.
+
+PUT    /streams/{id}            create (idempotent: 201 created, 200 already there)
+POST   /streams/{id}            append: JSON {"data": str | [str]} or a text/plain body
+                                (Producer-Id + Producer-Seq headers make retries idempotent)
+POST   /streams/{id}/close      {"status": "done"|"error"|"cancelled", "error": str?}
+POST   /streams/{id}/cancel     ask the producer to stop
+GET    /streams/{id}?from=N     JSON chunks from N (limit=M), with status and next offset
+GET    /streams/{id}/sse        SSE from ``from`` or ``Last-Event-ID``; each event's id is the
+                                offset after it, so a plain EventSource resumes by itself
+DELETE /streams/{id}
+GET    /streams?prefix=P        ids
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from storage import CloseInfo, StorageError
+
+from .fanout import Format, Outbox, OutboxClosed
+from .protocol import MAX_OFFSET, HubError
+from .state import HUB, Hub, as_hub_error
+from .ws import bearer
+
+routes = web.RouteTableDef()
+
+
+class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
+    data: str | list[str]
+
+
+class CloseBody(msgspec.Struct, forbid_unknown_fields=True):
+    status: str = "done"
+    error: str | None = None
+
+
+class CreateBody(msgspec.Struct, forbid_unknown_fields=True):
+    ttl: float | None = None
+    labels: dict[str, str] = {}
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
+
+
+def _int(raw: str | None, name: str, default: int | None = None) -> int:
+    if raw is None or raw == "":
+        if default is None:
+            raise HubError("bad_request", f"{name} is required")
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise HubError(
+            "invalid_offset" if name in ("from", "Last-Event-ID") else "bad_request",
+            f"{name} must be an integer, not {raw[:40]!r}",
+        ) from None
+    if not 0 <= v <= MAX_OFFSET:
+        raise HubError(
+            "invalid_offset" if name in ("from", "Last-Event-ID") else "bad_request",
+            f"{name} must be between 0 and {MAX_OFFSET}",
+        )
+    return v
+
+
+async def _body(request: web.Request, typ: type[Any]) -> Any:
+    raw = await request.read()
+    if not raw:
+        return typ()
+    try:
+        return msgspec.json.decode(raw, type=typ)
+    except msgspec.ValidationError as e:
+        raise HubError("bad_request", f"invalid body: {e}") from None
+    except msgspec.DecodeError as e:
+        raise HubError("malformed_frame", f"body is not valid JSON: {e}") from None
+
+
+def _ctx(request: web.Request, action: str) -> tuple[Hub, str]:
+    hub = request.app[HUB]
+    sid = request.match_info["id"]
+    hub.auth.grant(bearer(request)).check(action, sid)
+    return hub, sid
+
+
+@routes.put("/streams/{id:.+}")
+async def create(request: web.Request) -> web.Response:
+    hub, sid = _ctx(request, "write")
+    body = await _body(request, CreateBody)
+    existed = hub.store.exists(sid)
+    try:
+        s = await hub.store.create(sid, ttl=body.ttl, labels=body.labels, exist_ok=True)
+    except StorageError as e:
+        raise as_hub_error(e, sid) from None
+    return _json(
+        {"stream": sid, "next": s.next_offset, "status": s.status, "epoch": s.log.meta.epoch},
+        200 if existed else 201,
+    )
+
+
+@routes.post("/streams/{id:.+}/close")
+async def close(request: web.Request) -> web.Response:
+    hub, sid = _ctx(request, "write")
+    body = await _body(request, CloseBody)
+    if body.status not in ("done", "error", "cancelled"):
+        raise HubError("bad_request", "status must be done, error or cancelled", stream=sid)
+    s = await hub.close_stream(sid, body.status, body.error)
+    return _json({"stream": sid, "next": s.next_offset, "status": s.status})
+
+
+@routes.post("/streams/{id:.+}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    hub, sid = _ctx(request, "cancel")
+    told = hub.request_cancel(sid)
+    return _json({"stream": sid, "cancel_requested": True, "producer_notified": told}, 202)
+
+
+@routes.post("/streams/{id:.+}")
+async def append(request: web.Request) -> web.Response:
+    hub, sid = _ctx(request, "write")
+    if request.content_type == "application/json":
+        body = await _body(request, AppendBody)
+        data = [body.data] if isinstance(body.data, str) else body.data
+        chunks = [d.encode() for d in data]
+    else:
+        raw = await request.read()
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            raise HubError("bad_request", "a text/plain body must be UTF-8", stream=sid) from None
+        if not raw:
+            raise HubError("bad_request", "empty body: nothing to append", stream=sid)
+        chunks = [raw]
+    if not chunks:
+        raise HubError("bad_request", "data is an empty list: nothing to append", stream=sid)
+    pid = request.headers.get("Producer-Id")
+    seq = _int(request.headers.get("Producer-Seq"), "Producer-Seq") if pid else None
+    create = request.query.get("create") in ("1", "true")
+    offset, count, dup = await hub.append(sid, chunks, pid, seq, create)
+    return _json(
+        {
+            "stream": sid,
+            "offset": offset,
+            "count": count,
+            "duplicate": dup,
+            "cancelled": sid in hub.cancel_requested,
+        }
+    )
+
+
+@routes.get("/streams/{id:.+}/sse")
+async def sse(request: web.Request) -> web.StreamResponse:
+    hub, sid = _ctx(request, "read")
+    s = hub.stream(sid)
+    last = request.headers.get("Last-Event-ID")
+    offset = _int(last, "Last-Event-ID") if last else _int(request.query.get("from"), "from", 0)
+    if offset > s.next_offset:
+        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", 416, sid)
+    if last is not None and s.ended and offset >= s.next_offset:
+        return web.Response(status=204)  # EventSource stops reconnecting on 204
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await resp.prepare(request)
+    hub.note_resume(sid, offset)
+    outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
+    sub = hub.fanout.subscribe(s, outbox, offset, fmt=SSE_FORMAT)
+    writer = asyncio.create_task(outbox.run())
+    try:
+        while not writer.done():
+            if sub.mode == "done" and outbox.bytes == 0:
+                break
+            done, _ = await asyncio.wait({writer}, timeout=0.05 if sub.mode == "done" else 15)
+            if not done and sub.mode != "done":
+                outbox.force(": keep-alive\n\n")
+    except (ConnectionError, OutboxClosed):
+        pass
+    finally:
+        sub.stop()
+        outbox.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
+            await writer
+    return resp
+
+
+class SseFormat(Format):
+    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
+        body = msgspec.json.encode({"offset": offset, "data": data}).decode()
+        return f"id: {offset + len(data)}\ndata: {body}\n\n"
+
+    def end(self, stream: str, offset: int, info: CloseInfo) -> str:
+        body = msgspec.json.encode({"offset": offset, "status": info.status, "error": info.error}).decode()
+        return f"id: {offset}\nevent: end\ndata: {body}\n\n"
+
+    def error(self, stream: str, code: str, message: str) -> str:
+        body = msgspec.json.encode({"code": code, "message": message}).decode()
+        return f"event: stream-error\ndata: {body}\n\n"
+
+
+SSE_FORMAT = SseFormat()
+
+
+@routes.get("/streams/{id:.+}")
+async def read(request: web.Request) -> web.Response:
+    hub, sid = _ctx(request, "read")
+    s = hub.stream(sid)
+    offset = _int(request.query.get("from"), "from", 0)
+    limit = min(_int(request.query.get("limit"), "limit", 1000), 10000)
+    if offset > s.next_offset:
+        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", 416, sid)
+    try:
+        chunks = s.read(offset, limit)
+    except StorageError as e:
+        raise as_hub_error(e, sid) from None
+    ci = s.close_info
+    return _json(
+        {
+            "stream": sid,
+            "offset": offset,
+            "chunks": [c.decode("utf-8", "replace") for c in chunks],
+            "next": offset + len(chunks),
+            "end": s.next_offset,
+            "status": s.status,
+            "error": ci.error if ci else None,
+            "epoch": s.log.meta.epoch,
+        }
+    )
+
+
+@routes.delete("/streams/{id:.+}")
+async def delete(request: web.Request) -> web.Response:
+    hub, sid = _ctx(request, "write")
+    try:
+        await hub.store.delete(sid)
+    except StorageError as e:
+        raise as_hub_error(e, sid) from None
+    return web.Response(status=204)
+
+
+@routes.get("/streams")
+async def list_streams(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    prefix = request.query.get("prefix", "")
+    grant = hub.auth.grant(bearer(request))
+    ids = [i for i in hub.store.list(prefix) if grant.can("read", i)]
+    return _json({"streams": ids[:10000]})

@@ -1,0 +1,192 @@
+"""The WebSocket wire protocol: typed messages and stable error codes. No I/O.
+
+Every frame is one JSON object with an ``op`` tag. Decoding validates types, so a bad frame becomes
+a precise ``HubError`` with a stable code, never a KeyError deep in a handler. docs/protocol.md is
+the prose twin of this module.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+MAX_OFFSET = (1 << 53) - 1  # offsets travel through JavaScript numbers
+
+
+class HubError(Exception):
+    """An error a client can switch on: ``code`` is stable, ``status`` is the HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400, stream: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.stream = stream
+
+
+# HTTP status per stable code; storage errors reuse their own codes.
+STATUS = {
+    "bad_request": 400,
+    "malformed_frame": 400,
+    "unknown_op": 400,
+    "invalid_stream_id": 400,
+    "invalid_offset": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "stream_not_found": 404,
+    "stream_gone": 410,
+    "stream_exists": 409,
+    "stream_closed": 409,
+    "sequence_error": 409,
+    "offset_out_of_range": 416,
+    "chunk_too_large": 413,
+    "frame_too_large": 413,
+    "too_many_subscriptions": 429,
+    "too_many_connections": 429,
+    "too_many_inflight": 429,
+    "corrupt_data": 500,
+    "storage_unavailable": 503,
+    "storage_error": 500,
+    "going_away": 503,
+}
+
+# --- client -> hub -------------------------------------------------------------------------------
+
+Offset = int | Literal["now"]
+
+
+class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", forbid_unknown_fields=True):
+    stream: str
+    # ``from`` is a Python keyword, hence the rename
+    from_: Offset = msgspec.field(default=0, name="from")
+    epoch: str | None = None  # the epoch the client's offset belongs to; a mismatch gets ``reset``
+    coalesce_ms: float = 0.0  # merge live chunks into frames at most this often (0 = as they come)
+    coalesce_bytes: int = 16384
+
+
+class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", forbid_unknown_fields=True):
+    stream: str
+
+
+class Create(msgspec.Struct, tag="create", tag_field="op", forbid_unknown_fields=True):
+    stream: str
+    id: int | str | None = None
+    ttl: float | None = None
+    labels: dict[str, str] = {}
+    exist_ok: bool = True
+
+
+class Append(msgspec.Struct, tag="append", tag_field="op", forbid_unknown_fields=True):
+    stream: str
+    data: str | list[str]
+    id: int | str | None = None  # echoed in the ack; the client's correlation id
+    producer: str | None = None  # producer id + seq make retries idempotent
+    seq: int | None = None
+    create: bool = False  # create the stream if it does not exist
+
+
+class Close(msgspec.Struct, tag="close", tag_field="op", forbid_unknown_fields=True):
+    stream: str
+    status: Literal["done", "error", "cancelled"] = "done"
+    error: str | None = None
+    id: int | str | None = None
+
+
+class Cancel(msgspec.Struct, tag="cancel", tag_field="op", forbid_unknown_fields=True):
+    stream: str
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="op", forbid_unknown_fields=True):
+    t: float | int | None = None
+
+
+ClientMsg = Subscribe | Unsubscribe | Create | Append | Close | Cancel | Ping
+
+# --- hub -> client -------------------------------------------------------------------------------
+
+
+class Subscribed(msgspec.Struct, tag="subscribed", tag_field="op"):
+    stream: str
+    offset: int  # where delivery starts
+    epoch: str
+    next: int  # the stream's durable end at subscribe time
+    status: str
+
+
+class Chunks(msgspec.Struct, tag="chunks", tag_field="op"):
+    stream: str
+    offset: int
+    data: list[str]
+
+
+class End(msgspec.Struct, tag="end", tag_field="op", omit_defaults=True):
+    stream: str
+    offset: int
+    status: str
+    error: str | None = None
+
+
+class Ack(msgspec.Struct, tag="ack", tag_field="op", omit_defaults=True):
+    id: int | str | None
+    stream: str
+    offset: int
+    count: int = 0
+    duplicate: bool = False
+    cancelled: bool = False
+
+
+class Reset(msgspec.Struct, tag="reset", tag_field="op"):
+    stream: str
+    epoch: str  # the client's offsets for this stream are void; delivery restarts from 0
+
+
+class CancelRequested(msgspec.Struct, tag="cancel", tag_field="op"):
+    stream: str
+
+
+class Pong(msgspec.Struct, tag="pong", tag_field="op", omit_defaults=True):
+    t: float | int | None = None
+
+
+class Error(msgspec.Struct, tag="error", tag_field="op", omit_defaults=True):
+    code: str
+    message: str
+    stream: str | None = None
+    id: int | str | None = None
+
+
+class Unsubscribed(msgspec.Struct, tag="unsubscribed", tag_field="op", omit_defaults=True):
+    stream: str
+    reason: str | None = None
+
+
+_decoder = msgspec.json.Decoder(ClientMsg)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(frame: str | bytes) -> ClientMsg:
+    try:
+        msg = _decoder.decode(frame)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        if "Invalid value" in text and "$.op" in text or "Expected `object`" in text and "op" in text:
+            raise HubError("unknown_op", f"unknown op: {text}") from None
+        raise HubError("malformed_frame", f"invalid message: {text}") from None
+    except msgspec.DecodeError as e:
+        raise HubError("malformed_frame", f"frame is not valid JSON: {e}") from None
+    if isinstance(msg, Subscribe) and isinstance(msg.from_, int) and not 0 <= msg.from_ <= MAX_OFFSET:
+        raise HubError(
+            "invalid_offset", f"offset {msg.from_} must be between 0 and {MAX_OFFSET}", stream=msg.stream
+        )
+    if isinstance(msg, Append) and msg.seq is not None and not 0 <= msg.seq <= MAX_OFFSET:
+        raise HubError("bad_request", "seq must be a non-negative integer", stream=msg.stream)
+    return msg
+
+
+def encode(msg: msgspec.Struct) -> str:
+    return _encoder.encode(msg).decode()
+
+
+def error_frame(err: HubError, id: int | str | None = None) -> str:
+    return encode(Error(err.code, err.message, err.stream, id))
