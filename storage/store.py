@@ -16,6 +16,7 @@ chunk that someone has seen.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import secrets
@@ -184,6 +185,7 @@ class Store:
         self._streams: dict[str, Stream] = {}
         self._catalog: dict[str, Path] = {}  # every stream on disk, loaded or not
         self._gone: dict[str, float] = {}
+        self._creating: dict[str, asyncio.Future[None]] = {}
         self._open: OrderedDict[str, Stream] = OrderedDict()  # streams holding file handles
         self._dirty: set[Stream] = set()
         self._kick = asyncio.Event()
@@ -264,10 +266,27 @@ class Store:
         exist_ok: bool = False,
     ) -> Stream:
         ids.validate(stream_id)
+        while (pending := self._creating.get(stream_id)) is not None:
+            await asyncio.shield(pending)  # one create per id at a time; the others see its result
         if stream_id in self._catalog:
             if exist_ok:
                 return self.get(stream_id)
             raise StreamExists(f"stream {stream_id!r} already exists")
+        done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._create(stream_id, ttl, expires_at, content_type, labels)
+        finally:
+            del self._creating[stream_id]
+            done.set_result(None)
+
+    async def _create(
+        self,
+        stream_id: str,
+        ttl: float | None,
+        expires_at: float | None,
+        content_type: str | None,
+        labels: dict[str, str] | None,
+    ) -> Stream:
         meta = StreamMeta(
             id=stream_id,
             created=time.time(),
@@ -287,11 +306,6 @@ class Store:
             log = await loop.run_in_executor(None, Log.create, path, meta, self.opts.log)
         except OSError as e:
             raise StorageUnavailable(f"cannot create stream: {e.strerror}") from e
-        if stream_id in self._catalog:  # lost a race with a concurrent create of the same id
-            await loop.run_in_executor(None, log.destroy)
-            if exist_ok:
-                return self.get(stream_id)
-            raise StreamExists(f"stream {stream_id!r} already exists")
         self._gone.pop(stream_id, None)
         with contextlib.suppress(FileNotFoundError):
             (self.root / "tombstones" / ids.dir_name(stream_id)).unlink()
@@ -347,7 +361,7 @@ class Store:
         for cb in self.on_delete:
             cb(stream_id)
 
-    def loaded(self) -> list[Stream]:
+    def loaded(self) -> builtins.list[Stream]:
         return list(self._streams.values())
 
     def stats(self) -> dict[str, int]:
@@ -466,7 +480,7 @@ class Store:
             with contextlib.suppress(Exception):
                 await self.expire()
 
-    async def expire(self, now: float | None = None) -> list[str]:
+    async def expire(self, now: float | None = None) -> builtins.list[str]:
         """Delete streams past their TTL or expiry, then the oldest closed ones over the size cap."""
         now = time.time() if now is None else now
         expired = []
