@@ -175,6 +175,13 @@ class Log:
             prev_end = seg.end
         self.next_offset = self.written_offset = self.durable_offset = self.segments[-1].end
         self.close_durable = self.close_info is not None
+        # A failed first write after recovery rolls back to what was recovered, not to an empty log
+        # (the initial ({}, 0, 0) would rewind next_offset to 0 and reuse every offset).
+        self._undo = (
+            {k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in self.producers.items()},
+            self.next_offset,
+            self.raw_bytes,
+        )
 
     def _recover_segment(self, base: int, sealed: bool, last: bool) -> None:
         path = self.path / seg_name(base, sealed)
@@ -422,12 +429,22 @@ class Log:
         out: list[bytes] = []
         size = 0
         offset = from_offset
+        # Damaged ranges of every segment: a hole between two segments is listed on the later one
+        # but ``_segment_for`` maps its offsets to the earlier one, which would answer [] ("caught
+        # up") forever. A read serves the chunks before a damaged range and stops there; the next
+        # read, starting inside it, raises.
+        bad = [r for s in self.segments for r in s.corrupt]
         while offset < limit and len(out) < max_chunks and size < max_bytes:
             seg = self._segment_for(offset)
-            for first, end in seg.corrupt:
+            stop = limit
+            for first, end in bad:
                 if first <= offset < end:
+                    if out:
+                        return out
                     raise CorruptData(f"offsets {first}..{end} failed their checksum and cannot be served")
-            got = self._read_records(seg, offset, limit, max_chunks - len(out), max_bytes - size)
+                if offset < first < stop:
+                    stop = first
+            got = self._read_records(seg, offset, stop, max_chunks - len(out), max_bytes - size)
             if not got:
                 break
             out += got
@@ -439,7 +456,8 @@ class Log:
         fd = self._read_fd(seg)
         pos = seg.index.lookup(offset)
         out: list[bytes] = []
-        while pos < seg.size and len(out) < want and budget > 0:
+        # ``offset < limit``: stop before parsing the next header, which may be a damaged one
+        while pos < seg.size and offset < limit and len(out) < want and budget > 0:
             h = record.parse_header(os.pread(fd, record.HEADER_SIZE, pos))
             if h is None:
                 raise CorruptData(f"{seg.path.name}: unreadable record header at byte {pos}")
@@ -500,6 +518,12 @@ class Log:
         cctx = zstandard.ZstdCompressor(level=self.opts.seal_level)
         ck = self.checkpoint
         producers = dict(ck.producers)
+        # A crash after the checkpoint was written but before the rename leaves this segment (and
+        # maybe later ones) raw under a checkpoint that already covers it (upto >= seg.end). Its
+        # bytes and producer marks are already in the checkpoint: re-applying them would count the
+        # bytes twice and rewind producers to older sequence numbers, and lowering ``upto`` would
+        # make the next recovery skip the later segments' marks.
+        covered = seg.end <= ck.upto
         raw = 0
         out = bytearray()
         new = Segment(seg.base, self.path / seg_name(seg.base, True), sealed=True, end=seg.end)
@@ -522,7 +546,7 @@ class Log:
                 out.extend(mv[pos : pos + h.size])
                 continue
             mark, _ = record.split_payload(h, payload)
-            if mark is not None:
+            if mark is not None and not covered:
                 producers[mark.producer_id] = (mark.epoch, mark.seq, h.first_offset, h.count)
             chunks = record.decode_data(h, payload, self.opts.max_append_bytes + 5 * h.count)
             for i, c in enumerate(chunks):
@@ -545,7 +569,10 @@ class Log:
         finally:
             os.close(fd)
         write_atomic(self.path / idx_name(seg.base), new.index.to_bytes())
-        new_ck = Checkpoint(upto=seg.end, raw_bytes=ck.raw_bytes + raw, producers=producers)
+        if covered:
+            new_ck = Checkpoint(upto=ck.upto, raw_bytes=ck.raw_bytes, producers=producers)
+        else:
+            new_ck = Checkpoint(upto=seg.end, raw_bytes=ck.raw_bytes + raw, producers=producers)
         write_atomic(self.path / "checkpoint.json", msgspec.json.encode(new_ck))
         os.replace(tmp, new.path)
         fsync_dir(self.path)

@@ -105,15 +105,20 @@ def scan(buf: bytes, base: int, count_from: int = 0, index_every: int = INDEX_EV
     corrupt: list[tuple[int, int]] = []
     while pos < len(buf):
         h = record.parse_header(mv, pos)
-        if h is None or h.first_offset != expect or close is not None:
+        if close is not None:
             break
-        if not record.check(mv, pos, h):
-            nxt = record.parse_header(mv, pos + h.size) if pos + h.size < len(buf) else None
-            if nxt is not None and nxt.first_offset == h.end_offset and record.check(mv, pos + h.size, nxt):
-                corrupt.append((h.first_offset, h.end_offset))
-                pos, expect = pos + h.size, h.end_offset
-                continue
-            break
+        if h is None or h.first_offset != expect or not record.check(mv, pos, h):
+            # The damage may be in the header itself (length, type, offsets), so the next record is
+            # found by searching for it, not by trusting this record's length. An all-zero header is
+            # what a crash leaves where blocks were never written: a torn tail, not a bit flip.
+            nxt = None if not any(mv[pos : pos + record.HEADER_SIZE]) else _resync(mv, pos + 1, expect)
+            if nxt is None:
+                break
+            pos, first = nxt
+            corrupt.append((expect, first))
+            expect = first
+            last_indexed = pos - index_every  # seek past the damage: reads must not walk through it
+            continue
         payload = mv[pos + record.HEADER_SIZE : pos + h.size]
         if h.type == record.DATA:
             if pos - last_indexed >= index_every or h.flags & record.COMPRESSED:
@@ -133,10 +138,35 @@ def scan(buf: bytes, base: int, count_from: int = 0, index_every: int = INDEX_EV
         expect = h.end_offset
     # Complete, checksummed records beyond the cut mean data someone may have seen is gone.
     dropped_records = 0
-    h = record.parse_header(mv, pos) if pos < len(buf) else None
-    if h is not None:
-        dropped_records = sum(1 for _ in record.iter_records(mv, pos if record.check(mv, pos, h) else pos + h.size))
+    q = _next_valid(mv, pos)
+    if q is not None:
+        dropped_records = sum(1 for _ in record.iter_records(mv, q))
     return ScanResult(pos, expect, idx, raw, marks, close, corrupt, len(buf) - pos, dropped_records)
+
+
+def _next_valid(mv: memoryview, start: int) -> int | None:
+    """Position of the first checksummed record at or after ``start``, by trying every byte."""
+    for q in range(start, len(mv) - record.HEADER_SIZE + 1):
+        h = record.parse_header(mv, q)
+        if h is not None and record.check(mv, q, h):
+            return q
+    return None
+
+
+def _resync(mv: memoryview, start: int, expect: int) -> tuple[int, int] | None:
+    """Where valid records resume after a damaged one: (position, first offset), or None (torn tail).
+
+    The first checksummed record after ``start`` that holds offsets past ``expect``. So one damaged
+    record loses only its own offsets (reported as corrupt), never every acknowledged record after
+    it; the cost is one parse attempt per damaged byte.
+    """
+    q = _next_valid(mv, start)
+    while q is not None:
+        h = record.parse_header(mv, q)
+        if h is not None and h.first_offset > expect:
+            return q, h.first_offset
+        q = _next_valid(mv, q + 1)
+    return None
 
 
 def read_file(path: Path) -> bytes:
