@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from storage import Store, StoreOptions, Stream
+from storage import LogOptions, Store, StoreOptions, Stream
 from storage.errors import StorageError
 
 from .auth import Auth
@@ -55,6 +55,7 @@ class Hub:
                 fsync=config.fsync,
                 interval_ms=config.fsync_interval_ms,
                 default_ttl=config.stream_ttl_s,
+                log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
             ),
         )
         self.fanout = Fanout()
