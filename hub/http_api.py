@@ -163,6 +163,10 @@ async def sse(request: web.Request) -> web.StreamResponse:
         raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", 416, sid)
     if last is not None and s.ended and offset >= s.next_offset:
         return web.Response(status=204)  # EventSource stops reconnecting on 204
+    if request.method == "HEAD":  # aiohttp routes HEAD to GET handlers: headers only, never an event body
+        return web.Response(
+            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
