@@ -52,6 +52,21 @@ from .segment import (
 
 STATUSES = ("done", "error", "cancelled")
 
+# A Stream-Seq (the Durable Streams writer sequence, an opaque string compared byte-wise) travels in
+# the same producer mark as the append it orders, after this separator: ``"{producer}\0{stream_seq}"``
+# (producer "" when the append has none). It is therefore durable exactly when its data is, and
+# recovery restores the last one from the marks (raw segments) or the checkpoint (sealed ones, under
+# the key ``"\0{stream_seq}"``). Producer ids cannot contain NUL, so old marks read unchanged.
+SEQ_SEP = "\0"
+
+
+def split_mark(mark_id: str) -> tuple[str | None, str | None]:
+    """(producer id or None, Stream-Seq or None) of a producer mark or checkpoint key."""
+    pid, sep, stream_seq = mark_id.partition(SEQ_SEP)
+    if not sep:
+        return pid, None
+    return pid or None, stream_seq
+
 
 class StreamMeta(msgspec.Struct):
     id: str
@@ -61,6 +76,9 @@ class StreamMeta(msgspec.Struct):
     expires_at: float | None = None  # absolute expiry (unix time), open or closed
     content_type: str | None = None
     labels: dict[str, str] = {}
+    # seconds without a read or write after which the stream expires, open or closed (the Durable
+    # Streams ``Stream-TTL``: a sliding window, unlike ``ttl`` which counts from the close)
+    idle_ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +115,8 @@ class Log:
         self.close_info: CloseInfo | None = None
         self.close_durable = False
         self.producers: dict[str, ProducerState] = {}
+        self.stream_seq: str | None = None  # last Stream-Seq accepted (see SEQ_SEP)
+        self._undo_seq: str | None = None
         self.checkpoint = Checkpoint()
         self.raw_bytes = 0
         self.repairs = 0
@@ -149,7 +169,13 @@ class Log:
                 self.checkpoint = msgspec.json.decode(read_file(ck), type=Checkpoint)
             except msgspec.DecodeError:
                 self._repair("checkpoint.json unreadable; producer state rebuilt from raw segments")
-        self.producers = {k: ProducerState(*v) for k, v in self.checkpoint.producers.items()}
+        self.producers = {}
+        for k, v in self.checkpoint.producers.items():
+            pid, stream_seq = split_mark(k)
+            if pid is not None:
+                self.producers[pid] = ProducerState(*v)
+            if stream_seq is not None:
+                self.stream_seq = stream_seq
         self.raw_bytes = self.checkpoint.raw_bytes
         bases: dict[int, bool] = {}
         for p in self.path.iterdir():
@@ -163,8 +189,11 @@ class Log:
                 if raw.exists():
                     raw.unlink()  # leftover of an interrupted seal: the .zlog is complete
             self._recover_segment(base, sealed, last=base == max(bases))
-        if not self.segments:
-            seg = Segment(0, self.path / seg_name(0, False), sealed=False)
+        if not self.segments or (self.segments[-1].sealed and self.close_info is None):
+            # no segment at all, or a damaged sealed tail that lost its close record: appends go to a
+            # fresh raw segment, never into a sealed file
+            base = self.segments[-1].end if self.segments else 0
+            seg = Segment(base, self.path / seg_name(base, False), sealed=False, end=base)
             self.segments.append(seg)
             self._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT, 0o644)
         prev_end = self.segments[0].base
@@ -182,6 +211,7 @@ class Log:
             self.next_offset,
             self.raw_bytes,
         )
+        self._undo_seq = self.stream_seq
 
     def _recover_segment(self, base: int, sealed: bool, last: bool) -> None:
         path = self.path / seg_name(base, sealed)
@@ -190,7 +220,12 @@ class Log:
         seg = Segment(base, path, sealed, size=res.size, end=res.end, index=res.index, corrupt=res.corrupt)
         for first, end in res.corrupt:
             self._repair(f"{path.name}: checksum mismatch for offsets {first}..{end}; never served")
-        if res.dropped_bytes:
+        if res.dropped_bytes and (sealed or not last):
+            # Only the active tail can be torn by a crash: a sealed or rolled segment was complete and
+            # fsynced, so damage there is corruption. Keep the file (for forensics) and serve nothing
+            # past the valid prefix: the gap up to the next segment answers corrupt_data.
+            self._repair(f"{path.name}: {res.dropped_bytes} bytes from byte {res.size} failed their checksum")
+        elif res.dropped_bytes:
             self._repair(f"{path.name}: truncated {res.dropped_bytes} torn bytes at {res.size}")
             if res.dropped_records:
                 # Complete records were lost with the tail: readers may hold offsets that now mean
@@ -209,7 +244,11 @@ class Log:
         else:
             self.raw_bytes += res.raw_bytes
             for mark, first, count in res.marks:
-                self.producers[mark.producer_id] = ProducerState(mark.epoch, mark.seq, first, count)
+                pid, stream_seq = split_mark(mark.producer_id)
+                if pid is not None:
+                    self.producers[pid] = ProducerState(mark.epoch, mark.seq, first, count)
+                if stream_seq is not None:
+                    self.stream_seq = stream_seq
         if res.close is not None:
             self.close_info = res.close
         self.segments.append(seg)
@@ -276,7 +315,11 @@ class Log:
         producer_id: str | None = None,
         seq: int | None = None,
         epoch: int = 0,
+        stream_seq: str | None = None,
     ) -> AppendResult:
+        """Append chunks as one record. A retry of the producer's last (epoch, seq) is acknowledged
+        with its original offsets and writes nothing; ``stream_seq``, when given, must be greater
+        (byte-wise) than the last one accepted, and is checked after the producer retry."""
         if producer_id is not None and seq is not None:
             st = self.producers.get(producer_id)
             if st is not None and epoch == st.epoch and seq <= st.seq:
@@ -286,6 +329,15 @@ class Log:
             if st is not None and epoch < st.epoch:
                 raise SequenceError(f"producer {producer_id!r} epoch {epoch} is older than {st.epoch}")
         self._check_writable()
+        if stream_seq is not None:
+            if self.stream_seq is not None and stream_seq <= self.stream_seq:
+                raise SequenceError(
+                    f"Stream-Seq {stream_seq!r} is not after the last one, {self.stream_seq!r}"
+                )
+            if producer_id == "":
+                raise SequenceError("a producer id sent with a Stream-Seq must not be empty")
+        if producer_id is not None and SEQ_SEP in producer_id:
+            raise SequenceError("a producer id must not contain NUL")
         if not chunks:
             raise ChunkTooLarge("an append needs at least one chunk")
         total = 0
@@ -302,6 +354,12 @@ class Log:
         if producer_id is not None and seq is not None:
             mark = record.ProducerMark(producer_id, epoch, seq)
             self.producers[producer_id] = ProducerState(epoch, seq, first, len(chunks))
+        if stream_seq is not None:
+            pid = mark.producer_id if mark else ""
+            mark = record.ProducerMark(
+                pid + SEQ_SEP + stream_seq, mark.epoch if mark else 0, mark.seq if mark else 0
+            )
+            self.stream_seq = stream_seq
         pos = self.active.size + len(self._pending)
         if pos - (self.active.index.positions[-1] if self.active.index else -(1 << 30)) >= 4096:
             self.active.index.add(first, pos)
@@ -311,10 +369,18 @@ class Log:
         self.last_append = time.time()
         return AppendResult(first, len(chunks))
 
-    def close(self, status: str = "done", error: str | None = None) -> None:
+    def close(
+        self, status: str = "done", error: str | None = None, producer: tuple[str, int, int] | None = None
+    ) -> None:
+        """Close the stream. ``producer`` (id, epoch, seq) marks a close sent by an idempotent producer
+        so that its retry is recognised; that mark lives in memory only (a CLOSE record has no producer
+        block), so after a restart such a retry answers "closed" instead of "duplicate"."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         self._check_writable()
+        if producer is not None:
+            pid, epoch, seq = producer
+            self.producers[pid] = ProducerState(epoch, seq, self.next_offset, 0)
         info = CloseInfo(status, error, time.time())
         self._pending += record.encode(record.CLOSE, 0, self.next_offset, 0, msgspec.json.encode(info))
         self._pending_close = True
@@ -353,6 +419,7 @@ class Log:
         self._pending.clear()
         self._pending_close = False
         self._undo = ({k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in self.producers.items()}, self.next_offset, self.raw_bytes)
+        self._undo_seq = self.stream_seq
 
     def _rollback(self, seg: Segment) -> None:
         """Forget every pending append: they were never written, so never acknowledged."""
@@ -362,6 +429,7 @@ class Log:
         producers, offset, raw = self._undo
         self.producers = {k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in producers.items()}
         self.next_offset, self.raw_bytes = offset, raw
+        self.stream_seq = self._undo_seq
         seg.index.truncate_from(seg.size)
         if self._pending_close:
             self.close_info = None
@@ -547,7 +615,13 @@ class Log:
                 continue
             mark, _ = record.split_payload(h, payload)
             if mark is not None and not covered:
-                producers[mark.producer_id] = (mark.epoch, mark.seq, h.first_offset, h.count)
+                pid, stream_seq = split_mark(mark.producer_id)
+                if pid is not None:
+                    producers[pid] = (mark.epoch, mark.seq, h.first_offset, h.count)
+                if stream_seq is not None:  # one Stream-Seq key at a time: the last one
+                    for k in [k for k in producers if k.startswith(SEQ_SEP)]:
+                        del producers[k]
+                    producers[SEQ_SEP + stream_seq] = (0, 0, h.first_offset, h.count)
             chunks = record.decode_data(h, payload, self.opts.max_append_bytes + 5 * h.count)
             for i, c in enumerate(chunks):
                 if not block:

@@ -81,6 +81,9 @@ class Stream:
         self._changed = asyncio.Event()
         self.deleted = False
         self.sealing = False
+        # last read or write (appends, closes, reads, ``touch``): the clock of ``meta.idle_ttl``.
+        # In memory only: after a restart every stream starts a fresh window.
+        self.last_access = time.time()
 
     # durable, visible end of the stream
     @property
@@ -109,25 +112,44 @@ class Stream:
         producer_id: str | None = None,
         seq: int | None = None,
         epoch: int = 0,
+        *,
+        stream_seq: str | None = None,
+        close: bool = False,
     ) -> AppendResult:
+        """Append durably. ``close`` closes the stream ("done") in the same step, so no reader can
+        see the stream end without these chunks; a retried append-and-close whose data landed but
+        whose close did not (a crash between the two records) closes it now."""
         self._check_live()
         self.store._touch(self)
-        res = self.log.append(chunks, producer_id, seq, epoch)
+        res = self.log.append(chunks, producer_id, seq, epoch, stream_seq=stream_seq)
+        self.last_access = time.time()
         if not res.duplicate:
             self._unpublished.append((res.offset, chunks))
-        await self.store._durable(self, res.offset + res.count)
+        if close and self.log.close_info is None:
+            self.log.close()
+            await self.store._durable(self, self.log.next_offset, close=True)
+        else:
+            await self.store._durable(self, res.offset + res.count)
         return res
 
-    async def close(self, status: str = "done", error: str | None = None) -> None:
+    async def close(
+        self, status: str = "done", error: str | None = None, producer: tuple[str, int, int] | None = None
+    ) -> None:
         self._check_live()
         self.store._touch(self)
-        self.log.close(status, error)
+        self.log.close(status, error, producer)
+        self.last_access = time.time()
         await self.store._durable(self, self.log.next_offset, close=True)
 
     def read(self, from_offset: int, max_chunks: int = 1024, max_bytes: int | None = None) -> list[bytes]:
         self._check_live()
         self.store._touch(self)
+        self.last_access = time.time()
         return self.log.read(from_offset, max_chunks, max_bytes)
+
+    def touch(self) -> None:
+        """Count an access that reads nothing (a read at the tail) for ``meta.idle_ttl``."""
+        self.last_access = time.time()
 
     async def wait(self, offset: int, timeout: float | None = None) -> bool:
         """Wait until a chunk at ``offset`` is readable or the stream ended; False on timeout."""
@@ -201,9 +223,24 @@ class Store:
     async def start(self) -> None:
         for sub in ("streams", "tombstones", "trash"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        clean = self.root / "CLEAN_SHUTDOWN"
+        was_clean = clean.exists()
+        if was_clean:
+            clean.unlink()
         await asyncio.get_running_loop().run_in_executor(None, self._load_catalog)
         self._tasks = [asyncio.create_task(self._committer()), asyncio.create_task(self._retention())]
+        if not was_clean:
+            # After a crash, recover every stream now (in the background) rather than on first touch,
+            # so torn tails are truncated and repairs show up in the stats right away.
+            self._tasks.append(asyncio.create_task(self._recover_all()))
         self._started = True
+
+    async def _recover_all(self) -> None:
+        for i, sid in enumerate(list(self._catalog)):
+            with contextlib.suppress(Exception):
+                self.get(sid)
+            if i % 16 == 15:
+                await asyncio.sleep(0)  # stay responsive while recovering many streams
 
     def _load_catalog(self) -> None:
         shutil.rmtree(self.root / "trash", ignore_errors=True)
@@ -212,7 +249,10 @@ class Store:
             try:
                 m = msgspec.json.decode(read_file(meta), type=StreamMeta)
             except (OSError, msgspec.DecodeError):
-                continue  # a create that crashed before its meta was durable never existed
+                # meta.json is written atomically before anything else, so this is damage, not a
+                # crashed create: keep the files for a person to look at, and count it.
+                self.counters["repairs"] += 1
+                continue
             self._catalog[m.id] = meta.parent
         for p in (self.root / "streams").glob("*/*/*"):
             if p.is_dir() and not (p / "meta.json").exists():
@@ -239,6 +279,8 @@ class Store:
             s.log.shutdown()
         self._open.clear()
         self._started = False
+        with contextlib.suppress(OSError):
+            (self.root / "CLEAN_SHUTDOWN").touch()
 
     async def __aenter__(self) -> Store:
         await self.start()
@@ -264,6 +306,7 @@ class Store:
         content_type: str | None = None,
         labels: dict[str, str] | None = None,
         exist_ok: bool = False,
+        idle_ttl: float | None = None,
     ) -> Stream:
         ids.validate(stream_id)
         while (pending := self._creating.get(stream_id)) is not None:
@@ -274,7 +317,7 @@ class Store:
             raise StreamExists(f"stream {stream_id!r} already exists")
         done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
         try:
-            return await self._create(stream_id, ttl, expires_at, content_type, labels)
+            return await self._create(stream_id, ttl, expires_at, content_type, labels, idle_ttl)
         finally:
             del self._creating[stream_id]
             done.set_result(None)
@@ -286,6 +329,7 @@ class Store:
         expires_at: float | None,
         content_type: str | None,
         labels: dict[str, str] | None,
+        idle_ttl: float | None = None,
     ) -> Stream:
         meta = StreamMeta(
             id=stream_id,
@@ -295,6 +339,7 @@ class Store:
             expires_at=expires_at,
             content_type=content_type,
             labels=labels or {},
+            idle_ttl=idle_ttl,
         )
         path = ids.stream_dir(self.root, stream_id)
         loop = asyncio.get_running_loop()
@@ -337,6 +382,14 @@ class Store:
         self._touch(ns)
         self._maybe_seal(ns)
         return ns
+
+    async def set_labels(self, stream_id: str, labels: dict[str, str]) -> None:
+        """Replace a stream's labels, the one mutable part of its meta, durably (atomic rewrite)."""
+        s = self.get(stream_id)
+        s._check_live()
+        s.log.meta.labels = dict(labels)
+        data = msgspec.json.encode(s.log.meta)
+        await asyncio.get_running_loop().run_in_executor(None, write_atomic, s.log.path / "meta.json", data)
 
     async def delete(self, stream_id: str, reason: str = "deleted") -> None:
         s = self.get(stream_id)
@@ -491,8 +544,10 @@ class Store:
                 continue
             meta, ci = s.log.meta, s.close_info
             ttl = meta.ttl if meta.ttl is not None else self.opts.default_ttl
-            if (meta.expires_at is not None and now >= meta.expires_at) or (
-                ci is not None and ttl is not None and now >= ci.at + ttl
+            if (
+                (meta.expires_at is not None and now >= meta.expires_at)
+                or (ci is not None and ttl is not None and now >= ci.at + ttl)
+                or (meta.idle_ttl is not None and now >= s.last_access + meta.idle_ttl)
             ):
                 expired.append(sid)
         cap = self.opts.max_total_bytes
