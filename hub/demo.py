@@ -39,6 +39,7 @@ _CHAT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class Ask(msgspec.Struct):
     chat: str
     prompt: str
+    rate: float = 70.0  # simulated tokens per second (tests speed it up)
 
 
 def setup(app: web.Application, config: Config) -> None:
@@ -78,7 +79,16 @@ async def ask(request: web.Request) -> web.Response:
         .with_query({})
     )
     await hub.store.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
-    task = asyncio.create_task(run_answer(url, stream, body.prompt, token=token, labels={"chat": body.chat}))
+    task = asyncio.create_task(
+        run_answer(
+            url,
+            stream,
+            body.prompt,
+            token=token,
+            tokens_per_s=min(max(body.rate, 1.0), 1000.0),
+            labels={"chat": body.chat},
+        )
+    )
     tasks: set[asyncio.Task[object]] = request.app[TASKS]
     tasks.add(task)
     task.add_done_callback(tasks.discard)
