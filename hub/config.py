@@ -25,7 +25,8 @@ class Config:
     allowed_origins: list[str] = field(default_factory=list)  # empty: same host, localhost, or no Origin
     max_message_bytes: int = 1 << 20
     max_chunk_bytes: int = 256 << 10
-    outbox_bytes: int = 1 << 20  # per-connection send buffer before a subscriber drops to replay
+    outbox_bytes: int = 256 << 10  # per-connection send buffer before a subscriber drops to replay
+    socket_sndbuf: int = 128 << 10  # kernel send buffer per WebSocket (0 = OS autotuning, up to MBs)
     max_subscriptions: int = 256  # per connection
     max_inflight_appends: int = 1024  # per connection
     max_connections_per_ip: int = 10_000

@@ -172,7 +172,8 @@ class Subscription:
             while self.mode == "replay":
                 await self.outbox.wait_space()
                 if self.next < s.next_offset:
-                    chunks = s.read(self.next, self.replay_batch, 256 << 10)
+                    # frames a quarter of the outbox: a stalled reader pins at most ~1.5 outboxes of memory
+                    chunks = s.read(self.next, self.replay_batch, max(16 << 10, self.outbox.max_bytes // 4))
                     texts = _texts(chunks)
                     frame = self.fmt.chunks(s.id, self.next, texts)
                     self.next += len(texts)

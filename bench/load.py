@@ -1,0 +1,187 @@
+"""Load with slow consumers: thousands of connections, hundreds that never read.
+
+    python -m bench.load                 # 5,000 connections: 300 never read, 100 fast, the rest idle
+    python -m bench.load --quick         # 1,000 connections
+
+The hub runs as a subprocess on 127.0.0.1; this process holds every connection. A producer appends
+1 KiB chunks carrying their send time to a hot stream at a fixed rate; fast subscribers measure
+delivery latency. Phase A runs without the never-reading sockets, phase B with them (each subscribed
+to the hot stream with a 4 KiB receive buffer, so the hub's socket buffers fill and its per-connection
+outboxes hit their bound). The hub's RSS is read from /proc before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.chaos import HubProcess, free_port
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def never_reader(port: int, stream: str, start: str = '"now"') -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    payload = f'{{"op":"subscribe","stream":"{stream}","from":{start}}}'.encode()
+    mask = os.urandom(4)
+    s.sendall(
+        bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    )
+    return s
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
+
+
+async def phase(
+    url: str, session: aiohttp.ClientSession, fast: int, seconds: float, rate: float
+) -> list[float]:
+    lat: list[float] = []
+    stop = asyncio.Event()
+
+    async def reader() -> None:
+        async with session.ws_connect(url) as ws:
+            await ws.send_json({"op": "subscribe", "stream": "load/hot", "from": "now"})
+            while not stop.is_set():
+                try:
+                    m = await ws.receive(timeout=1)
+                except TimeoutError:
+                    continue
+                if m.type != aiohttp.WSMsgType.TEXT:
+                    return
+                if '"op":"chunks"' in m.data:
+                    now = time.time_ns()
+                    for part in m.data.split("@")[1::2]:
+                        lat.append((now - int(part)) / 1e6)
+
+    readers = [asyncio.create_task(reader()) for _ in range(fast)]
+    await asyncio.sleep(1.0)  # let them subscribe
+    async with session.ws_connect(url) as prod:
+        t_end = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < t_end:
+            await prod.send_json(
+                {"op": "append", "stream": "load/hot", "data": f"@{time.time_ns()}@" + "x" * 1000, "id": i}
+            )
+            i += 1
+            await asyncio.sleep(1 / rate)
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*readers, return_exceptions=True)
+    return lat
+
+
+async def run(connections: int, slow: int, fast: int, seconds: float, rate: float) -> dict[str, float]:
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    with tempfile.TemporaryDirectory(prefix="rhub-load-") as tmp:
+        hub = HubProcess(Path(tmp) / "data", port, "interval", 8 << 20)
+        await hub.start()
+        assert hub.proc is not None
+        pid = hub.proc.pid
+        slow_socks: list[socket.socket] = []
+        conn = aiohttp.TCPConnector(limit=0)
+        try:
+            async with aiohttp.ClientSession(connector=conn) as session:
+                async with session.put(f"http://127.0.0.1:{port}/streams/load/hot"):
+                    pass
+                async with session.put(f"http://127.0.0.1:{port}/streams/load/quiet"):
+                    pass
+                rss0 = rss_kb(pid)
+                idle_n = connections - slow - fast
+                idle = []
+                for k in range(idle_n):
+                    ws = await session.ws_connect(url)
+                    await ws.send_json({"op": "subscribe", "stream": "load/quiet"})
+                    idle.append(ws)
+                    if k % 500 == 0:
+                        print(f"\ridle connections {k}/{idle_n}", end="", file=sys.stderr, flush=True)
+                print(file=sys.stderr)
+                rss_idle = rss_kb(pid)
+                print("phase A: fast subscribers only", file=sys.stderr)
+                lat_a = await phase(url, session, fast, seconds, rate)
+                loop = asyncio.get_running_loop()
+                for _ in range(slow):
+                    slow_socks.append(await loop.run_in_executor(None, never_reader, port, "load/hot"))
+                print(f"phase B: + {slow} never-reading sockets", file=sys.stderr)
+                lat_b = await phase(url, session, fast, seconds, rate)
+                rss_b = rss_kb(pid)
+                async with session.get(
+                    f"http://127.0.0.1:{port}/admin/stats", headers={"Authorization": "Bearer chaos"}
+                ) as r:
+                    stats = await r.json()
+                for ws in idle:
+                    await ws.close()
+        finally:
+            for s in slow_socks:
+                s.close()
+            hub.stop()
+    return {
+        "connections": connections,
+        "rss_start_mb": rss0 / 1024,
+        "rss_idle_mb": rss_idle / 1024,
+        "rss_loaded_mb": rss_b / 1024,
+        "rss_per_conn_kb": (rss_b - rss0) / connections,
+        "fast_p50_ms_a": pct(lat_a, 0.5),
+        "fast_p99_ms_a": pct(lat_a, 0.99),
+        "fast_p50_ms_b": pct(lat_b, 0.5),
+        "fast_p99_ms_b": pct(lat_b, 0.99),
+        "samples_a": len(lat_a),
+        "samples_b": len(lat_b),
+        "slow_drops": stats["slow_consumer_drops"],
+        "subscribers": stats["subscribers"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--connections", type=int, default=5000)
+    ap.add_argument("--slow", type=int, default=300)
+    ap.add_argument("--fast", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rate", type=float, default=100, help="hot-stream appends per second")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    if a.quick:
+        a.connections, a.slow, a.fast, a.seconds = 1000, 100, 50, 5
+    r = asyncio.run(run(a.connections, a.slow, a.fast, a.seconds, a.rate))
+    print(f"{'':<34}{'without slow':>14}{'with slow':>14}")
+    print(f"{'fast subscriber p50 (ms)':<34}{r['fast_p50_ms_a']:>14.2f}{r['fast_p50_ms_b']:>14.2f}")
+    print(f"{'fast subscriber p99 (ms)':<34}{r['fast_p99_ms_a']:>14.2f}{r['fast_p99_ms_b']:>14.2f}")
+    print(f"{'latency samples':<34}{r['samples_a']:>14}{r['samples_b']:>14}")
+    print(
+        f"hub RSS: {r['rss_start_mb']:.1f} MB at start, {r['rss_idle_mb']:.1f} MB with "
+        f"{a.connections - a.slow - a.fast} idle connections, {r['rss_loaded_mb']:.1f} MB at the end; "
+        f"slow-consumer drops {r['slow_drops']}, subscribers at the end {r['subscribers']}"
+    )
+    print(f"load_connections: {a.connections}")
+    print(f"rss_per_conn_kb: {r['rss_per_conn_kb']:.1f}")
+    print(f"fast_p99_ms_without_slow: {r['fast_p99_ms_a']:.2f}")
+    print(f"fast_p99_ms_with_slow: {r['fast_p99_ms_b']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
