@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import admin, demo, http_api
+from . import admin, demo, durable, http_api
 from .auth import Auth
 from .config import Config
 from .protocol import HubError
@@ -59,6 +59,7 @@ def make_app(config: Config) -> web.Application:
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/ws", ws_handler)
     app.router.add_routes(http_api.routes)
+    durable.setup(app)  # the Durable Streams protocol on /v1/stream/{path}
     app.router.add_routes(admin.routes)
     app.router.add_get("/healthz", healthz)
     demo.setup(app, config)

@@ -1,0 +1,923 @@
+"""The Durable Streams protocol (1.0) on the hub's own storage, under ``/v1/stream/{path}``.
+
+A Durable Streams stream *is* a hub stream: the stream id is exactly ``{path}``, so
+``/v1/stream/chat/1/a`` and the WebSocket stream ``chat/1/a`` are one log. Offsets map one-to-one to
+chunk offsets: chunk ``n`` is the token ``{n:016d}_0000000000000000`` (fixed width, so tokens sort
+like offsets; the second field is reserved and always zero). One POST body is one chunk, except in
+JSON mode where each element of a top-level array is its own chunk; a read concatenates chunks (or
+wraps them in a JSON array). docs/durable-streams.md is the prose twin of this module.
+
+What the protocol keeps, and where:
+
+* content type, ``Stream-Expires-At`` and ``Stream-TTL`` (a sliding idle window) are the stream's
+  ``StreamMeta`` fields ``content_type``, ``expires_at`` and ``idle_ttl``; retention expires them;
+* idempotent-producer state and the last ``Stream-Seq`` are the producer mark inside the very DATA
+  record they guard, so they are durable exactly when the data is and a retry after a crash is
+  still recognised;
+* forks are copies of the source's prefix (same offsets); the fork origin and the "soft-deleted"
+  state of a source that still has forks live in the stream's labels (``ds.*``).
+
+The module is split the usual way: pure parsing and framing first (headers, offsets, cursors, JSON
+messages, SSE events, producer validation), then the aiohttp handlers that only move bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+from aiohttp import web
+
+from storage import (
+    ChunkTooLarge,
+    InvalidStreamId,
+    SequenceError,
+    StorageError,
+    Stream,
+    StreamClosed,
+    StreamExists,
+    StreamGone,
+    StreamNotFound,
+)
+from storage.segment import ProducerState
+
+from .protocol import MAX_OFFSET, STATUS, HubError
+from .state import HUB, Hub
+from .ws import bearer
+
+PREFIX = "/v1/stream/"
+ROUTE = PREFIX + "{path:.+}"
+
+# labels this module keeps on streams (the "ds." prefix is reserved for it)
+FORKED_FROM = "ds.forked_from"
+FORK_OFFSET = "ds.fork_offset"
+FORK_SUB = "ds.fork_sub_offset"
+SOFT_DELETED = "ds.deleted"  # deleted while forks of it exist: 410 until the last fork goes
+PENDING = "ds.pending"  # created, initial content not yet durable: a crash leftover if seen later
+
+UNTYPED = "text/plain"  # how a stream created without a content type (WebSocket, /streams) is served
+DEFAULT_TYPE = "application/octet-stream"  # a PUT without Content-Type
+
+CURSOR_EPOCH = datetime(2024, 10, 9, tzinfo=UTC).timestamp()
+CURSOR_INTERVAL_S = 20
+
+EXPOSE = (
+    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
+    "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
+    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
+)
+ALLOW_HEADERS = (
+    "Content-Type, Authorization, If-None-Match, Stream-TTL, Stream-Expires-At, Stream-Seq, "
+    "Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Producer-Id, "
+    "Producer-Epoch, Producer-Seq"
+)
+
+
+@dataclass
+class DurableConfig:
+    long_poll_s: float = 20.0  # a long-poll with nothing new answers 204 after this
+    sse_max_s: float = 60.0  # SSE responses end after this (clients reconnect from their offset)
+    sse_keepalive_s: float = 15.0
+    read_max_bytes: int = 1 << 20  # one catch-up response carries about this much (whole chunks)
+    read_max_chunks: int = 4096
+
+    @classmethod
+    def from_env(cls) -> DurableConfig:
+        cfg = cls()
+        for name, attr in (("LONG_POLL_S", "long_poll_s"), ("SSE_MAX_S", "sse_max_s")):
+            raw = os.environ.get(f"RHUB_DS_{name}")
+            if raw:
+                setattr(cfg, attr, float(raw))
+        return cfg
+
+
+class DSError(Exception):
+    """A protocol error: HTTP status, a stable code (as in docs/protocol.md) and extra headers."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+# --- offsets, headers, cursors (pure) ------------------------------------------------------------
+
+_OFFSET = re.compile(r"([0-9]{16})_([0-9]{16})")
+_UINT = re.compile(r"0|[1-9][0-9]*")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def format_offset(n: int) -> str:
+    return f"{n:016d}_{0:016d}"
+
+
+def parse_offset(raw: str) -> int | str:
+    """A token, or the sentinels ``"-1"`` (start) and ``"now"`` (tail), returned as such."""
+    if raw in ("-1", "now"):
+        return raw
+    m = _OFFSET.fullmatch(raw)
+    if m is None or int(m.group(2)) != 0:
+        raise DSError(400, "invalid_offset", f"malformed offset {raw[:80]!r}")
+    return int(m.group(1))
+
+
+def parse_uint(raw: str, name: str, limit: int = MAX_OFFSET) -> int:
+    if not _UINT.fullmatch(raw) or int(raw) > limit:
+        raise DSError(400, "bad_request", f"{name} must be a non-negative integer, not {raw[:40]!r}")
+    return int(raw)
+
+
+def parse_expires(raw: str) -> float:
+    if not _RFC3339.fullmatch(raw.strip()):
+        raise DSError(
+            400, "bad_request", f"Stream-Expires-At must be an RFC 3339 timestamp, not {raw[:60]!r}"
+        )
+    try:
+        return datetime.fromisoformat(raw.strip().replace("z", "Z")).timestamp()
+    except ValueError:
+        raise DSError(400, "bad_request", f"Stream-Expires-At is not a valid time: {raw[:60]!r}") from None
+
+
+def format_expires(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_ttl(ttl: float) -> str:
+    return str(int(ttl)) if float(ttl).is_integer() else repr(ttl)
+
+
+def essence(content_type: str) -> str:
+    """``Application/JSON; charset=utf-8`` -> ``application/json``: what two types must share to match."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str) -> bool:
+    return essence(content_type) == "application/json"
+
+
+def is_text(content_type: str) -> bool:
+    return essence(content_type).startswith("text/") or is_json(content_type)
+
+
+def cursor(client: str | None, now: float) -> str:
+    """The interval number since the cursor epoch; always past the client's, so caches never loop."""
+    current = int((now - CURSOR_EPOCH) // CURSOR_INTERVAL_S)
+    if client is not None and client.isdigit() and int(client) >= current:
+        current = int(client) + random.randint(1, 3600 // CURSOR_INTERVAL_S)
+    return str(current)
+
+
+def flag(raw: str | None) -> bool:
+    return raw is not None and raw.strip().lower() == "true"
+
+
+def json_messages(body: bytes) -> list[bytes]:
+    """The messages of a JSON-mode body: the elements of a top-level array (one level only), or the
+    single value. Each keeps its exact bytes; the body is validated as JSON."""
+    try:
+        if body.lstrip()[:1] == b"[":
+            return [bytes(raw) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
+        msgspec.json.decode(body, type=msgspec.Raw)
+    except msgspec.DecodeError as e:
+        raise DSError(400, "invalid_json", f"body is not valid JSON: {e}") from None
+    return [body.strip()]
+
+
+def render(content_type: str, chunks: Sequence[bytes]) -> bytes:
+    """A read's body: the chunks' bytes, or in JSON mode a JSON array of the messages."""
+    if is_json(content_type):
+        return b"[" + b",".join(chunks) + b"]"
+    return b"".join(chunks)
+
+
+_LINES = re.compile(r"\r\n|\r|\n")
+
+
+def sse_data(mode: str, chunks: Sequence[bytes]) -> str:
+    """One ``data`` event. Every line of the payload gets its own ``data:`` field, so a payload can
+    never end the event or start another one (CR, LF and CRLF all split); binary is base64."""
+    if mode == "base64":
+        text = base64.b64encode(b"".join(chunks)).decode()
+    else:
+        text = render("application/json" if mode == "json" else "text/plain", chunks).decode(
+            "utf-8", "replace"
+        )
+    # a field value loses one leading space when parsed: give lines that start with one a spare
+    lines = "".join(f"data:{' ' if line[:1] == ' ' else ''}{line}\n" for line in _LINES.split(text))
+    return f"event: data\n{lines}\n"
+
+
+def sse_control(next_offset: int, cur: str, up_to_date: bool, closed: bool) -> str:
+    ctl: dict[str, Any] = {"streamNextOffset": format_offset(next_offset)}
+    if closed:
+        ctl["streamClosed"] = True  # no cursor: there is nothing left to collapse onto
+    else:
+        ctl["streamCursor"] = cur
+    if up_to_date:
+        ctl["upToDate"] = True
+    return f"event: control\ndata:{msgspec.json.encode(ctl).decode()}\n\n"
+
+
+@dataclass(frozen=True)
+class ProducerHeaders:
+    id: str
+    epoch: int
+    seq: int
+
+
+def producer_headers(h: Any) -> ProducerHeaders | None:
+    names = ("Producer-Id", "Producer-Epoch", "Producer-Seq")
+    present = [n in h for n in names]
+    if not any(present):
+        return None
+    if not all(present):
+        raise DSError(400, "bad_request", "Producer-Id, Producer-Epoch and Producer-Seq go together")
+    pid = h["Producer-Id"]
+    if not pid or "\0" in pid:
+        raise DSError(400, "bad_request", "Producer-Id must be a non-empty string")
+    return ProducerHeaders(
+        pid, parse_uint(h["Producer-Epoch"], "Producer-Epoch"), parse_uint(h["Producer-Seq"], "Producer-Seq")
+    )
+
+
+def check_producer(st: ProducerState | None, p: ProducerHeaders) -> int | None:
+    """Validate (epoch, seq) against the producer's durable state. None: accept as new data; an
+    int: a duplicate, answered with that highest accepted seq and nothing written."""
+    if st is None:
+        if p.seq != 0:
+            raise DSError(
+                409,
+                "producer_seq_gap",
+                f"a new producer starts at seq 0, not {p.seq}",
+                {"Producer-Expected-Seq": "0", "Producer-Received-Seq": str(p.seq)},
+            )
+        return None
+    if p.epoch < st.epoch:
+        raise DSError(
+            403,
+            "producer_fenced",
+            f"epoch {p.epoch} is older than the producer's epoch {st.epoch}",
+            {"Producer-Epoch": str(st.epoch)},
+        )
+    if p.epoch > st.epoch:
+        if p.seq != 0:
+            raise DSError(400, "bad_request", f"a new epoch starts at seq 0, not {p.seq}")
+        return None
+    if p.seq <= st.seq:
+        return st.seq
+    if p.seq != st.seq + 1:
+        raise DSError(
+            409,
+            "producer_seq_gap",
+            f"expected seq {st.seq + 1}, got {p.seq}",
+            {"Producer-Expected-Seq": str(st.seq + 1), "Producer-Received-Seq": str(p.seq)},
+        )
+    return None
+
+
+# --- state ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Durable:
+    """Per-app state: settings, the fork graph, and a lock per stream id for creates and writes."""
+
+    config: DurableConfig = field(default_factory=DurableConfig)
+    forks: dict[str, set[str]] = field(default_factory=dict)  # source id -> ids forked from it
+    parents: dict[str, str] = field(default_factory=dict)  # fork id -> source id
+    creating: set[str] = field(default_factory=set)
+    _locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def add_fork(self, src: str, fork: str) -> None:
+        self.forks.setdefault(src, set()).add(fork)
+        self.parents[fork] = src
+
+    @contextlib.asynccontextmanager
+    async def lock(self, sid: str) -> AsyncIterator[None]:
+        lk, n = self._locks.get(sid) or (asyncio.Lock(), 0)
+        self._locks[sid] = (lk, n + 1)
+        try:
+            async with lk:
+                yield
+        finally:
+            lk, n = self._locks[sid]
+            if n == 1:
+                del self._locks[sid]
+            else:
+                self._locks[sid] = (lk, n - 1)
+
+    def spawn(self, aw: Awaitable[None]) -> None:
+        async def run() -> None:
+            await aw
+
+        t = asyncio.ensure_future(run())
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+
+DS = web.AppKey("durable", Durable)
+routes = web.RouteTableDef()
+
+
+def setup(app: web.Application, config: DurableConfig | None = None) -> None:
+    """Serve the protocol on ``app`` (after the hub's own startup, which opens the store)."""
+    app[DS] = Durable(config or DurableConfig.from_env())
+    app.router.add_routes(routes)
+    app.on_startup.append(_startup)
+
+
+async def _startup(app: web.Application) -> None:
+    hub, ds = app[HUB], app[DS]
+    # the fork graph, from the streams' own labels (a fork's origin never changes)
+    for i, sid in enumerate(hub.store.list()):
+        with contextlib.suppress(StorageError, OSError):
+            src = hub.store.get(sid).log.meta.labels.get(FORKED_FROM)
+            if src is not None:
+                ds.add_fork(src, sid)
+        if i % 64 == 63:
+            await asyncio.sleep(0)
+    hub.store.on_delete.append(lambda sid: _on_delete(hub, ds, sid))
+
+
+def _on_delete(hub: Hub, ds: Durable, sid: str) -> None:
+    """A stream went (DELETE or expiry): drop it from the fork graph and collect a soft-deleted
+    source whose last fork this was (and so on up the chain)."""
+    src = ds.parents.pop(sid, None)
+    children = ds.forks.get(src) if src is not None else None
+    if src is not None and children is not None:
+        children.discard(sid)
+        if not children:
+            del ds.forks[src]
+            ds.spawn(_collect(hub, src))
+
+
+async def _collect(hub: Hub, sid: str) -> None:
+    with contextlib.suppress(StorageError):
+        s = hub.store.get(sid)
+        if s.log.meta.labels.get(SOFT_DELETED):
+            await hub.store.delete(sid)
+
+
+# --- the I/O layer -------------------------------------------------------------------------------
+
+
+def _common(request: web.Request, headers: dict[str, str] | Any) -> None:
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    allowed = request.app[HUB].auth.origins  # the hub's Origin allow-list; empty: any origin
+    if not allowed or "*" in allowed:
+        headers["Access-Control-Allow-Origin"] = "*"  # credentials travel as bearer tokens, not cookies
+    elif origin.rstrip("/") in allowed:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
+    else:
+        return
+    headers["Access-Control-Expose-Headers"] = EXPOSE
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _endpoint(fn: Handler) -> Handler:
+    """Protocol errors become status + headers + a small JSON body; every answer gets the
+    browser-safety headers (nosniff, CORP, CORS)."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            resp = await fn(request)
+        except DSError as e:
+            resp = _error(e.status, e.code, e.message, e.headers)
+        except HubError as e:
+            resp = _error(e.status, e.code, e.message)
+        except StorageError as e:
+            resp = _storage_error(e)
+        if resp.status >= 400:
+            request.app[HUB].counters.errors += 1
+        if not resp.prepared:
+            _common(request, resp.headers)
+        return resp
+
+    return wrapped
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = msgspec.json.encode({"error": {"code": code, "message": message}})
+    h = {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})}
+    return web.Response(status=status, body=body, headers=h)
+
+
+def _storage_error(e: StorageError) -> web.Response:
+    if isinstance(e, StreamNotFound | StreamGone):
+        return _error(404, "stream_not_found", str(e))  # deleted or expired: gone from the protocol's view
+    if isinstance(e, InvalidStreamId):
+        return _error(400, e.code, str(e))
+    if isinstance(e, SequenceError):
+        return _error(409, e.code, str(e))
+    if isinstance(e, ChunkTooLarge):
+        return _error(413, e.code, str(e))
+    return _error(STATUS.get(e.code, 500), e.code, str(e))
+
+
+def _sid(request: web.Request, action: str) -> str:
+    sid = request.match_info["path"]
+    request.app[HUB].auth.grant(bearer(request)).check(action, sid)
+    return sid
+
+
+def _content_type(s: Stream) -> str:
+    return s.log.meta.content_type or UNTYPED
+
+
+def _lookup(request: web.Request, sid: str) -> Stream:
+    """The live stream ``sid``: 404 if it never existed or was deleted, 410 if soft-deleted."""
+    hub, ds = request.app[HUB], request.app[DS]
+    s = hub.store.get(sid)
+    labels = s.log.meta.labels
+    if labels.get(SOFT_DELETED):
+        raise DSError(410, "stream_gone", f"stream {sid!r} was deleted; forks of it still exist")
+    if labels.get(PENDING):
+        # Its PUT has not answered yet, so for the protocol it does not exist yet. Outside a create
+        # in progress it is the leftover of a create cut short by a stop before its initial content
+        # was durable: it never existed for any client, so it goes now.
+        if sid not in ds.creating:
+            ds.spawn(_drop_leftover(hub, sid))
+        raise DSError(404, "stream_not_found", f"stream {sid!r} does not exist")
+    return s
+
+
+async def _drop_leftover(hub: Hub, sid: str) -> None:
+    with contextlib.suppress(StorageError):
+        await hub.store.delete(sid, reason="incomplete create")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None if it is over ``limit`` (read to the end anyway, so the client gets
+    our 413 instead of a reset connection)."""
+    buf = bytearray()
+    over = False
+    async for part in request.content.iter_chunked(1 << 16):
+        if over:
+            continue
+        if len(buf) + len(part) > limit:
+            over = True
+            buf.clear()
+            continue
+        buf += part
+    return None if over else bytes(buf)
+
+
+def _messages(content_type: str, body: bytes, chunk_limit: int, *, allow_empty: bool) -> list[bytes]:
+    msgs = json_messages(body) if is_json(content_type) else [body]
+    if not msgs and not allow_empty:
+        raise DSError(400, "bad_request", "an empty JSON array appends nothing")
+    for m in msgs:
+        if len(m) > chunk_limit:
+            raise DSError(413, "chunk_too_large", f"a message of {len(m)} bytes; the limit is {chunk_limit}")
+    return msgs
+
+
+def _meta_headers(s: Stream, status_headers: dict[str, str] | None = None) -> dict[str, str]:
+    h = {"Content-Type": _content_type(s), "Stream-Next-Offset": format_offset(s.next_offset)}
+    if s.ended:
+        h["Stream-Closed"] = "true"
+    return {**h, **(status_headers or {})}
+
+
+@routes.route("OPTIONS", ROUTE)
+@_endpoint
+async def preflight(request: web.Request) -> web.StreamResponse:
+    asked = request.headers.get("Access-Control-Request-Headers")
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": asked or ALLOW_HEADERS,
+            "Access-Control-Max-Age": "86400",
+        },
+    )
+
+
+# --- create ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CreateRequest:
+    content_type: str | None
+    ttl: float | None
+    expires_at: float | None
+    closed: bool
+    fork_from: str | None
+    fork_offset: int | str | None
+    fork_sub: int
+
+    @classmethod
+    def parse(cls, h: Any) -> CreateRequest:
+        ct = h.get("Content-Type")
+        ttl_raw, exp_raw = h.get("Stream-TTL"), h.get("Stream-Expires-At")
+        if ttl_raw is not None and exp_raw is not None:
+            raise DSError(400, "bad_request", "send Stream-TTL or Stream-Expires-At, not both")
+        ttl = float(parse_uint(ttl_raw.strip(), "Stream-TTL")) if ttl_raw is not None else None
+        exp = parse_expires(exp_raw) if exp_raw is not None else None
+        src_raw, off_raw, sub_raw = (
+            h.get("Stream-Forked-From"),
+            h.get("Stream-Fork-Offset"),
+            h.get("Stream-Fork-Sub-Offset"),
+        )
+        if src_raw is None and (off_raw is not None or sub_raw is not None):
+            raise DSError(400, "bad_request", "Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
+        src = None
+        if src_raw is not None:
+            path = urlsplit(src_raw.strip()).path
+            if not path.startswith(PREFIX) or len(path) == len(PREFIX):
+                raise DSError(400, "bad_request", f"Stream-Forked-From must be a {PREFIX}... path")
+            src = unquote(path[len(PREFIX) :])
+        off = parse_offset(off_raw.strip()) if off_raw is not None else None
+        sub = parse_uint(sub_raw.strip(), "Stream-Fork-Sub-Offset") if sub_raw is not None else 0
+        return cls(ct.strip() if ct else None, ttl, exp, flag(h.get("Stream-Closed")), src, off, sub)
+
+
+def _same_config(s: Stream, req: CreateRequest) -> bool:
+    meta = s.log.meta
+    if req.content_type is not None and essence(req.content_type) != essence(_content_type(s)):
+        return False
+    if req.fork_from is None or req.ttl is not None or req.expires_at is not None:
+        if req.ttl != meta.idle_ttl:
+            return False
+        if (req.expires_at is None) != (meta.expires_at is None):
+            return False
+        if (
+            req.expires_at is not None
+            and meta.expires_at is not None
+            and abs(req.expires_at - meta.expires_at) > 1e-3
+        ):
+            return False
+    if meta.labels.get(FORKED_FROM) != req.fork_from:
+        return False
+    if req.fork_from is not None:
+        if isinstance(req.fork_offset, int) and str(req.fork_offset) != meta.labels.get(FORK_OFFSET):
+            return False
+        if str(req.fork_sub) != meta.labels.get(FORK_SUB, "0"):
+            return False
+    return True
+
+
+@routes.put(ROUTE)
+@_endpoint
+async def create(request: web.Request) -> web.StreamResponse:
+    hub, ds = request.app[HUB], request.app[DS]
+    sid = _sid(request, "write")
+    req = CreateRequest.parse(request.headers)
+    body = await _read_body(request, hub.config.max_message_bytes)
+    if body is None:
+        raise DSError(413, "body_too_large", f"the body is over {hub.config.max_message_bytes} bytes")
+    async with ds.lock(sid):
+        existing: Stream | None = None
+        with contextlib.suppress(StreamNotFound, StreamGone):
+            existing = hub.store.get(sid)
+        if existing is not None and existing.log.meta.labels.get(SOFT_DELETED):
+            raise DSError(409, "stream_gone", f"stream {sid!r} was deleted and forks of it remain")
+        if existing is not None and existing.log.meta.labels.get(PENDING):
+            await hub.store.delete(sid, reason="incomplete create")  # see _lookup
+            existing = None
+        if existing is not None:
+            if not _same_config(existing, req):
+                raise DSError(409, "stream_exists", f"stream {sid!r} exists with another configuration")
+            return web.Response(status=200, headers=_meta_headers(existing))
+        s = await _create(request, hub, ds, sid, req, body)
+    location = str(request.url.with_query(None))
+    return web.Response(status=201, headers=_meta_headers(s, {"Location": location}))
+
+
+async def _create(
+    request: web.Request, hub: Hub, ds: Durable, sid: str, req: CreateRequest, body: bytes
+) -> Stream:
+    labels: dict[str, str] = {}
+    prefix: list[list[bytes]] = []
+    ct, ttl, exp = req.content_type, req.ttl, req.expires_at
+    if req.fork_from is not None:
+        src = _fork_source(request, req.fork_from)
+        src_ct = _content_type(src)
+        if ct is not None and essence(ct) != essence(src_ct):
+            raise DSError(409, "content_type_mismatch", f"the source is {src_ct}, not {ct}")
+        ct = ct or src_ct
+        if ttl is None and exp is None:  # a fork inherits the source's lifetime unless it names its own
+            ttl, exp = src.log.meta.idle_ttl, src.log.meta.expires_at
+        off = _fork_offset(src, req.fork_offset)
+        prefix = _fork_prefix(src, off, req.fork_sub, is_json(ct))
+        labels = {FORKED_FROM: req.fork_from, FORK_OFFSET: str(off), FORK_SUB: str(req.fork_sub)}
+    ct = ct or DEFAULT_TYPE
+    chunks = _messages(ct, body, hub.config.max_chunk_bytes, allow_empty=True) if body else []
+    initial = bool(prefix or chunks or req.closed)
+    if initial:
+        labels[PENDING] = "1"
+    try:
+        s = await hub.store.create(sid, content_type=ct, expires_at=exp, idle_ttl=ttl, labels=labels)
+    except StreamExists:
+        raise DSError(409, "stream_exists", f"stream {sid!r} was created concurrently") from None
+    if req.fork_from is not None:
+        ds.add_fork(req.fork_from, sid)
+    if not initial:
+        return s
+    ds.creating.add(sid)
+    try:
+        for batch in prefix:
+            await s.append(batch)
+        if chunks:
+            await s.append(chunks, close=req.closed)
+        elif req.closed:
+            await s.close()
+        del labels[PENDING]
+        await hub.store.set_labels(sid, labels)
+    finally:
+        ds.creating.discard(sid)
+    return s
+
+
+def _fork_source(request: web.Request, src_id: str) -> Stream:
+    try:
+        return _lookup(request, src_id)
+    except DSError as e:
+        if e.status == 410:
+            raise DSError(409, "stream_gone", f"cannot fork {src_id!r}: it was deleted") from None
+        raise
+
+
+def _fork_offset(src: Stream, raw: int | str | None) -> int:
+    tail = src.next_offset
+    if raw is None or raw == "now":
+        return tail
+    if raw == "-1":
+        return 0
+    assert isinstance(raw, int)
+    if raw > tail:
+        raise DSError(400, "invalid_offset", f"fork offset {raw} is past the source's tail ({tail})")
+    return raw
+
+
+def _fork_prefix(src: Stream, off: int, sub: int, json_mode: bool) -> list[list[bytes]]:
+    """The source's chunks a fork starts with, in batches of at most ~4 MiB: everything before
+    ``off``, then ``sub`` more messages (JSON) or the first ``sub`` bytes of the chunk at ``off``."""
+    end = off + sub if json_mode else off
+    if sub and (end > src.next_offset or off >= src.next_offset):
+        raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the data at the fork offset")
+    batches: list[list[bytes]] = []
+    pos = 0
+    while pos < end:
+        got = src.read(pos, min(4096, end - pos), 4 << 20)
+        if not got:
+            break
+        batches.append(got)
+        pos += len(got)
+    if sub and not json_mode:
+        first = src.read(off, 1)[0]
+        if sub > len(first):
+            raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the {len(first)}-byte message")
+        batches.append([first[:sub]])
+    return batches
+
+
+# --- append and close ------------------------------------------------------------------------------
+
+
+@routes.post(ROUTE)
+@_endpoint
+async def append(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    sid = _sid(request, "write")
+    h = request.headers
+    producer = producer_headers(h)
+    stream_seq = h.get("Stream-Seq")
+    closing = flag(h.get("Stream-Closed"))
+    body = await _read_body(request, hub.config.max_message_bytes)
+    if body is None:
+        raise DSError(413, "body_too_large", f"the body is over {hub.config.max_message_bytes} bytes")
+    # No lock here: producer validation and the append happen with no await in between, and an
+    # append is ordered the moment it enters the log, so concurrent POSTs share a group commit.
+    s = _lookup(request, sid)
+    if not body:
+        if not closing:
+            raise DSError(400, "bad_request", "an empty body appends nothing (close with Stream-Closed)")
+        return await _close_only(s, producer)
+    ct = h.get("Content-Type")
+    if not ct:
+        raise DSError(400, "bad_request", "Content-Type is required")
+    if essence(ct) != essence(_content_type(s)):
+        raise DSError(409, "content_type_mismatch", f"the stream is {_content_type(s)}, not {ct}")
+    chunks = _messages(_content_type(s), body, hub.config.max_chunk_bytes, allow_empty=False)
+    extra: dict[str, str] = {}
+    if producer is not None:
+        dup = check_producer(s.log.producers.get(producer.id), producer)
+        extra = {"Producer-Epoch": str(producer.epoch), "Producer-Seq": str(producer.seq)}
+        if dup is not None:
+            if closing and not s.ended:
+                with contextlib.suppress(StreamClosed):
+                    await s.close()
+            return web.Response(status=204, headers=_write_headers(s, {**extra, "Producer-Seq": str(dup)}))
+    try:
+        res = await s.append(
+            chunks,
+            producer.id if producer else None,
+            producer.seq if producer else None,
+            producer.epoch if producer else 0,
+            stream_seq=stream_seq,
+            close=closing,
+        )
+    except StreamClosed:
+        raise DSError(409, "stream_closed", f"stream {sid!r} is closed", _write_headers(s)) from None
+    if not res.duplicate:
+        hub.counters.appends += 1
+        hub.counters.appended_chunks += res.count
+    headers = _write_headers(s, extra)
+    headers["Stream-Next-Offset"] = format_offset(res.offset + res.count)
+    return web.Response(status=200 if producer is not None and not res.duplicate else 204, headers=headers)
+
+
+def _write_headers(s: Stream, extra: dict[str, str] | None = None) -> dict[str, str]:
+    h = {"Stream-Next-Offset": format_offset(s.log.next_offset)}
+    if s.log.close_info is not None:
+        h["Stream-Closed"] = "true"
+    return {**h, **(extra or {})}
+
+
+async def _close_only(s: Stream, producer: ProducerHeaders | None) -> web.Response:
+    extra: dict[str, str] = {}
+    if producer is not None:
+        dup = check_producer(s.log.producers.get(producer.id), producer)
+        extra = {
+            "Producer-Epoch": str(producer.epoch),
+            "Producer-Seq": str(producer.seq if dup is None else dup),
+        }
+    if s.log.close_info is None:
+        p = (producer.id, producer.epoch, producer.seq) if producer is not None else None
+        await s.close("done", producer=p)
+    else:
+        s.touch()  # closing a closed stream is a no-op that still counts as a write
+    return web.Response(status=204, headers=_write_headers(s, extra))
+
+
+# --- metadata and delete -----------------------------------------------------------------------------
+
+
+@routes.head(ROUTE)
+@_endpoint
+async def head(request: web.Request) -> web.StreamResponse:
+    s = _lookup(request, _sid(request, "read"))  # no touch: HEAD does not extend Stream-TTL
+    h = _meta_headers(s, {"Cache-Control": "no-store"})
+    meta = s.log.meta
+    if meta.idle_ttl is not None:
+        h["Stream-TTL"] = format_ttl(meta.idle_ttl)
+    if meta.expires_at is not None:
+        h["Stream-Expires-At"] = format_expires(meta.expires_at)
+    return web.Response(status=200, headers=h)
+
+
+@routes.delete(ROUTE)
+@_endpoint
+async def delete(request: web.Request) -> web.StreamResponse:
+    hub, ds = request.app[HUB], request.app[DS]
+    sid = _sid(request, "write")
+    async with ds.lock(sid):
+        s = _lookup(request, sid)
+        if ds.forks.get(sid):
+            # forks carry their own copy of the data, but the name stays taken while they live
+            await hub.store.set_labels(sid, {**s.log.meta.labels, SOFT_DELETED: "1"})
+        else:
+            await hub.store.delete(sid)
+    return web.Response(status=204)
+
+
+# --- reads ---------------------------------------------------------------------------------------------
+
+
+@routes.get(ROUTE, allow_head=False)
+@_endpoint
+async def read(request: web.Request) -> web.StreamResponse:
+    hub, ds = request.app[HUB], request.app[DS]
+    sid = _sid(request, "read")
+    q = request.query
+    offsets = q.getall("offset", [])
+    if len(offsets) > 1:
+        raise DSError(400, "invalid_offset", "one offset parameter at most")
+    raw = parse_offset(offsets[0]) if offsets else None
+    live = q.get("live")
+    if live not in (None, "long-poll", "sse"):
+        raise DSError(400, "bad_request", f"live must be long-poll or sse, not {live[:20]!r}")
+    if live is not None and raw is None:
+        raise DSError(400, "bad_request", "live reads need an offset (-1 for the start)")
+    s = _lookup(request, sid)
+    s.touch()
+    tail = s.next_offset
+    if raw is None or raw == "-1":
+        start = 0
+    elif raw == "now":
+        start = tail
+    else:
+        assert isinstance(raw, int)
+        if raw > tail:
+            raise DSError(400, "invalid_offset", f"offset {raw} is past the tail ({tail})")
+        start = raw
+    cur = cursor(q.get("cursor"), time.time())
+    if live == "sse":
+        return await _sse(request, ds.config, s, start, cur)
+    if raw == "now" and live is None:
+        h = _meta_headers(s, {"Stream-Up-To-Date": "true", "Cache-Control": "no-store"})
+        return web.Response(status=200, body=render(_content_type(s), []), headers=h)
+    if live == "long-poll" and start >= s.next_offset and not s.ended:
+        await s.wait(start, ds.config.long_poll_s)
+        if s.deleted:
+            raise DSError(404, "stream_not_found", f"stream {sid!r} was deleted")
+    if live == "long-poll" and start >= s.next_offset:
+        h = _meta_headers(s, {"Stream-Up-To-Date": "true", "Stream-Cursor": cur, "Cache-Control": "no-store"})
+        return web.Response(status=204, headers=h)
+    return _catch_up(request, hub, ds.config, s, start, cur if live else None)
+
+
+def _catch_up(
+    request: web.Request, hub: Hub, cfg: DurableConfig, s: Stream, start: int, cur: str | None
+) -> web.Response:
+    chunks = s.read(start, cfg.read_max_chunks, cfg.read_max_bytes) if start < s.next_offset else []
+    end = start + len(chunks)
+    up_to_date = end >= s.next_offset
+    closed = up_to_date and s.ended
+    etag = f'"{s.log.meta.epoch}:{start}:{end}{":c" if closed else ""}"'
+    h = _meta_headers(s, {"Stream-Next-Offset": format_offset(end), "ETag": etag})
+    if not closed:
+        h.pop("Stream-Closed", None)
+    if up_to_date:
+        h["Stream-Up-To-Date"] = "true"
+    if cur is not None:
+        h["Stream-Cursor"] = cur
+    if up_to_date and not closed:
+        h["Cache-Control"] = "no-cache"  # the same URL will answer more once more is appended
+    else:
+        scope = "private" if hub.auth.enabled else "public"
+        h["Cache-Control"] = f"{scope}, max-age=60, stale-while-revalidate=300"
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and etag in (t.strip().removeprefix("W/") for t in inm.split(",")):
+        return web.Response(status=304, headers={k: v for k, v in h.items() if k != "Content-Type"})
+    return web.Response(status=200, body=render(_content_type(s), chunks), headers=h)
+
+
+async def _sse(
+    request: web.Request, cfg: DurableConfig, s: Stream, start: int, cur: str
+) -> web.StreamResponse:
+    ct = _content_type(s)
+    mode = "json" if is_json(ct) else "text" if is_text(ct) else "base64"
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if mode == "base64":
+        headers["Stream-SSE-Data-Encoding"] = "base64"
+    _common(request, headers)
+    resp = web.StreamResponse(status=200, headers=headers)
+    await resp.prepare(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cfg.sse_max_s
+    offset, controlled = start, -1  # controlled: the offset of the last control event sent
+    try:
+        while not s.deleted:
+            if offset < s.next_offset:
+                chunks = s.read(offset, cfg.read_max_chunks, cfg.read_max_bytes)
+                offset += len(chunks)
+                up_to_date = offset >= s.next_offset
+                closed = up_to_date and s.ended
+                await resp.write(
+                    (sse_data(mode, chunks) + sse_control(offset, cur, up_to_date, closed)).encode()
+                )
+                controlled = offset
+                if closed:
+                    break
+                continue
+            if s.ended:  # caught up with a closed stream: say so, and end the response
+                await resp.write(sse_control(offset, cur, True, True).encode())
+                break
+            if controlled != offset:
+                await resp.write(sse_control(offset, cur, True, False).encode())
+                controlled = offset
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            if not await s.wait(offset, min(cfg.sse_keepalive_s, remaining)):
+                await resp.write(b": keep-alive\n\n")
+    except (ConnectionError, StorageError):
+        pass  # the client went away, or the stream broke: it resumes from its last offset
+    with contextlib.suppress(ConnectionError):
+        await resp.write_eof()
+    return resp
