@@ -259,6 +259,11 @@ class Log:
         """Close file handles if idle (nothing pending or unsynced); state stays in memory."""
         if self._pending or self._unsynced_fds or self.written_offset != self.durable_offset:
             return False
+        # A written close record moves no offset, so written == durable while its fsync still runs in
+        # a worker thread: closing the fd then would let that fsync hit EBADF, or worse, a reused fd
+        # number naming another stream's file, and the close would be acknowledged without an fsync.
+        if self.close_info is not None and not self.close_durable:
+            return False
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
