@@ -301,6 +301,7 @@ class Durable:
     forks: dict[str, set[str]] = field(default_factory=dict)  # source id -> ids forked from it
     parents: dict[str, str] = field(default_factory=dict)  # fork id -> source id
     creating: set[str] = field(default_factory=set)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: live reads end
     _locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -330,6 +331,21 @@ class Durable:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
+    async def wait(self, s: Stream, offset: int, timeout: float) -> bool:
+        """``s.wait`` that also returns (False) when the hub shuts down, so that a long-poll or an
+        SSE response ends at once and its client resumes elsewhere or later."""
+        if self.closing.is_set():
+            return False
+        waiter = asyncio.ensure_future(s.wait(offset, timeout))
+        closer = asyncio.ensure_future(self.closing.wait())
+        try:
+            await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closer.cancel()
+            if not waiter.done():
+                waiter.cancel()
+        return waiter.done() and not waiter.cancelled() and waiter.result()
+
 
 DS = web.AppKey("durable", Durable)
 routes = web.RouteTableDef()
@@ -340,6 +356,11 @@ def setup(app: web.Application, config: DurableConfig | None = None) -> None:
     app[DS] = Durable(config or DurableConfig.from_env())
     app.router.add_routes(routes)
     app.on_startup.append(_startup)
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[DS].closing.set()
+
+    app.on_shutdown.append(on_shutdown)
 
 
 async def _startup(app: web.Application) -> None:
@@ -837,12 +858,12 @@ async def read(request: web.Request) -> web.StreamResponse:
         start = raw
     cur = cursor(q.get("cursor"), time.time())
     if live == "sse":
-        return await _sse(request, ds.config, s, start, cur)
+        return await _sse(request, ds, s, start, cur)
     if raw == "now" and live is None:
         h = _meta_headers(s, {"Stream-Up-To-Date": "true", "Cache-Control": "no-store"})
         return web.Response(status=200, body=render(_content_type(s), []), headers=h)
     if live == "long-poll" and start >= s.next_offset and not s.ended:
-        await s.wait(start, ds.config.long_poll_s)
+        await ds.wait(s, start, ds.config.long_poll_s)
         if s.deleted:
             raise DSError(404, "stream_not_found", f"stream {sid!r} was deleted")
     if live == "long-poll" and start >= s.next_offset:
@@ -877,9 +898,8 @@ def _catch_up(
     return web.Response(status=200, body=render(_content_type(s), chunks), headers=h)
 
 
-async def _sse(
-    request: web.Request, cfg: DurableConfig, s: Stream, start: int, cur: str
-) -> web.StreamResponse:
+async def _sse(request: web.Request, ds: Durable, s: Stream, start: int, cur: str) -> web.StreamResponse:
+    cfg = ds.config
     ct = _content_type(s)
     mode = "json" if is_json(ct) else "text" if is_text(ct) else "base64"
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -914,7 +934,9 @@ async def _sse(
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            if not await s.wait(offset, min(cfg.sse_keepalive_s, remaining)):
+            if ds.closing.is_set():
+                break
+            if not await ds.wait(s, offset, min(cfg.sse_keepalive_s, remaining)):
                 await resp.write(b": keep-alive\n\n")
     except (ConnectionError, StorageError):
         pass  # the client went away, or the stream broke: it resumes from its last offset
