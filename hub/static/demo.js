@@ -65,16 +65,40 @@ function viewFor(m) {
   answer.dataset.stream = m.stream;
   const body = el("div", "body");
   const textEl = el("span", "msg-text");
-  const text = document.createTextNode("");
-  textEl.append(text);
   const caret = el("span", "caret");
   const meta = el("div", "meta");
   body.append(textEl, caret, meta);
   answer.append(el("div", "avatar", "AI"), body);
   turn.append(user, answer);
-  v = { turn, answer, bubble, text, shown: "", meta };
+  v = { turn, answer, bubble, textEl, shown: "", meta };
   views.set(m.stream, v);
   return v;
+}
+
+/**
+ * Light markdown styling that keeps every character: the element's textContent stays exactly the
+ * stream's text (the tests compare it), only headings, list marks and code get their own spans.
+ */
+function markdownish(text) {
+  const out = document.createDocumentFragment();
+  let code = false;
+  for (const line of text.match(/[^\n]*\n?/g)) {
+    if (!line) continue;
+    if (line.startsWith("```")) {
+      code = !code;
+      out.append(el("span", "md-fence", line));
+    } else if (code) {
+      out.append(el("span", "md-code", line));
+    } else if (/^#{1,6} /.test(line)) {
+      const mark = line.indexOf(" ") + 1;
+      out.append(el("span", "md-mark", line.slice(0, mark)), el("span", "md-h", line.slice(mark)));
+    } else if (/^[-*] /.test(line)) {
+      out.append(el("span", "md-bullet", line.slice(0, 2)), line.slice(2));
+    } else {
+      out.append(line);
+    }
+  }
+  return out;
 }
 
 function render() {
@@ -87,9 +111,7 @@ function render() {
     prev = v.turn;
     if (m.prompt && v.bubble.textContent !== m.prompt) v.bubble.textContent = m.prompt;
     if (m.text !== v.shown) {
-      // append what is new; replace only after a reset (the text then no longer extends)
-      if (m.text.startsWith(v.shown)) v.text.appendData(m.text.slice(v.shown.length));
-      else v.text.data = m.text;
+      v.textEl.replaceChildren(markdownish(m.text));
       v.shown = m.text;
     }
     v.answer.dataset.status = m.status;

@@ -11,6 +11,8 @@
  *
  * Without createHooks, the named exports use `globalThis.React` (a page that loads React's UMD build).
  * Every hook takes a `client` option; without one they share `defaultClient()` (same-origin /ws).
+ * Server rendering (Next.js) is safe: without a window no client is made, nothing connects, and
+ * the hooks return their initial values until the browser takes over.
  */
 
 import { openChat } from "./chat.js";
@@ -23,7 +25,11 @@ export function createHooks(React, { client: appClient } = {}) {
     throw new TypeError("createHooks(React): pass the React module (import * as React from 'react')");
   }
   const { useState, useEffect, useRef, useCallback } = React;
-  const pick = (client) => client || (typeof appClient === "function" ? appClient() : appClient) || defaultClient();
+  const browser = typeof window !== "undefined";
+  const pick = (client) =>
+    client ||
+    (typeof appClient === "function" ? appClient() : appClient) ||
+    (browser ? defaultClient() : null);
 
   /**
    * Follow one stream: {text, chunks, status, offset, error, cancel}. `status`: "idle" (no id),
@@ -32,12 +38,12 @@ export function createHooks(React, { client: appClient } = {}) {
    */
   function useResumableStream(streamId, options = {}) {
     const client = pick(options.client);
-    const [snap, setSnap] = useState(() => (streamId ? client.getStream(streamId) : null));
+    const [snap, setSnap] = useState(() => (client && streamId ? client.getStream(streamId) : null));
     const callbacks = useRef(options);
     callbacks.current = options;
     const from = options.from;
     useEffect(() => {
-      if (!streamId) return undefined;
+      if (!client || !streamId) return undefined;
       const sub = client.subscribe(streamId, {
         from,
         onChunk: (data, offset) => callbacks.current.onChunk?.(data, offset),
@@ -50,11 +56,11 @@ export function createHooks(React, { client: appClient } = {}) {
       return () => sub.unsubscribe();
     }, [client, streamId, from]);
     const cancel = useCallback(
-      () => (streamId ? client.cancel(streamId) : Promise.resolve(null)),
+      () => (client && streamId ? client.cancel(streamId) : Promise.resolve(null)),
       [client, streamId],
     );
     // right after the id changes, before the effect has run, show the new stream, not the old one
-    const s = snap && snap.stream === streamId ? snap : streamId ? client.getStream(streamId) : null;
+    const s = snap && snap.stream === streamId ? snap : client && streamId ? client.getStream(streamId) : null;
     return {
       text: s ? s.text : "",
       chunks: s ? s.chunks : NO_CHUNKS,
@@ -76,8 +82,8 @@ export function createHooks(React, { client: appClient } = {}) {
     const [state, setState] = useState({ messages: [], status: chatId ? "loading" : "idle", error: null });
     const chatRef = useRef(null);
     useEffect(() => {
-      if (!chatId) {
-        setState({ messages: [], status: "idle", error: null });
+      if (!client || !chatId) {
+        if (!chatId) setState({ messages: [], status: "idle", error: null });
         return undefined;
       }
       const opts = {};
@@ -107,8 +113,8 @@ export function createHooks(React, { client: appClient } = {}) {
   /** The client's connection state: "connecting", "live", "reconnecting" or "closed". */
   function useConnectionState(given) {
     const client = pick(given);
-    const [state, setState] = useState(client.state);
-    useEffect(() => client.onState((s) => setState(s)), [client]);
+    const [state, setState] = useState(client ? client.state : "connecting");
+    useEffect(() => (client ? client.onState((s) => setState(s)) : undefined), [client]);
     return state;
   }
 

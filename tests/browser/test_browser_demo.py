@@ -10,9 +10,9 @@ import asyncio
 import time
 
 from .conftest import DemoHub, Pages
-from .demo_page import DemoPage
+from .demo_page import DemoPage, prompt_for
 
-RATE = 80  # tokens/s: slow enough to act mid-answer, fast enough to keep the suite short
+RATE = 100  # tokens/s; with answers of 160-260 tokens (prompt_for), 1.6-2.6 s each
 
 
 async def wait_hub(pred: object, timeout: float = 20.0, what: str = "condition") -> None:
@@ -26,7 +26,7 @@ async def wait_hub(pred: object, timeout: float = 20.0, what: str = "condition")
 async def test_reload_mid_answer_resumes_with_the_exact_text(demo_hub: DemoHub, pages: Pages) -> None:
     demo = DemoPage(await pages.new(), demo_hub.http)
     await demo.open("reload", rate=RATE)
-    prompt = "How do resumable streams survive a reload?"
+    prompt = prompt_for("How do resumable streams survive a reload?")
     sid = await demo.ask(prompt)
     await demo.wait_offset(sid, 15)
     assert await demo.status(sid) == "streaming"
@@ -45,7 +45,7 @@ async def test_reload_mid_answer_resumes_with_the_exact_text(demo_hub: DemoHub, 
 async def test_network_loss_mid_answer_resumes_without_duplicates(demo_hub: DemoHub, pages: Pages) -> None:
     demo = DemoPage(await pages.new(), demo_hub.http)
     await demo.open("offline", rate=RATE, heartbeat=300)
-    sid = await demo.ask("Explain backoff with jitter")
+    sid = await demo.ask(prompt_for("Explain backoff with jitter", range(220, 320)))
     await demo.wait_offset(sid, 10)
     stream = demo_hub.hub.store.get(sid)
 
@@ -68,7 +68,7 @@ async def test_network_loss_mid_answer_resumes_without_duplicates(demo_hub: Demo
 async def test_two_tabs_on_one_chat_show_the_same_answer(demo_hub: DemoHub, pages: Pages) -> None:
     first = DemoPage(await pages.new(), demo_hub.http)
     await first.open("twotabs", rate=RATE)
-    sid = await first.ask("Why keep an offset per stream?")
+    sid = await first.ask(prompt_for("Why keep an offset per stream?"))
     await first.wait_offset(sid, 5)
 
     second = DemoPage(await pages.new(), demo_hub.http)
@@ -86,7 +86,7 @@ async def test_two_tabs_on_one_chat_show_the_same_answer(demo_hub: DemoHub, page
 async def test_stop_cancels_the_producer(demo_hub: DemoHub, pages: Pages) -> None:
     demo = DemoPage(await pages.new(), demo_hub.http)
     await demo.open("stop", rate=40)
-    sid = await demo.ask("Tell me everything about message queues")
+    sid = await demo.ask(prompt_for("Tell me everything about message queues"))
     await demo.wait_offset(sid, 5)
     assert await demo.page.is_visible("#streaming")
 
@@ -109,7 +109,7 @@ async def test_sse_transport_resumes_after_reload(demo_hub: DemoHub, pages: Page
     page.on("websocket", lambda ws: sockets.append(ws.url))
     demo = DemoPage(page, demo_hub.http)
     await demo.open("sse", rate=RATE, transport="sse")
-    sid = await demo.ask("Stream this over Server-Sent Events")
+    sid = await demo.ask(prompt_for("Stream this over Server-Sent Events"))
     await demo.wait_offset(sid, 15)
     assert (await demo_hub.read(sid))["status"] == "open"
 
@@ -136,9 +136,9 @@ async def test_blocked_websocket_falls_back_to_sse(demo_hub: DemoHub, pages: Pag
         };"""
     )
     demo = DemoPage(page, demo_hub.http)
-    await demo.open("blocked", rate=150)
+    await demo.open("blocked", rate=200)
     await page.wait_for_function("window.demo.client.transport === 'sse'")
-    sid = await demo.ask("Does this work behind a strict proxy?")
+    sid = await demo.ask(prompt_for("Does this work behind a strict proxy?", range(60, 120)))
     await demo.wait_status(sid, "done")
     assert await demo.text(sid) == await demo_hub.final_text(sid)
     assert (await demo.client_stats())["fallbacks"] == 1
