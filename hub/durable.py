@@ -385,14 +385,14 @@ def _on_delete(hub: Hub, ds: Durable, sid: str) -> None:
         children.discard(sid)
         if not children:
             del ds.forks[src]
-            ds.spawn(_collect(hub, src))
+            ds.spawn(_collect(hub, ds, src))
 
 
-async def _collect(hub: Hub, sid: str) -> None:
-    with contextlib.suppress(StorageError):
-        s = hub.store.get(sid)
-        if s.log.meta.labels.get(SOFT_DELETED):
-            await hub.store.delete(sid)
+async def _collect(hub: Hub, ds: Durable, sid: str) -> None:
+    async with ds.lock(sid):  # deletes and creates of one id never overlap (see create)
+        with contextlib.suppress(StorageError):
+            if hub.store.get(sid).log.meta.labels.get(SOFT_DELETED):
+                await hub.store.delete(sid)
 
 
 # --- the I/O layer -------------------------------------------------------------------------------
@@ -480,14 +480,16 @@ def _lookup(request: web.Request, sid: str) -> Stream:
         # in progress it is the leftover of a create cut short by a stop before its initial content
         # was durable: it never existed for any client, so it goes now.
         if sid not in ds.creating:
-            ds.spawn(_drop_leftover(hub, sid))
+            ds.spawn(_drop_leftover(hub, ds, sid))
         raise DSError(404, "stream_not_found", f"stream {sid!r} does not exist")
     return s
 
 
-async def _drop_leftover(hub: Hub, sid: str) -> None:
-    with contextlib.suppress(StorageError):
-        await hub.store.delete(sid, reason="incomplete create")
+async def _drop_leftover(hub: Hub, ds: Durable, sid: str) -> None:
+    async with ds.lock(sid):
+        with contextlib.suppress(StorageError):
+            if hub.store.get(sid).log.meta.labels.get(PENDING) and sid not in ds.creating:
+                await hub.store.delete(sid, reason="incomplete create")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
