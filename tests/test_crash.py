@@ -208,4 +208,5 @@ def test_sigkill_never_loses_an_acknowledged_chunk(tmp_path: Path, policy: str) 
         f"{policy}: {KILLS[policy]} kills, {ledger.acks} acks, {checked} chunks verified in {elapsed:.1f} s"
     )
     assert ledger.acks > KILLS[policy]  # the kills did land while work was being acknowledged
+    assert list(data.glob("streams/*/*/*/*.zlog")), "no segment was ever sealed: kills never met a seal"
     assert len(ledger.closed) > 0 and checked > 0

@@ -425,12 +425,24 @@ def check_corrupt_middle(log: Log, want: list[bytes], bad: record.Header) -> Non
     assert info.repairs >= 1 and info.chunks == len(want)
 
 
-def test_bit_flip_in_a_middle_record_payload(make_log: MakeLog) -> None:
+def test_bit_flip_in_a_middle_record_payload(make_log: MakeLog, tmp_path: Path) -> None:
     log, want = committed_log(make_log)
     log.shutdown()
     seg = seg_files(log.path)[0]
     pos, bad = record_bounds(seg)[10]
-    flip(seg, pos + record.HEADER_SIZE + 1, bit=3)
+    assert bad.length > 100
+    pristine = tmp_path / "pristine"
+    shutil.copytree(log.path, pristine)
+    for i in range(0, bad.length, 5):  # lengths column, chunk bytes, last byte
+        shutil.rmtree(log.path)
+        shutil.copytree(pristine, log.path)
+        flip(seg, pos + record.HEADER_SIZE + i, bit=i % 8)
+        rec = Log.open(log.path, SMALL)
+        try:
+            check_corrupt_middle(rec, want, bad)
+        finally:
+            rec.shutdown()
+    flip(seg, pos + bad.size - 1, bit=7)
     log = Log.open(log.path, SMALL)
     check_corrupt_middle(log, want, bad)
     # the damage is remembered across reopens and appends continue after the end

@@ -599,3 +599,17 @@ async def test_eviction_while_a_close_is_being_fsynced(
     await store.stop()
     store = await store_factory(fsync="always")
     assert store.get("a").status == "done"
+
+
+async def test_a_write_error_on_one_stream_spares_the_others_in_its_group(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await store_factory(fsync="always")
+    a, b = await store.create("a"), await store.create("b")
+    fail_next(monkeypatch, "pwrite")
+    results = await asyncio.gather(a.append([b"a1"]), b.append([b"b1"]), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["AppendResult", "StorageUnavailable"]
+    for s, r, data in ((a, results[0], b"a1"), (b, results[1], b"b1")):
+        assert read_all(s) == ([] if isinstance(r, Exception) else [data])
+        await s.append([b"more"])
+        assert read_all(s)[-1] == b"more"
