@@ -634,7 +634,7 @@ async def _create(
     request: web.Request, hub: Hub, ds: Durable, sid: str, req: CreateRequest, body: bytes
 ) -> Stream:
     labels: dict[str, str] = {}
-    prefix: list[list[bytes]] = []
+    plan: ForkPlan | None = None
     ct, ttl, exp = req.content_type, req.ttl, req.expires_at
     if req.fork_from is not None:
         src = _fork_source(request, req.fork_from)
@@ -645,11 +645,11 @@ async def _create(
         if ttl is None and exp is None:  # a fork inherits the source's lifetime unless it names its own
             ttl, exp = src.log.meta.idle_ttl, src.log.meta.expires_at
         off = _fork_offset(src, req.fork_offset)
-        prefix = _fork_prefix(src, off, req.fork_sub, is_json(ct))
+        plan = _fork_plan(src, off, req.fork_sub, is_json(ct))
         labels = {FORKED_FROM: req.fork_from, FORK_OFFSET: str(off), FORK_SUB: str(req.fork_sub)}
     ct = ct or DEFAULT_TYPE
     chunks = _messages(ct, body, hub.config.max_chunk_bytes, allow_empty=True) if body else []
-    initial = bool(prefix or chunks or req.closed)
+    initial = bool((plan and (plan.end or plan.partial)) or chunks or req.closed)
     if initial:
         labels[PENDING] = "1"
     try:
@@ -662,8 +662,8 @@ async def _create(
         return s
     ds.creating.add(sid)
     try:
-        for batch in prefix:
-            await s.append(batch)
+        if plan is not None:
+            await plan.copy_into(s)
         if chunks:
             await s.append(chunks, close=req.closed)
         elif req.closed:
@@ -676,6 +676,7 @@ async def _create(
 
 
 def _fork_source(request: web.Request, src_id: str) -> Stream:
+    request.app[HUB].auth.grant(bearer(request)).check("read", src_id)  # a fork reads its source
     try:
         return _lookup(request, src_id)
     except DSError as e:
@@ -696,26 +697,42 @@ def _fork_offset(src: Stream, raw: int | str | None) -> int:
     return raw
 
 
-def _fork_prefix(src: Stream, off: int, sub: int, json_mode: bool) -> list[list[bytes]]:
-    """The source's chunks a fork starts with, in batches of at most ~4 MiB: everything before
-    ``off``, then ``sub`` more messages (JSON) or the first ``sub`` bytes of the chunk at ``off``."""
-    end = off + sub if json_mode else off
-    if sub and (end > src.next_offset or off >= src.next_offset):
+@dataclass(frozen=True)
+class ForkPlan:
+    """What a fork starts with: the source's chunks ``[0, end)``, then ``partial`` (the first bytes
+    of the chunk at ``end``, for a binary sub-offset)."""
+
+    source: Stream
+    end: int
+    partial: bytes | None
+
+    async def copy_into(self, fork: Stream) -> None:
+        pos = 0
+        while pos < self.end:  # one ~4 MiB batch in memory at a time
+            got = self.source.read(pos, min(4096, self.end - pos), 4 << 20)
+            if not got:
+                raise DSError(500, "storage_error", f"the fork source ends at {pos}, before {self.end}")
+            await fork.append(got)
+            pos += len(got)
+        if self.partial:
+            await fork.append([self.partial])
+
+
+def _fork_plan(src: Stream, off: int, sub: int, json_mode: bool) -> ForkPlan:
+    """Everything before ``off``, then ``sub`` more messages (JSON) or the first ``sub`` bytes of
+    the chunk at ``off`` (anything else)."""
+    if not sub:
+        return ForkPlan(src, off, None)
+    if json_mode:
+        if off + sub > src.next_offset:
+            raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the messages at the fork offset")
+        return ForkPlan(src, off + sub, None)
+    if off >= src.next_offset:
         raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the data at the fork offset")
-    batches: list[list[bytes]] = []
-    pos = 0
-    while pos < end:
-        got = src.read(pos, min(4096, end - pos), 4 << 20)
-        if not got:
-            break
-        batches.append(got)
-        pos += len(got)
-    if sub and not json_mode:
-        first = src.read(off, 1)[0]
-        if sub > len(first):
-            raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the {len(first)}-byte message")
-        batches.append([first[:sub]])
-    return batches
+    first = src.read(off, 1)[0]
+    if sub > len(first):
+        raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the {len(first)}-byte message")
+    return ForkPlan(src, off, first[:sub])
 
 
 # --- append and close ------------------------------------------------------------------------------

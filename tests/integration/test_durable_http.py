@@ -269,3 +269,14 @@ async def test_auth_applies_to_durable_streams(start_hub: StartHub) -> None:
             assert r.status == 403
         async with session.get(url(hub, "open/1"), headers=auth) as r:
             assert r.status == 200 and r.headers["Cache-Control"].startswith(("no-cache", "private"))
+        # a fork reads its source: writing the fork is not enough
+        admin = {"Authorization": f"Bearer {hub.hub.auth.mint(write=['secret/*'])}"}
+        async with session.put(url(hub, "secret/1"), headers=admin, data="classified") as r:
+            assert r.status == 201
+        fork = {**auth, "Stream-Forked-From": "/v1/stream/secret/1"}
+        async with session.put(url(hub, "open/leak"), headers=fork) as r:
+            assert r.status == 403
+        async with session.put(
+            url(hub, "open/2"), headers={**auth, "Stream-Forked-From": "/v1/stream/open/1"}
+        ) as r:
+            assert r.status == 201
