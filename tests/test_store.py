@@ -200,7 +200,7 @@ async def test_listeners_get_chunks_only_once_durable(
 
 
 async def test_info_hides_an_end_that_is_not_durable_yet(store_factory: Any) -> None:
-    store = await store_factory(fsync="interval", interval_ms=50)
+    store = await store_factory(fsync="interval", interval_ms=200)
     s = await store.create("i")
     await s.append([b"a"])
     closing = asyncio.create_task(s.close())
@@ -588,7 +588,9 @@ async def test_eviction_while_a_close_is_being_fsynced(
 
     monkeypatch.setattr(Log, "do_sync", staticmethod(gated_sync))
     closing = asyncio.create_task(a.close())
-    while not entered.is_set():
+    deadline = time.monotonic() + 10
+    while not entered.is_set():  # the close's fsync has started in a worker thread
+        assert time.monotonic() < deadline
         await asyncio.sleep(0.001)
     assert b.read(0) == [b"y"]  # touches b: with one slot, a is the eviction candidate
     release.set()
