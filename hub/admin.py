@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import resource
 import time
 from typing import Any
@@ -15,6 +17,21 @@ from .state import HUB, Hub
 from .ws import bearer
 
 routes = web.RouteTableDef()
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
 
 
 def hub_stats(hub: Hub) -> dict[str, Any]:
@@ -49,7 +66,10 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
         "write_errors": st["write_errors"],
         "expired": st["expired"],
         "open_files": st["open_files"],
-        "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_bytes": _rss_bytes(),
+        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "open_fds": _open_fds(),
+        "tasks": len(asyncio.all_tasks()),
         "fsync_policy": hub.config.fsync,
     }
 

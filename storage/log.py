@@ -423,7 +423,11 @@ class Log:
         self.written_offset = self.next_offset
         self._pending.clear()
         self._pending_close = False
-        self._undo = ({k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in self.producers.items()}, self.next_offset, self.raw_bytes)
+        self._undo = (
+            {k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in self.producers.items()},
+            self.next_offset,
+            self.raw_bytes,
+        )
         self._undo_seq = self.stream_seq
 
     def _rollback(self, seg: Segment) -> None:
@@ -432,7 +436,9 @@ class Log:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, seg.size)
         producers, offset, raw = self._undo
-        self.producers = {k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in producers.items()}
+        self.producers = {
+            k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in producers.items()
+        }
         self.next_offset, self.raw_bytes = offset, raw
         self.stream_seq = self._undo_seq
         seg.index.truncate_from(seg.size)
@@ -556,7 +562,9 @@ class Log:
             return self._cache[2]
         buf = os.pread(fd, h.size, pos)
         if not record.check(buf, 0, h):
-            raise CorruptData(f"{seg.path.name}: checksum mismatch for offsets {h.first_offset}..{h.end_offset}")
+            raise CorruptData(
+                f"{seg.path.name}: checksum mismatch for offsets {h.first_offset}..{h.end_offset}"
+            )
         bound = self.opts.block_bytes + self.opts.max_append_bytes + 5 * h.count
         chunks = record.decode_data(h, memoryview(buf)[record.HEADER_SIZE :], bound)
         if h.flags & record.COMPRESSED:

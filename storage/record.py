@@ -91,7 +91,9 @@ def check(buf: bytes | memoryview, pos: int, h: Header) -> bool:
     if end > len(buf):
         return False
     mv = memoryview(buf)
-    return zlib.crc32(mv[pos + HEADER_SIZE : end], zlib.crc32(mv[pos + _CRC_FROM : pos + HEADER_SIZE])) == h.crc
+    return (
+        zlib.crc32(mv[pos + HEADER_SIZE : end], zlib.crc32(mv[pos + _CRC_FROM : pos + HEADER_SIZE])) == h.crc
+    )
 
 
 def iter_records(buf: bytes | memoryview, pos: int = 0) -> Iterator[tuple[int, Header]]:
