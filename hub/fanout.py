@@ -150,6 +150,7 @@ class Subscription:
     _pending_bytes: int = 0
     _timer: asyncio.TimerHandle | None = None
     _task: asyncio.Task[None] | None = None
+    on_done: Callable[[], None] | None = None  # the owner forgets the subscription (end sent, gone, stopped)
 
     def start(self) -> None:
         self.mode = "replay"
@@ -305,6 +306,9 @@ class Fanout:
         return sub
 
     def _remove(self, sub: Subscription) -> None:
+        if sub.on_done is not None:
+            done, sub.on_done = sub.on_done, None
+            done()
         subs = self.subs.get(sub.stream.id)
         if subs is None:
             return

@@ -189,9 +189,18 @@ class Connection:
             )
         self.send(p.encode(p.Subscribed(msg.stream, offset, epoch, s.next_offset, s.status)))
         self.hub.note_resume(msg.stream, offset)
-        self.subs[msg.stream] = self.hub.fanout.subscribe(
+        sub = self.subs[msg.stream] = self.hub.fanout.subscribe(
             s, self.outbox, offset, coalesce_ms=msg.coalesce_ms, coalesce_bytes=max(1, msg.coalesce_bytes)
         )
+
+        def forget() -> None:  # a finished subscription no longer counts against the limit
+            if self.subs.get(msg.stream) is sub:
+                del self.subs[msg.stream]
+
+        if sub.mode == "done":
+            forget()
+        else:
+            sub.on_done = forget
 
     # --- producers ---------------------------------------------------------------------------
 

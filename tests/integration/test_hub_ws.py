@@ -282,3 +282,20 @@ async def test_coalescing_merges_tokens_but_offsets_stay_exact(hub, connect):
     assert got == list(enumerate(toks))
     frames = hub.hub.fanout.stats.frames
     assert frames < len(toks)  # merged into fewer frames
+
+
+async def test_finished_subscriptions_do_not_count_against_the_limit(start_hub, connect):
+    """Regression (found by bench.soak): ended subscriptions stayed in the connection's table forever."""
+    hub = await start_hub(max_subscriptions=4)
+    ws = await connect(hub.ws_url)
+    for i in range(12):
+        sid = f"fin/{i}"
+        await ws.send(op="append", stream=sid, data="x", id=i, create=True)
+        await ws.recv_op("ack")
+        await ws.send(op="close", stream=sid, id=f"c{i}")
+        await ws.recv_op("ack")
+        await ws.send(op="subscribe", stream=sid)
+        got, end = await ws.collect(sid)
+        assert got == [(0, "x")] and end["status"] == "done"
+    conn = next(iter(hub.hub.connections))
+    assert conn.subs == {}  # type: ignore[attr-defined]
