@@ -29,6 +29,7 @@ import aiohttp
 from bench.chaos import HubProcess, free_port
 
 DEBUG = False
+FSYNC = "interval"
 
 
 class Conn:
@@ -126,7 +127,7 @@ async def run(total: int, concurrency: int, progress: bool = True) -> dict[str, 
     samples: list[tuple[int, dict[str, Any]]] = []
     counts: dict[str, int] = defaultdict(int)
     with tempfile.TemporaryDirectory(prefix="rhub-soak-") as tmp:
-        hub = HubProcess(Path(tmp) / "data", port, "interval", 8 << 20)
+        hub = HubProcess(Path(tmp) / "data", port, FSYNC, 8 << 20)
         await hub.start()
         t0 = time.perf_counter()
         try:

@@ -137,16 +137,20 @@ class Log:
 
     @classmethod
     def create(cls, path: Path, meta: StreamMeta, opts: LogOptions) -> Log:
+        new_dirs = []  # every directory this create makes needs its entry fsynced in its parent
+        d = path
+        while not d.exists():
+            new_dirs.append(d)
+            d = d.parent
         path.mkdir(parents=True, exist_ok=False)
-        write_atomic(path / "meta.json", msgspec.json.encode(meta))
+        write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
         log = cls(path, meta, opts)
         seg = Segment(0, path / seg_name(0, False), sealed=False)
-        fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        os.fsync(fd)
-        log._fd = fd
+        log._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # empty: no data to fsync
         log.segments.append(seg)
-        fsync_dir(path)
-        fsync_dir(path.parent)
+        fsync_dir(path)  # meta.json's rename and the segment's entry, in one fsync
+        for made in new_dirs:
+            fsync_dir(made.parent)
         return log
 
     @classmethod
@@ -655,7 +659,8 @@ class Log:
             os.fsync(fd)
         finally:
             os.close(fd)
-        write_atomic(self.path / idx_name(seg.base), new.index.to_bytes())
+        # the index is derived data, validated and rebuilt by recovery: no fsync of its own
+        write_atomic(self.path / idx_name(seg.base), new.index.to_bytes(), durable=False)
         if covered:
             new_ck = Checkpoint(upto=ck.upto, raw_bytes=ck.raw_bytes, producers=producers)
         else:

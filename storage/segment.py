@@ -196,16 +196,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a whole file so that a crash leaves either the old file or the new one, never a mix."""
+def write_atomic(path: Path, data: bytes, durable: bool = True, sync_dir: bool = True) -> None:
+    """Write a whole file so that a crash leaves either the old file or the new one, never a mix.
+
+    ``durable=False`` is for derived data (an index) that recovery validates and rebuilds anyway;
+    ``sync_dir=False`` lets the caller fsync the directory once after several renames.
+    """
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable and sync_dir:
+        fsync_dir(path.parent)
