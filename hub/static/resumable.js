@@ -170,6 +170,7 @@ export class ResumableClient {
     this._dirty = new Set();
     this._probeTimer = null;
     this._probing = false;
+    this._opening = false;
 
     if (typeof globalThis.addEventListener === "function") {
       this._onOnline = () => this._kick();
@@ -355,15 +356,38 @@ export class ResumableClient {
       rec.s = s.status;
       if (s.error) rec.err = s.error;
     }
+    const key = STORE_PREFIX + s.id;
+    const value = JSON.stringify(rec);
     try {
-      this.storage.setItem(STORE_PREFIX + s.id, JSON.stringify(rec));
+      this.storage.setItem(key, value);
+      return;
     } catch {
-      // full or unavailable: better no copy (a replay from 0) than one that does not match its offset
+      this._evict(); // full: make room from streams this page no longer follows, then try once more
+    }
+    try {
+      this.storage.setItem(key, value);
+    } catch {
+      // still no room: better no copy (a replay from 0) than one that does not match its offset
       try {
-        this.storage.removeItem(STORE_PREFIX + s.id);
+        this.storage.removeItem(key);
       } catch {
-        /* ignore */
+        /* unavailable */
       }
+    }
+  }
+
+  _evict() {
+    try {
+      const stale = [];
+      for (let i = 0; i < this.storage.length; i++) {
+        const key = this.storage.key(i);
+        if (!key || !key.startsWith(STORE_PREFIX)) continue;
+        const s = this.streams.get(key.slice(STORE_PREFIX.length));
+        if (!s || !s.active) stale.push(key);
+      }
+      for (const key of stale) this.storage.removeItem(key);
+    } catch {
+      /* unavailable */
     }
   }
 
@@ -568,10 +592,11 @@ export class ResumableClient {
   // --- WebSocket -------------------------------------------------------------------------------
 
   async _open() {
-    if (this.state === "closed" || this.transport !== "ws") return;
+    if (this.state === "closed" || this.transport !== "ws" || this._opening || this._ws) return;
     this._setState(this._everOpen ? "reconnecting" : "connecting");
     let url = this.wsUrl;
     let ws;
+    this._opening = true; // an async token function must not let a second open start meanwhile
     try {
       const token = await this._token();
       if (this.state === "closed" || this.transport !== "ws") return;
@@ -581,6 +606,8 @@ export class ResumableClient {
       this._wsFailures++;
       this._scheduleReconnect();
       return;
+    } finally {
+      this._opening = false;
     }
     this._ws = ws;
     let opened = false;
@@ -744,11 +771,13 @@ export class ResumableClient {
       this.fetchJson("/healthz")
         .then(() => {
           this._probing = false;
+    this._opening = false;
           const open = this._ws && this._ws.readyState === 1;
           if (this.state !== "closed" && this.transport === "ws" && !open) this._fallBackToSse();
         })
         .catch(() => {
           this._probing = false;
+    this._opening = false;
         });
     }
     const delay = this._delay(this._attempt++);
@@ -766,7 +795,7 @@ export class ResumableClient {
     this._attempt = 0;
     if (this.transport === "ws") {
       if (this._ws && this._ws.readyState === 1) this._ping(); // is this connection still alive?
-      else if (!this._ws) {
+      else if (!this._ws && !this._opening) {
         clearTimeout(this._reconnectTimer);
         this._open();
       }

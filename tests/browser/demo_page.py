@@ -70,6 +70,11 @@ class DemoPage:
     async def offset(self, stream: str) -> int:
         return int(await self.page.get_attribute(self.sel(stream), "data-offset") or 0)
 
+    async def held(self, stream: str) -> int:
+        """The client's offset for the stream (the DOM shows it one animation frame later)."""
+        n: int = await self.page.evaluate("sid => window.demo.client.getStream(sid)?.offset ?? 0", stream)
+        return n
+
     async def text(self, stream: str) -> str:
         """The answer exactly as rendered (textContent keeps every space and newline)."""
         return await self.page.locator(f"{self.sel(stream)} .msg-text").evaluate("e => e.textContent")
