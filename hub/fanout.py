@@ -182,6 +182,7 @@ class Subscription:
                     st.deliveries += len(texts)
                     st.frames += 1
                     await self.outbox.put(frame)
+                    await asyncio.sleep(0)  # let the writer send this frame before we build the next
                     continue
                 # caught up with storage: no await from here until the mode switch
                 if s.ended and s.close_info is not None:

@@ -130,7 +130,7 @@ class Log:
         self._rfds: dict[Path, int] = {}
         self._unsynced_fds: list[int] = []
         self._unsynced_dirs: list[Path] = []
-        self._cache: tuple[int, int, list[bytes]] | None = None  # (segment base, position, chunks)
+        self._cache: tuple[int, int, record.Body] | None = None  # (segment base, position, block)
         self._cctx = zstandard.ZstdCompressor(level=opts.seal_level)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -549,9 +549,10 @@ class Log:
             if h.end_offset <= offset:
                 pos += h.size
                 continue
-            chunks = self._decode_at(seg, fd, pos, h)
-            for c in chunks[offset - h.first_offset : limit - h.first_offset]:
-                if len(out) >= want or budget <= 0:
+            block = self._decode_at(seg, fd, pos, h)
+            a = offset - h.first_offset
+            for c in block.slice(a, min(limit - h.first_offset, a + want - len(out))):
+                if budget <= 0:
                     break
                 out.append(c)
                 budget -= len(c)
@@ -561,7 +562,7 @@ class Log:
             pos += h.size
         return out
 
-    def _decode_at(self, seg: Segment, fd: int, pos: int, h: record.Header) -> list[bytes]:
+    def _decode_at(self, seg: Segment, fd: int, pos: int, h: record.Header) -> record.Body:
         if self._cache is not None and self._cache[0] == seg.base and self._cache[1] == pos:
             return self._cache[2]
         buf = os.pread(fd, h.size, pos)
@@ -570,10 +571,10 @@ class Log:
                 f"{seg.path.name}: checksum mismatch for offsets {h.first_offset}..{h.end_offset}"
             )
         bound = self.opts.block_bytes + self.opts.max_append_bytes + 5 * h.count
-        chunks = record.decode_data(h, memoryview(buf)[record.HEADER_SIZE :], bound)
+        block = record.decode_block(h, memoryview(buf)[record.HEADER_SIZE :], bound)
         if h.flags & record.COMPRESSED:
-            self._cache = (seg.base, pos, chunks)
-        return chunks
+            self._cache = (seg.base, pos, block)
+        return block
 
     # --- sealing -----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import zstandard
 
@@ -147,16 +148,39 @@ def encode_body(chunks: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
+class Body:
+    """A DATA body's chunks, sliced on demand.
+
+    A sealed block holds ~60k token-sized chunks; a seek wants a few of them. The chunk start
+    positions are computed once (in C when every length fits one byte, the common case for tokens),
+    and ``slice`` copies out only the chunks asked for.
+    """
+
+    __slots__ = ("data", "starts")
+
+    def __init__(self, body: bytes | memoryview, count: int) -> None:
+        data = bytes(body)
+        head = data[:count]
+        if len(head) == count and (not head or max(head) < 0x80):
+            # ``count`` bytes below 0x80 are ``count`` complete one-byte uvarints
+            starts = list(accumulate(head, initial=count))
+        else:
+            lengths, pos = _get_uvarints(data, 0, count)
+            starts = list(accumulate(lengths, initial=pos))
+        if starts[-1] != len(data):
+            raise CorruptData("chunk lengths do not add up to the record body")
+        self.data, self.starts = data, starts
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def slice(self, a: int, b: int) -> list[bytes]:
+        d, st = self.data, self.starts
+        return [d[st[i] : st[i + 1]] for i in range(max(a, 0), min(b, len(st) - 1))]
+
+
 def decode_body(body: bytes | memoryview, count: int) -> list[bytes]:
-    lengths, pos = _get_uvarints(body, 0, count)
-    if pos + sum(lengths) != len(body):
-        raise CorruptData("chunk lengths do not add up to the record body")
-    out = []
-    mv = memoryview(body)
-    for n in lengths:
-        out.append(bytes(mv[pos : pos + n]))
-        pos += n
-    return out
+    return Body(body, count).slice(0, count)
 
 
 def encode_data(
@@ -190,7 +214,12 @@ def split_payload(h: Header, payload: bytes | memoryview) -> tuple[ProducerMark 
 
 
 def decode_data(h: Header, payload: bytes | memoryview, max_raw: int) -> list[bytes]:
-    """Chunks of a DATA record whose checksum was already verified.
+    """All chunks of a DATA record whose checksum was already verified."""
+    return decode_block(h, payload, max_raw).slice(0, h.count)
+
+
+def decode_block(h: Header, payload: bytes | memoryview, max_raw: int) -> Body:
+    """The body of a DATA record whose checksum was already verified.
 
     ``max_raw`` bounds decompression: a frame that declares (or produces) more is corruption,
     never a giant allocation (zstandard ignores max_output_size when the frame declares a size).
@@ -204,4 +233,4 @@ def decode_data(h: Header, payload: bytes | memoryview, max_raw: int) -> list[by
             body = memoryview(zstandard.ZstdDecompressor().decompress(body, max_output_size=max_raw))
         except zstandard.ZstdError as e:
             raise CorruptData(f"compressed block does not decompress: {e}") from None
-    return decode_body(body, h.count)
+    return Body(body, h.count)
