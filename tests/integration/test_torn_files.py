@@ -33,7 +33,9 @@ async def test_hub_recovers_torn_tail_missing_index_and_mid_file_corruption(star
     hub = await start_hub(data_dir=data, segment_bytes=4096)
     open_chunks = await _write(session, hub.http, "torn/open", 300, close=False)
     sealed_chunks = await _write(session, hub.http, "torn/sealed", 300, close=True)
-    await wait_for(lambda: all(s.sealed for s in hub.hub.store.get("torn/sealed").log.segments), what="sealing")
+    await wait_for(
+        lambda: all(s.sealed for s in hub.hub.store.get("torn/sealed").log.segments), what="sealing"
+    )
     await hub.server.close()
     (data / "CLEAN_SHUTDOWN").unlink()  # as if the hub had been killed
 
@@ -74,7 +76,9 @@ async def test_hub_recovers_torn_tail_missing_index_and_mid_file_corruption(star
     status, body = await _read(session, hub2.http, "torn/sealed", bad.base)
     assert status == 500 and body["error"]["code"] == "corrupt_data"
     status, body = await _read(session, hub2.http, "torn/sealed", 0)
-    assert status == 200 and body["chunks"] == sealed_chunks[: bad.base]  # served up to the damage, no further
+    assert (
+        status == 200 and body["chunks"] == sealed_chunks[: bad.base]
+    )  # served up to the damage, no further
     status, body = await _read(session, hub2.http, "torn/sealed", bad.end)
     assert status == 200 and body["chunks"] == sealed_chunks[bad.end :]  # and after it
     async with session.get(f"{hub2.http}/admin/streams/torn/sealed", headers=h) as r:
