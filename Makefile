@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean conformance
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+conformance: $(STAMP)
+	cd tests/conformance && npm ci --no-audit --no-fund
+	$(BIN)/python tests/conformance/run.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.storage --quick
