@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import admin, demo, durable, http_api
+from . import admin, chats, demo, durable, http_api
 from .auth import Auth
 from .config import Config
 from .protocol import HubError
@@ -61,6 +61,7 @@ def make_app(config: Config) -> web.Application:
     app.router.add_routes(http_api.routes)
     durable.setup(app)  # the Durable Streams protocol on /v1/stream/{path}
     app.router.add_routes(admin.routes)
+    chats.setup(app)  # /chats/{chat} and the WebSocket "watch" op
     app.router.add_get("/healthz", healthz)
     demo.setup(app, config)
     app.router.add_static("/static/", STATIC, show_index=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import jwt
+from aiohttp import web
 
 from .protocol import HubError
 
@@ -33,6 +34,15 @@ class Grant:
 
 
 OPEN = Grant(read=("*",), write=("*",), cancel=("*",))
+
+
+def bearer(request: web.Request) -> str | None:
+    """The request's token: ``Authorization: Bearer``, or ``?token=`` (browsers' WebSocket and
+    EventSource cannot set headers)."""
+    h = request.headers.get("Authorization", "")
+    if h.lower().startswith("bearer "):
+        return h[7:].strip()
+    return request.query.get("token")
 
 
 class Auth:

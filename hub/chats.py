@@ -1,26 +1,30 @@
-"""Read-only chat listing: the streams of one chat, in order, so a page can re-render a conversation.
+"""Chats: a conversation is the streams named ``chat/<chat>/<answer>``, one per assistant answer.
 
-GET /chats/{chat}?limit=N    {"chat": id, "streams": [{"stream", "status", "error", "next", "epoch",
-                             "created", "closed", "labels"}, ...]}, oldest first, at most the newest N
-                             (default 200, at most 1000); only streams the caller may read.
+    GET    /chats/{chat}?limit=N   {"chat", "streams": [{"stream", "status", "error", "next", "epoch",
+                                   "created", "closed", "labels"}, ...]}: oldest first, at most the newest
+                                   N (default 200, at most 1000), only streams the caller may read
+    DELETE /chats/{chat}           delete every stream of the chat (needs write on each); 204
+    WS {"op": "watch", "chat"}     a ``chat`` snapshot, then a ``chat_event`` (created / ended /
+                                   deleted) the moment any device starts, finishes or removes an answer
 
-A chat is the streams under the prefix ``chat/<chat>/`` (the layout ``POST /demo/ask`` writes; the
-``prompt`` label holds the question). An unknown chat is an empty list, not a 404, so a client can
-tell "no messages yet" from "this hub has no /chats endpoint".
+So a page that reloads, or a second device, finds the live answer of a chat and attaches to it
+without any bookkeeping of the app's own. An unknown chat is an empty list, not a 404. A chat
+expires with its streams (their TTL); deleting the chat deletes them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
 
-from storage import StorageError
+from storage import StorageError, Stream
 
-from .protocol import HubError
-from .state import HUB
-from .ws import bearer
+from .auth import Grant, bearer
+from .protocol import ChatEvent, ChatStream, HubError
+from .state import HUB, Hub, as_hub_error
 
 routes = web.RouteTableDef()
 
@@ -29,12 +33,81 @@ DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 
 
+def check_chat_id(chat: str) -> str:
+    if not _CHAT.match(chat):
+        raise HubError("bad_request", "chat id must be 1-64 letters, digits, - or _")
+    return chat
+
+
+def chat_of(stream_id: str) -> str | None:
+    parts = stream_id.split("/", 2)
+    if len(parts) == 3 and parts[0] == "chat" and parts[2] and _CHAT.match(parts[1]):
+        return parts[1]
+    return None
+
+
+def describe(s: Stream) -> ChatStream:
+    info = s.info()
+    return ChatStream(info.id, info.status, info.chunks, info.created, info.closed, info.error, info.labels)
+
+
+def snapshot(hub: Hub, chat: str, grant: Grant, limit: int = DEFAULT_LIMIT) -> list[ChatStream]:
+    ids = [i for i in hub.store.list(f"chat/{chat}/") if grant.can("read", i)]
+    out = []
+    for sid in ids[-limit:]:  # the demo's <NNNN-ms> names sort in creation order
+        try:
+            out.append(describe(hub.store.get(sid)))
+        except StorageError:
+            continue  # deleted or expired between the listing and the read
+    out.sort(key=lambda c: (c.created, c.stream))
+    return out
+
+
+class ChatWatchers:
+    """Who watches which chat; fed by the store's create / end / delete hooks."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.watchers: dict[str, set[Callable[[ChatEvent], None]]] = {}
+        hub.store.on_create.append(lambda s: self._emit(s.id, lambda c: self._event(c, "created", s)))
+        hub.store.on_end.append(lambda s: self._emit(s.id, lambda c: self._event(c, "ended", s)))
+        hub.store.on_delete.append(lambda sid: self._emit(sid, lambda c: ChatEvent(c, "deleted", sid)))
+
+    @staticmethod
+    def _event(chat: str, kind: str, s: Stream) -> ChatEvent:
+        d = describe(s)
+        return ChatEvent(chat, kind, s.id, d.status, d.next, d.error, d.labels)
+
+    def _emit(self, stream_id: str, make: Callable[[str], ChatEvent]) -> None:
+        chat = chat_of(stream_id)
+        cbs = self.watchers.get(chat) if chat else None
+        if chat and cbs:
+            ev = make(chat)
+            for cb in list(cbs):
+                cb(ev)
+
+    def watch(self, chat: str, cb: Callable[[ChatEvent], None]) -> None:
+        self.watchers.setdefault(chat, set()).add(cb)
+
+    def unwatch(self, chat: str, cb: Callable[[ChatEvent], None]) -> None:
+        cbs = self.watchers.get(chat)
+        if cbs is not None:
+            cbs.discard(cb)
+            if not cbs:
+                del self.watchers[chat]
+
+
+CHATS = web.AppKey("chats", ChatWatchers)
+
+
+def setup(app: web.Application) -> None:
+    app[CHATS] = ChatWatchers(app[HUB])
+    app.router.add_routes(routes)
+
+
 @routes.get("/chats/{chat}")
 async def chat_streams(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    chat = request.match_info["chat"]
-    if not _CHAT.match(chat):
-        raise HubError("bad_request", "chat id must be 1-64 letters, digits, - or _")
+    chat = check_chat_id(request.match_info["chat"])
     raw = request.query.get("limit", "")
     try:
         limit = int(raw) if raw else DEFAULT_LIMIT
@@ -44,25 +117,29 @@ async def chat_streams(request: web.Request) -> web.Response:
         raise HubError("bad_request", f"limit must be between 1 and {MAX_LIMIT}")
     grant = hub.auth.grant(bearer(request))
     items = []
-    ids = [i for i in hub.store.list(f"chat/{chat}/") if grant.can("read", i)]
-    # ids sort in creation order for the demo's <NNNN-ms> names: open only the newest ``limit``
-    for sid in ids[-limit:]:
-        try:
-            info = hub.store.get(sid).info()
-        except StorageError:
-            continue  # deleted or expired between the listing and the read
-        items.append(
-            {
-                "stream": sid,
-                "status": info.status,
-                "error": info.error,
-                "next": info.chunks,
-                "epoch": info.epoch,
-                "created": info.created,
-                "closed": info.closed,
-                "labels": info.labels,
-            }
-        )
-    items.sort(key=lambda i: (i["created"], i["stream"]))
+    for c in snapshot(hub, chat, grant, limit):
+        item = msgspec.to_builtins(c)
+        item.setdefault("closed", None)
+        item.setdefault("error", None)
+        item.setdefault("labels", {})
+        item["epoch"] = hub.store.get(c.stream).log.meta.epoch if hub.store.exists(c.stream) else None
+        items.append(item)
     body = {"chat": chat, "streams": items}
     return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
+
+@routes.delete("/chats/{chat}")
+async def delete_chat(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    chat = check_chat_id(request.match_info["chat"])
+    grant = hub.auth.grant(bearer(request))
+    ids = hub.store.list(f"chat/{chat}/")
+    for sid in ids:
+        grant.check("write", sid)  # all or nothing: refuse before deleting anything
+    for sid in ids:
+        try:
+            await hub.store.delete(sid)
+        except StorageError as e:
+            if e.code not in ("stream_not_found", "stream_gone"):
+                raise as_hub_error(e, sid) from None
+    return web.Response(status=204)

@@ -52,9 +52,9 @@ from storage import (
 )
 from storage.segment import ProducerState
 
+from .auth import bearer
 from .protocol import MAX_OFFSET, STATUS, HubError
 from .state import HUB, Hub
-from .ws import bearer
 
 PREFIX = "/v1/stream/"
 ROUTE = PREFIX + "{path:.+}"

@@ -23,10 +23,10 @@ from aiohttp import web
 
 from storage import CloseInfo, StorageError
 
+from .auth import bearer
 from .fanout import Format, Outbox, OutboxClosed
 from .protocol import MAX_OFFSET, HubError
 from .state import HUB, Hub, as_hub_error
-from .ws import bearer
 
 routes = web.RouteTableDef()
 

@@ -101,7 +101,15 @@ class Ping(msgspec.Struct, tag="ping", tag_field="op", forbid_unknown_fields=Tru
     t: float | int | None = None
 
 
-ClientMsg = Subscribe | Unsubscribe | Create | Append | Close | Cancel | Ping
+class Watch(msgspec.Struct, tag="watch", tag_field="op", forbid_unknown_fields=True):
+    chat: str  # streams named chat/<chat>/...; the hub answers with ``chat``, then ``chat_event``s
+
+
+class Unwatch(msgspec.Struct, tag="unwatch", tag_field="op", forbid_unknown_fields=True):
+    chat: str
+
+
+ClientMsg = Subscribe | Unsubscribe | Create | Append | Close | Cancel | Ping | Watch | Unwatch
 
 # --- hub -> client -------------------------------------------------------------------------------
 
@@ -143,6 +151,31 @@ class Reset(msgspec.Struct, tag="reset", tag_field="op"):
 
 class CancelRequested(msgspec.Struct, tag="cancel", tag_field="op"):
     stream: str
+
+
+class ChatStream(msgspec.Struct, omit_defaults=True):
+    stream: str
+    status: str
+    next: int
+    created: float
+    closed: float | None = None
+    error: str | None = None
+    labels: dict[str, str] = {}
+
+
+class ChatSnapshot(msgspec.Struct, tag="chat", tag_field="op"):
+    chat: str
+    streams: list[ChatStream]  # oldest first
+
+
+class ChatEvent(msgspec.Struct, tag="chat_event", tag_field="op", omit_defaults=True):
+    chat: str
+    event: str  # "created" | "ended" | "deleted"
+    stream: str
+    status: str | None = None
+    next: int | None = None
+    error: str | None = None
+    labels: dict[str, str] = {}
 
 
 class Pong(msgspec.Struct, tag="pong", tag_field="op", omit_defaults=True):

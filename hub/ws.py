@@ -20,7 +20,8 @@ from aiohttp import web
 from storage import StorageError
 
 from . import protocol as p
-from .auth import Grant
+from .auth import Grant, bearer
+from .chats import CHATS, ChatWatchers, check_chat_id, snapshot
 from .fanout import Outbox, Subscription
 from .protocol import HubError
 from .state import HUB, Hub, as_hub_error
@@ -31,13 +32,6 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_UNAUTHORIZED = 4401  # do not reconnect with the same token
 CLOSE_SLOW = 4408  # the client could not keep up with its own control frames: resume from your offset
-
-
-def bearer(request: web.Request) -> str | None:
-    h = request.headers.get("Authorization", "")
-    if h.lower().startswith("bearer "):
-        return h[7:].strip()
-    return request.query.get("token")
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -64,7 +58,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         return ws
     hub.per_ip[ip] = hub.per_ip.get(ip, 0) + 1
     hub.counters.connections_total += 1
-    conn = Connection(hub, ws, grant)
+    conn = Connection(hub, ws, grant, request.app.get(CHATS))
     hub.connections.add(conn)
     try:
         await conn.run()
@@ -77,8 +71,12 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
 
 class Connection:
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse, grant: Grant) -> None:
+    def __init__(
+        self, hub: Hub, ws: web.WebSocketResponse, grant: Grant, chats: ChatWatchers | None = None
+    ) -> None:
         self.hub = hub
+        self.chats = chats
+        self.watching: set[str] = set()
         self.ws = ws
         self.grant = grant
         self.outbox = Outbox(ws.send_str, hub.config.outbox_bytes)
@@ -106,6 +104,9 @@ class Connection:
                 sub.stop()
             for sid in self.produced:
                 self.hub.unwatch_cancel(sid, self.on_cancel)
+            if self.chats is not None:
+                for chat in self.watching:
+                    self.chats.unwatch(chat, self.on_chat_event)
             for t in list(self.tasks):
                 t.cancel()
             self.outbox.close()
@@ -147,6 +148,12 @@ class Connection:
             elif isinstance(msg, p.Cancel):
                 self.grant.check("cancel", msg.stream)
                 self.hub.request_cancel(msg.stream)
+            elif isinstance(msg, p.Watch):
+                self.watch(msg.chat)
+            elif isinstance(msg, p.Unwatch):
+                if self.chats is not None and msg.chat in self.watching:
+                    self.watching.discard(msg.chat)
+                    self.chats.unwatch(msg.chat, self.on_chat_event)
             else:
                 self.spawn(self.control(msg))
         except HubError as e:
@@ -201,6 +208,24 @@ class Connection:
             forget()
         else:
             sub.on_done = forget
+
+    # --- chats -------------------------------------------------------------------------------
+
+    def watch(self, chat: str) -> None:
+        check_chat_id(chat)
+        if self.chats is None:
+            raise HubError("unknown_op", "this hub does not serve chats")
+        if chat not in self.watching:
+            if len(self.watching) >= self.hub.config.max_subscriptions:
+                raise HubError("too_many_subscriptions", "watching too many chats on one connection", 429)
+            self.watching.add(chat)
+            self.chats.watch(chat, self.on_chat_event)
+        # snapshot after registering: an answer started in between shows up in both, never in neither
+        self.send(p.encode(p.ChatSnapshot(chat, snapshot(self.hub, chat, self.grant))))
+
+    def on_chat_event(self, ev: p.ChatEvent) -> None:
+        if self.grant.can("read", ev.stream):
+            self.send(p.encode(ev))
 
     # --- producers ---------------------------------------------------------------------------
 

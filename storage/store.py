@@ -189,6 +189,8 @@ class Stream:
             self._end_published = True
             for listener in list(self.listeners):
                 listener.on_end(self, self.log.close_info)
+            for cb in self.store.on_end:
+                cb(self)
         keep = []
         for mark, fut in self._waiters:
             if fut.done():
@@ -230,6 +232,7 @@ class Store:
         self._bg: set[asyncio.Task[None]] = set()
         self.on_create: list[Callable[[Stream], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
+        self.on_end: list[Callable[[Stream], None]] = []  # any stream's end became durable
         self.counters = {"fsyncs": 0, "appends": 0, "repairs": 0, "expired": 0, "write_errors": 0}
         self._started = False
 
