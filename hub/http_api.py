@@ -113,6 +113,31 @@ async def close(request: web.Request) -> web.Response:
     return _json({"stream": sid, "next": s.next_offset, "status": s.status})
 
 
+class ForkBody(msgspec.Struct, forbid_unknown_fields=True):
+    stream: str  # the new stream's id
+    upto: int | None = None  # how many of the source's chunks it starts with (default: all)
+    labels: dict[str, str] = {}
+
+
+@routes.post("/streams/{id:.+}/fork")
+async def fork(request: web.Request) -> web.Response:
+    """Branch a stream ("regenerate from here"): the new stream starts as the source's first
+    ``upto`` chunks, sharing the source's sealed segments on disk instead of copying them."""
+    hub, src = _ctx(request, "read")
+    body = await _body(request, ForkBody)
+    hub.auth.grant(bearer(request)).check("write", body.stream)
+    if body.upto is not None and not 0 <= body.upto <= MAX_OFFSET:
+        raise HubError("invalid_offset", f"upto must be between 0 and {MAX_OFFSET}", stream=src)
+    try:
+        s = await hub.store.fork(src, body.stream, body.upto, body.labels)
+    except StorageError as e:
+        raise as_hub_error(e, body.stream) from None
+    shared = sum(1 for seg in s.log.segments if seg.sealed)
+    return _json(
+        {"stream": body.stream, "next": s.next_offset, "forked_from": src, "shared_segments": shared}, 201
+    )
+
+
 @routes.post("/streams/{id:.+}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "cancel")

@@ -154,6 +154,45 @@ class Log:
         return log
 
     @classmethod
+    def fork(cls, path: Path, meta: StreamMeta, opts: LogOptions, shared: Sequence[Segment]) -> Log:
+        """Create a stream that starts with ``shared``, a run of another stream's sealed segments
+        from offset 0, hard-linked rather than copied: sealed segments never change, so two streams
+        can share their bytes, and deleting either one only drops its own links. Blocking.
+
+        The caller appends whatever else the fork starts with (the source's chunks after the shared
+        run, up to the fork point) to the returned log's raw tail.
+        """
+        new_dirs = []
+        d = path
+        while not d.exists():
+            new_dirs.append(d)
+            d = d.parent
+        path.mkdir(parents=True, exist_ok=False)
+        write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
+        end = raw = 0
+        for seg in shared:
+            if not seg.sealed or seg.base != end:
+                raise ValueError("a fork shares only a contiguous run of sealed segments from offset 0")
+            os.link(seg.path, path / seg_name(seg.base, True))
+            write_atomic(path / idx_name(seg.base), seg.index.to_bytes(), durable=False)
+            mv = memoryview(read_file(seg.path))
+            for pos, h in record.iter_records(mv):
+                if h.type == record.DATA:
+                    body = record.decode_block(h, mv[pos + record.HEADER_SIZE : pos + h.size], 1 << 30)
+                    raw += len(body.data) - body.starts[0]
+            end = seg.end
+        # the shared segments carry no producer marks any more; a fork starts with no producers
+        write_atomic(
+            path / "checkpoint.json", msgspec.json.encode(Checkpoint(upto=end, raw_bytes=raw)), sync_dir=False
+        )
+        fd = os.open(path / seg_name(end, False), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        fsync_dir(path)
+        for made in new_dirs:
+            fsync_dir(made.parent)
+        return cls.open(path, opts)
+
+    @classmethod
     def open(cls, path: Path, opts: LogOptions) -> Log:
         meta = msgspec.json.decode(read_file(path / "meta.json"), type=StreamMeta)
         log = cls(path, meta, opts)

@@ -32,9 +32,9 @@ from typing import Protocol
 import msgspec
 
 from . import ids
-from .errors import StorageUnavailable, StreamExists, StreamGone, StreamNotFound
+from .errors import OffsetOutOfRange, StorageUnavailable, StreamExists, StreamGone, StreamNotFound
 from .log import AppendResult, Log, LogOptions, StreamInfo, StreamMeta
-from .segment import CloseInfo, read_file, write_atomic
+from .segment import CloseInfo, Segment, read_file, write_atomic
 
 POLICIES = ("always", "interval", "never")
 FSYNC_THREADS = 16
@@ -381,6 +381,69 @@ class Store:
         self._catalog[stream_id] = path
         s = self._streams[stream_id] = Stream(self, log)
         self._touch(s)
+        for cb in self.on_create:
+            cb(s)
+        return s
+
+    async def fork(
+        self, source_id: str, stream_id: str, upto: int | None = None, labels: dict[str, str] | None = None
+    ) -> Stream:
+        """A new stream whose first ``upto`` chunks (default: all) are ``source_id``'s, open for appends.
+
+        Sealed segments of the source below the fork point are shared (hard links), not copied;
+        only the rest of the prefix is. Regenerate-from-here and conversation branches cost almost
+        nothing on disk.
+        """
+        ids.validate(stream_id)
+        src = self.get(source_id)
+        end = src.next_offset if upto is None else upto
+        if not 0 <= end <= src.next_offset:
+            raise OffsetOutOfRange(f"fork point {end} is outside 0..{src.next_offset}")
+        while (pending := self._creating.get(stream_id)) is not None:
+            await asyncio.shield(pending)
+        if stream_id in self._catalog:
+            raise StreamExists(f"stream {stream_id!r} already exists")
+        shared: list[Segment] = []
+        for seg in src.log.segments:  # snapshot on the loop: sealing swaps segments in place
+            closing = seg is src.log.segments[-1] and src.log.close_info is not None
+            if not seg.sealed or seg.end > end or seg.corrupt or closing:
+                break
+            shared.append(seg)
+        meta = StreamMeta(
+            id=stream_id,
+            created=time.time(),
+            epoch=secrets.token_hex(8),
+            labels={
+                **src.log.meta.labels,
+                **(labels or {}),
+                "forked_from": source_id,
+                "fork_offset": str(end),
+            },
+            content_type=src.log.meta.content_type,
+        )
+        done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
+        try:
+            path = ids.stream_dir(self.root, stream_id)
+            loop = asyncio.get_running_loop()
+            try:
+                log = await loop.run_in_executor(
+                    self._fsync_pool, Log.fork, path, meta, self.opts.log, shared
+                )
+            except OSError as e:
+                await loop.run_in_executor(self._fsync_pool, shutil.rmtree, path, True)
+                raise StorageUnavailable(f"cannot fork: {e.strerror or e}") from e
+            self._gone.pop(stream_id, None)
+            self._catalog[stream_id] = path
+            s = self._streams[stream_id] = Stream(self, log)
+            self._touch(s)
+            pos = log.next_offset
+            while pos < end:  # the unshared rest of the prefix, one bounded batch at a time
+                got = src.read(pos, min(4096, end - pos), 4 << 20)
+                await s.append(got)
+                pos += len(got)
+        finally:
+            del self._creating[stream_id]
+            done.set_result(None)
         for cb in self.on_create:
             cb(s)
         return s

@@ -6,6 +6,8 @@ import asyncio
 
 from hub.client import Producer, Subscriber
 
+from .conftest import wait_for
+
 
 async def test_watch_learns_of_answers_started_from_another_device(hub, connect, session):
     phone = await connect(hub.ws_url)
@@ -100,3 +102,46 @@ async def test_stop_reaches_the_producer_keeps_the_partial_answer_and_a_disconne
         assert p.cancelled
     assert await watcher.text() == "".join(tokens)  # the partial answer is kept
     assert watcher.status == "cancelled"
+
+
+async def test_fork_shares_sealed_segments_and_continues_independently(start_hub, session):
+    hub = await start_hub(segment_bytes=2048)
+    base = hub.http
+    toks = [f"<{i:04d}>" for i in range(1200)]
+    async with session.put(f"{base}/streams/chat/f/0001"):
+        pass
+    for i in range(0, len(toks), 100):
+        async with session.post(f"{base}/streams/chat/f/0001", json={"data": toks[i : i + 100]}) as r:
+            assert r.status == 200
+    src = hub.hub.store.get("chat/f/0001")
+    await wait_for(lambda: sum(s.sealed for s in src.log.segments) >= 3, what="sealing")
+    async with session.post(
+        f"{base}/streams/chat/f/0001/fork", json={"stream": "chat/f/0002", "upto": 1000}
+    ) as r:
+        assert r.status == 201, await r.text()
+        body = await r.json()
+    assert body["next"] == 1000 and body["shared_segments"] >= 3
+    fork = hub.hub.store.get("chat/f/0002")
+    shared = [seg.path for seg in fork.log.segments if seg.sealed]
+    assert all(p.stat().st_nlink == 2 for p in shared)  # the same inode as the source's: no copy
+    async with session.post(f"{base}/streams/chat/f/0002", json={"data": ["<regen>"]}) as r:
+        assert (await r.json())["offset"] == 1000
+    async with session.get(f"{base}/streams/chat/f/0002?from=0&limit=5000") as r:
+        assert (await r.json())["chunks"] == toks[:1000] + ["<regen>"]
+    async with session.get(f"{base}/streams/chat/f/0001?from=0&limit=5000") as r:
+        assert (await r.json())["chunks"] == toks  # the source is untouched
+    # deleting the source leaves the fork whole; after a restart too
+    async with session.delete(f"{base}/streams/chat/f/0001") as r:
+        assert r.status == 204
+    data = hub.config.data_dir
+    await hub.server.close()
+    again = await start_hub(data_dir=data, segment_bytes=2048)
+    s = again.hub.store.get("chat/f/0002")
+    assert s.read(0, 5000) == [t.encode() for t in [*toks[:1000], "<regen>"]]
+    assert s.info().labels["forked_from"] == "chat/f/0001"
+    async with session.post(f"{again.http}/streams/nope/fork", json={"stream": "x"}) as r:
+        assert r.status == 404
+    async with session.post(
+        f"{again.http}/streams/chat/f/0002/fork", json={"stream": "y", "upto": 99999}
+    ) as r:
+        assert r.status == 416
