@@ -68,7 +68,7 @@ async def test_network_loss_mid_answer_resumes_without_duplicates(demo_hub: Demo
 async def test_two_tabs_on_one_chat_show_the_same_answer(demo_hub: DemoHub, pages: Pages) -> None:
     first = DemoPage(await pages.new(), demo_hub.http)
     await first.open("twotabs", rate=RATE)
-    sid = await first.ask(prompt_for("Why keep an offset per stream?"))
+    sid = await first.ask(prompt_for("Why keep an offset per stream?", range(260, 360)))
     await first.wait_offset(sid, 5)
 
     second = DemoPage(await pages.new(), demo_hub.http)
