@@ -7,10 +7,11 @@
  *   await chat.ask("How do offsets work?");       // POST /demo/ask, then follows the new stream
  *   chat.stop();                                  // cancel whatever is still streaming
  *
- * The history comes from GET /chats/{id} (stream ids in order, with status and labels); on a hub
- * without that endpoint, from GET /streams?prefix=chat/{id}/ (ids only: the prompts then come from
- * localStorage, so another browser shows the answers without their questions). New answers asked
- * in another tab show up at the next poll (`pollMs`).
+ * The list of answers comes from the hub's "watch" op over the client's WebSocket: a snapshot on
+ * every (re)connect, then an event the moment any tab or device starts or deletes an answer. Where
+ * that cannot work (SSE mode, an older hub) the chat polls GET /chats/{id} every `pollMs`, and on a
+ * hub without /chats, GET /streams?prefix=chat/{id}/ (ids only: the prompts then come from
+ * localStorage, so another browser shows the answers without their questions).
  */
 
 const PROMPTS = "resumable:prompt:";
@@ -42,7 +43,20 @@ export class Chat {
     this._closed = false;
     this._poll = null;
     this.pollMs = pollMs;
-    this.ready = this.refresh().finally(() => this._schedulePoll());
+    this._polling = false;
+    this.ready = this.refresh(); // at once over HTTP, whether or not the WebSocket is up yet
+    this._unwatch = client.watchChat(chatId, {
+      onSnapshot: (streams) => {
+        for (const it of streams) this._add(it.stream, it.labels?.prompt ?? storedPrompt(it.stream));
+        this.error = null;
+        this._update();
+      },
+      onEvent: (ev) => {
+        if (ev.event === "created") this._add(ev.stream, ev.labels?.prompt ?? storedPrompt(ev.stream));
+        else if (ev.event === "deleted") this._remove(ev.stream);
+      },
+      onUnsupported: () => this._startPolling(),
+    });
   }
 
   onChange(fn) {
@@ -86,6 +100,7 @@ export class Chat {
 
   close() {
     this._closed = true;
+    this._unwatch();
     clearTimeout(this._poll);
     for (const sub of this._subs.values()) sub.unsubscribe();
     this._subs.clear();
@@ -131,12 +146,28 @@ export class Chat {
     this._update();
   }
 
+  _remove(stream) {
+    const sub = this._subs.get(stream);
+    if (!sub) return;
+    sub.unsubscribe();
+    this.client.forget(stream);
+    this._subs.delete(stream);
+    this.messages = this.messages.filter((m) => m.stream !== stream);
+    this._update();
+  }
+
   _update() {
     if (this._closed) return;
     const streaming = this.messages.some((m) => isStreaming(m.status));
     this.status = streaming ? "streaming" : this.error && !this.messages.length ? "error" : "idle";
     this.messages = this.messages.slice(); // a new array per change: cheap equality for views
     for (const fn of [...this._listeners]) fn(this);
+  }
+
+  _startPolling() {
+    if (this._polling) return;
+    this._polling = true;
+    this._schedulePoll();
   }
 
   _schedulePoll() {

@@ -171,6 +171,8 @@ export class ResumableClient {
     this._probeTimer = null;
     this._probing = false;
     this._opening = false;
+    this._watches = new Map(); // chat id -> {listeners: Set, snapshot, pending}
+    this.watchSupported = true; // false once the hub answered "watch" with unknown_op
 
     if (typeof globalThis.addEventListener === "function") {
       this._onOnline = () => this._kick();
@@ -237,6 +239,37 @@ export class ResumableClient {
   getStream(streamId) {
     const s = this.streams.get(streamId) || this._load(streamId);
     return s ? this._snapshot(s) : null;
+  }
+
+  /**
+   * Follow the list of a chat's streams (the hub's "watch" op, WebSocket only): onSnapshot(streams)
+   * after every (re)connect, then onEvent({event: "created" | "ended" | "deleted", stream, ...}) as
+   * any device starts, finishes or deletes an answer. onUnsupported() when this cannot work (SSE
+   * mode, or a hub without "watch"): poll GET /chats/{id} instead. Returns `off`.
+   */
+  watchChat(chatId, { onSnapshot, onEvent, onUnsupported } = {}) {
+    let w = this._watches.get(chatId);
+    if (!w) {
+      w = { listeners: new Set(), snapshot: null, pending: 0 };
+      this._watches.set(chatId, w);
+    }
+    const listener = { onSnapshot, onEvent, onUnsupported };
+    w.listeners.add(listener);
+    if (this.transport !== "ws" || !this.watchSupported) {
+      queueMicrotask(() => w.listeners.has(listener) && onUnsupported?.());
+    } else if (w.listeners.size === 1) {
+      if (this._ws && this._ws.readyState === 1) this._sendWatch(chatId, w);
+    } else if (w.snapshot) {
+      const snap = w.snapshot;
+      queueMicrotask(() => w.listeners.has(listener) && onSnapshot?.(snap));
+    }
+    return () => {
+      if (!w.listeners.delete(listener) || w.listeners.size) return;
+      this._watches.delete(chatId);
+      if (this.transport === "ws" && this._ws && this._ws.readyState === 1 && this.watchSupported) {
+        this._send({ op: "unwatch", chat: chatId });
+      }
+    };
   }
 
   /** Ask the stream's producer to stop. Over WebSocket when live, else POST /streams/{id}/cancel. */
@@ -628,6 +661,9 @@ export class ResumableClient {
       for (const s of this.streams.values()) {
         if (s.active && !s.ended) this._sendSubscribe(s);
       }
+      if (this.watchSupported) {
+        for (const [chatId, w] of this._watches) this._sendWatch(chatId, w);
+      }
     };
     ws.onmessage = (e) => {
       if (this._ws !== ws) return;
@@ -657,6 +693,19 @@ export class ResumableClient {
     if (s.epoch && !s.startNow) msg.epoch = s.epoch;
     s.pending++;
     this._send(msg);
+  }
+
+  _sendWatch(chatId, w) {
+    w.pending++;
+    this._send({ op: "watch", chat: chatId });
+  }
+
+  _watchUnsupported() {
+    this.watchSupported = false;
+    for (const w of this._watches.values()) {
+      w.pending = 0;
+      for (const l of [...w.listeners]) if (l.onUnsupported) this._call(l.onUnsupported);
+    }
   }
 
   _send(msg) {
@@ -695,10 +744,25 @@ export class ResumableClient {
       case "pong":
         this._pong();
         break;
+      case "chat": {
+        const w = this._watches.get(m.chat);
+        if (!w) break;
+        w.pending = Math.max(0, w.pending - 1);
+        w.snapshot = m.streams;
+        for (const l of [...w.listeners]) if (l.onSnapshot) this._call(l.onSnapshot, m.streams);
+        break;
+      }
+      case "chat_event": {
+        const w = this._watches.get(m.chat);
+        if (w) for (const l of [...w.listeners]) if (l.onEvent) this._call(l.onEvent, m);
+        break;
+      }
       case "error":
         if (s && s.pending > 0) {
           s.pending--;
           this._onStreamError(s, m.code, m.message);
+        } else if (!m.stream && m.code === "unknown_op" && [...this._watches.values()].some((w) => w.pending)) {
+          this._watchUnsupported(); // a hub that predates "watch"
         } else {
           this._emitError({ code: m.code, message: m.message, stream: m.stream });
         }
@@ -735,6 +799,7 @@ export class ResumableClient {
     clearTimeout(this._pingTimer);
     clearTimeout(this._pongTimer);
     for (const s of this.streams.values()) s.pending = 0;
+    for (const w of this._watches.values()) w.pending = 0;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       try {
@@ -772,12 +837,16 @@ export class ResumableClient {
         .then(() => {
           this._probing = false;
     this._opening = false;
+    this._watches = new Map(); // chat id -> {listeners: Set, snapshot, pending}
+    this.watchSupported = true; // false once the hub answered "watch" with unknown_op
           const open = this._ws && this._ws.readyState === 1;
           if (this.state !== "closed" && this.transport === "ws" && !open) this._fallBackToSse();
         })
         .catch(() => {
           this._probing = false;
     this._opening = false;
+    this._watches = new Map(); // chat id -> {listeners: Set, snapshot, pending}
+    this.watchSupported = true; // false once the hub answered "watch" with unknown_op
         });
     }
     const delay = this._delay(this._attempt++);
@@ -822,6 +891,9 @@ export class ResumableClient {
     clearTimeout(this._reconnectTimer);
     this._detachWs();
     this.transport = "sse";
+    for (const w of this._watches.values()) {
+      for (const l of [...w.listeners]) if (l.onUnsupported) this._call(l.onUnsupported);
+    }
     this._startSse();
   }
 

@@ -172,3 +172,39 @@ async def test_a_stale_epoch_in_session_storage_is_reset_by_the_hub(demo_hub: De
     await demo.wait_status(sid, "done")
     assert await demo.text(sid) == await demo_hub.final_text(sid)
     assert (await demo.client_stats())["resets"] == 1
+
+
+async def test_chat_watch_resyncs_on_reconnect_and_falls_back_to_polling(
+    demo_hub: DemoHub, pages: Pages
+) -> None:
+    page = await harness(demo_hub, pages)
+    r: dict[str, Any] = await page.evaluate(
+        """async (options) => {
+      const { connect } = await import("/static/resumable.js");
+      const c = connect("/ws", options);
+      const seen = [];
+      c.watchChat("abc", { onSnapshot: (s) => seen.push(["snapshot", s.length]),
+                           onEvent: (e) => seen.push([e.event, e.stream]),
+                           onUnsupported: () => seen.push(["poll"]) });
+      await tick();
+      sockets[0].open();
+      const first = sockets[0].sent.find((m) => m.op === "watch");
+      sockets[0].push({ op: "chat", chat: "abc", streams: [] });
+      sockets[0].push({ op: "chat_event", chat: "abc", event: "created", stream: "chat/abc/1" });
+      sockets[0].drop();
+      while (sockets.length < 2) await tick(1);
+      sockets[1].open();
+      const again = sockets[1].sent.find((m) => m.op === "watch");
+      sockets[1].push({ op: "chat", chat: "abc", streams: [{ stream: "chat/abc/1" }] });
+      sockets[1].push({ op: "error", code: "unknown_op", message: "no" });  // not pending: ignored
+      const old = connect("/ws", options);  // a hub that predates "watch"
+      old.watchChat("xyz", { onUnsupported: () => seen.push(["poll"]) });
+      await tick();
+      sockets[2].open();
+      sockets[2].push({ op: "error", code: "unknown_op", message: "unknown op" });
+      return { first, again, seen };
+    }""",
+        FAST,
+    )
+    assert r["first"] == r["again"] == {"op": "watch", "chat": "abc"}
+    assert r["seen"] == [["snapshot", 0], ["created", "chat/abc/1"], ["snapshot", 1], ["poll"]]

@@ -68,19 +68,24 @@ async def test_network_loss_mid_answer_resumes_without_duplicates(demo_hub: Demo
 async def test_two_tabs_on_one_chat_show_the_same_answer(demo_hub: DemoHub, pages: Pages) -> None:
     first = DemoPage(await pages.new(), demo_hub.http)
     await first.open("twotabs", rate=RATE)
-    sid = await first.ask(prompt_for("Why keep an offset per stream?", range(260, 360)))
-    await first.wait_offset(sid, 5)
-
     second = DemoPage(await pages.new(), demo_hub.http)
     await second.open("twotabs", rate=RATE)
+    # asked in the first tab: the second learns of it from the hub (the chat "watch"), not a poll
+    sid = await first.ask(prompt_for("Why keep an offset per stream?"))
+    await first.wait_offset(sid, 5)
     await second.wait_offset(sid, 1)
-    assert await second.status(sid) == "streaming"  # it joined the answer live
+    assert await second.status(sid) == "streaming"
 
-    await first.wait_status(sid, "done")
-    await second.wait_status(sid, "done")
-    text = await demo_hub.final_text(sid)
-    assert await first.text(sid) == text
-    assert await second.text(sid) == text
+    # a third tab opened mid-answer finds it in the chat's history and joins it live
+    third = DemoPage(await pages.new(), demo_hub.http)
+    await third.open("twotabs", rate=RATE)
+    await third.wait_offset(sid, 1)
+
+    text = None
+    for tab in (first, second, third):
+        await tab.wait_status(sid, "done")
+        text = text or await demo_hub.final_text(sid)
+        assert await tab.text(sid) == text
 
 
 async def test_stop_cancels_the_producer(demo_hub: DemoHub, pages: Pages) -> None:
