@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import heapq
+import itertools
 import os
 import secrets
 import shutil
@@ -86,6 +88,20 @@ class Stream:
         # last read or write (appends, closes, reads, ``touch``): the clock of ``meta.idle_ttl``.
         # In memory only: after a restart every stream starts a fresh window.
         self.last_access = time.time()
+        self._waiting = 0  # coroutines inside wait(): they hold this object, so it must stay loaded
+
+    @property
+    def idle(self) -> bool:
+        """Nothing refers to this object but the store: it may be dropped and reloaded from disk."""
+        return not (
+            self.listeners
+            or self._waiters
+            or self._unpublished
+            or self._waiting
+            or self.sealing
+            or self.deleted
+            or self in self.store._dirty
+        )
 
     # durable, visible end of the stream
     @property
@@ -155,13 +171,17 @@ class Stream:
 
     async def wait(self, offset: int, timeout: float | None = None) -> bool:
         """Wait until a chunk at ``offset`` is readable or the stream ended; False on timeout."""
-        while self.next_offset <= offset and not self._end_published and not self.deleted:
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                return False
-        return True
+        self._waiting += 1
+        try:
+            while self.next_offset <= offset and not self._end_published and not self.deleted:
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self._waiting -= 1
 
     def info(self) -> StreamInfo:
         info = self.log.info()
@@ -189,6 +209,7 @@ class Stream:
             self._end_published = True
             for listener in list(self.listeners):
                 listener.on_end(self, self.log.close_info)
+            self.store._schedule(self)
             for cb in self.store.on_end:
                 cb(self)
         keep = []
@@ -219,7 +240,9 @@ class Store:
         self.opts = opts or StoreOptions()
         self._streams: dict[str, Stream] = {}
         self._catalog: dict[str, Path] = {}  # every stream on disk, loaded or not
-        self._gone: dict[str, float] = {}
+        self._deadlines: list[tuple[float, str]] = []  # (when to check for expiry, id): a heap
+        self._unscheduled: set[str] = set()  # on disk, expiry not known yet (not loaded since start)
+        self._last_sweep = 0.0
         self._creating: dict[str, asyncio.Future[None]] = {}
         # Foreground file work (fsyncs, creates, tombstones) never queues behind background work
         # (sealing, removing deleted trees): two pools, both living from start() to stop().
@@ -249,18 +272,18 @@ class Store:
             clean.unlink()
         await asyncio.get_running_loop().run_in_executor(None, self._load_catalog)
         self._tasks = [asyncio.create_task(self._committer()), asyncio.create_task(self._retention())]
-        if not was_clean:
-            # After a crash, recover every stream now (in the background) rather than on first touch,
-            # so torn tails are truncated and repairs show up in the stats right away.
-            self._tasks.append(asyncio.create_task(self._recover_all()))
+        # Walk every stream once in the background: to learn when each expires, and after a crash
+        # to verify it whole now (torn tails truncated, repairs counted in the stats right away)
+        # rather than on first touch. Streams are loaded and let go again as the walk goes.
+        self._tasks.append(asyncio.create_task(self._walk(verify=not was_clean)))
         self._started = True
 
-    async def _recover_all(self) -> None:
+    async def _walk(self, verify: bool) -> None:
         for i, sid in enumerate(list(self._catalog)):
             with contextlib.suppress(Exception):
-                self.get(sid)
+                self._load(sid, verify)
             if i % 16 == 15:
-                await asyncio.sleep(0)  # stay responsive while recovering many streams
+                await asyncio.sleep(0)  # stay responsive while walking many streams
 
     def _load_catalog(self) -> None:
         shutil.rmtree(self.root / "trash", ignore_errors=True)
@@ -274,14 +297,10 @@ class Store:
                 self.counters["repairs"] += 1
                 continue
             self._catalog[m.id] = meta.parent
+        self._unscheduled = set(self._catalog)
         for p in (self.root / "streams").glob("*/*/*"):
             if p.is_dir() and not (p / "meta.json").exists():
                 shutil.rmtree(p, ignore_errors=True)
-        for t in (self.root / "tombstones").iterdir():
-            with contextlib.suppress(OSError, msgspec.DecodeError):
-                ts = msgspec.json.decode(read_file(t), type=Tombstone)
-                if ts.id not in self._catalog:
-                    self._gone[ts.id] = ts.at
 
     async def stop(self) -> None:
         """Make everything acknowledged-or-pending durable, then release every file."""
@@ -375,12 +394,12 @@ class Store:
             log = await loop.run_in_executor(self._fsync_pool, Log.create, path, meta, self.opts.log)
         except OSError as e:
             raise StorageUnavailable(f"cannot create stream: {e.strerror}") from e
-        self._gone.pop(stream_id, None)
         with contextlib.suppress(FileNotFoundError):
-            (self.root / "tombstones" / ids.dir_name(stream_id)).unlink()
+            self._tombstone(stream_id).unlink()
         self._catalog[stream_id] = path
         s = self._streams[stream_id] = Stream(self, log)
         self._touch(s)
+        self._schedule(s)
         for cb in self.on_create:
             cb(s)
         return s
@@ -432,10 +451,12 @@ class Store:
             except OSError as e:
                 await loop.run_in_executor(self._fsync_pool, shutil.rmtree, path, True)
                 raise StorageUnavailable(f"cannot fork: {e.strerror or e}") from e
-            self._gone.pop(stream_id, None)
+            with contextlib.suppress(FileNotFoundError):
+                self._tombstone(stream_id).unlink()
             self._catalog[stream_id] = path
             s = self._streams[stream_id] = Stream(self, log)
             self._touch(s)
+            self._schedule(s)
             pos = log.next_offset
             while pos < end:  # the unshared rest of the prefix, one bounded batch at a time
                 got = src.read(pos, min(4096, end - pos), 4 << 20)
@@ -449,18 +470,34 @@ class Store:
         return s
 
     def get(self, stream_id: str) -> Stream:
+        return self._load(stream_id, verify=False)
+
+    def _tombstone(self, stream_id: str) -> Path:
+        name = ids.dir_name(stream_id)
+        return self.root / "tombstones" / name[:2] / name
+
+    def gone(self, stream_id: str, now: float | None = None) -> bool:
+        """Deleted or expired within ``tombstone_ttl``: answers "gone", not "not found"."""
+        try:
+            ts = msgspec.json.decode(read_file(self._tombstone(stream_id)), type=Tombstone)
+        except (OSError, msgspec.DecodeError):
+            return False
+        return ts.id == stream_id and (time.time() if now is None else now) < ts.at + self.opts.tombstone_ttl
+
+    def _load(self, stream_id: str, verify: bool) -> Stream:
         s = self._streams.get(stream_id)
         if s is not None and not s.log.failed:
             return s
         path = self._catalog.get(stream_id)
         if path is None:
             ids.validate(stream_id)
-            if stream_id in self._gone:
+            if self.gone(stream_id):
                 raise StreamGone(f"stream {stream_id!r} was deleted or expired")
             raise StreamNotFound(f"stream {stream_id!r} does not exist")
         if s is not None:  # failed fsync: drop what memory believes and recover from the files
             s.log.shutdown()
-        log = Log.open(path, self.opts.log)
+            verify = True
+        log = Log.open(path, self.opts.log, verify)
         self.counters["repairs"] += log.repairs
         ns = Stream(self, log)
         if s is not None:
@@ -468,6 +505,9 @@ class Store:
         self._streams[stream_id] = ns
         self._touch(ns)
         self._maybe_seal(ns)
+        if stream_id in self._unscheduled:
+            self._unscheduled.discard(stream_id)
+            self._schedule(ns)
         return ns
 
     async def set_labels(self, stream_id: str, labels: dict[str, str]) -> None:
@@ -495,8 +535,9 @@ class Store:
         self._streams.pop(stream_id, None)
         self._open.pop(stream_id, None)
         self._dirty.discard(s)
-        self._gone[stream_id] = time.time()
-        tomb = self.root / "tombstones" / ids.dir_name(stream_id)
+        self._unscheduled.discard(stream_id)
+        tomb = self._tombstone(stream_id)
+        tomb.parent.mkdir(exist_ok=True)
         data = msgspec.json.encode(Tombstone(stream_id, time.time(), reason))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._fsync_pool, write_atomic, tomb, data)
@@ -525,19 +566,30 @@ class Store:
             "raw_bytes": sum(s.log.raw_bytes for s in streams),
             "stored_bytes": sum(s.log.stored_bytes for s in streams),
             "repairs": sum(s.log.repairs for s in streams),
-            "tombstones": len(self._gone),
             **self.counters,
         }
 
     # --- group commit ------------------------------------------------------------------------
 
     def _touch(self, s: Stream) -> None:
+        """LRU of loaded streams. Past ``max_open_logs``, the least recently used idle ones close
+        their files and leave memory (the catalog keeps their path; ``get`` reloads them cheaply),
+        so a hub that has served millions of streams holds only the recent ones."""
         self._open[s.id] = s
         self._open.move_to_end(s.id)
-        if len(self._open) > self.opts.max_open_logs:
-            for sid, old in list(self._open.items())[: len(self._open) - self.opts.max_open_logs]:
-                if old is not s and old.log.release_files():
-                    del self._open[sid]
+        excess = len(self._open) - self.opts.max_open_logs
+        if excess <= 0:
+            return
+        # look at a bounded number of the oldest: busy ones stay put and are looked at again later
+        for sid, old in list(itertools.islice(self._open.items(), excess + 16)):
+            if excess <= 0:
+                break
+            if old is s or not old.log.release_files():
+                continue
+            del self._open[sid]
+            excess -= 1
+            if old.idle and self._streams.get(sid) is old:
+                del self._streams[sid]
 
     async def _durable(self, s: Stream, mark: int, close: bool = False) -> None:
         if self.opts.fsync == "never":
@@ -640,26 +692,50 @@ class Store:
             with contextlib.suppress(Exception):
                 await self.expire()
 
+    def _deadline(self, s: Stream) -> float | None:
+        meta, ci = s.log.meta, s.close_info
+        ttl = meta.ttl if meta.ttl is not None else self.opts.default_ttl
+        times = [
+            meta.expires_at,
+            ci.at + ttl if ci is not None and ttl is not None else None,
+            s.last_access + meta.idle_ttl if meta.idle_ttl is not None else None,
+        ]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
+    def _schedule(self, s: Stream) -> None:
+        when = self._deadline(s)
+        if when is not None:
+            heapq.heappush(self._deadlines, (when, s.id))
+
     async def expire(self, now: float | None = None) -> builtins.list[str]:
-        """Delete streams past their TTL or expiry, then the oldest closed ones over the size cap."""
+        """Delete streams past their TTL or expiry, then the oldest closed ones over the size cap.
+
+        Deadlines live in a heap (pushed when a stream is created, ends or is first loaded), so a
+        tick costs O(expired), not O(streams). A popped deadline is checked against the stream as
+        it is now (an idle TTL moves with every access) and pushed back if it moved.
+        """
         now = time.time() if now is None else now
+        for sid in list(self._unscheduled)[:4096]:  # streams the background walk has not reached yet
+            with contextlib.suppress(Exception):
+                self.get(sid)
         expired = []
-        for sid in list(self._catalog):
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, sid = heapq.heappop(self._deadlines)
+            if sid not in self._catalog or sid in expired:
+                continue
             try:
                 s = self.get(sid)
             except Exception:
                 continue
-            meta, ci = s.log.meta, s.close_info
-            ttl = meta.ttl if meta.ttl is not None else self.opts.default_ttl
-            if (
-                (meta.expires_at is not None and now >= meta.expires_at)
-                or (ci is not None and ttl is not None and now >= ci.at + ttl)
-                or (meta.idle_ttl is not None and now >= s.last_access + meta.idle_ttl)
-            ):
+            when = self._deadline(s)
+            if when is not None and when <= now:
                 expired.append(sid)
+            elif when is not None:
+                heapq.heappush(self._deadlines, (when, sid))
         cap = self.opts.max_total_bytes
         if cap is not None:
-            live = [self._streams[i] for i in self._catalog if i in self._streams and i not in expired]
+            live = [self.get(i) for i in list(self._catalog) if i not in expired]
             total = sum(s.log.stored_bytes for s in live)
             for s in sorted((s for s in live if s.close_info), key=lambda s: s.close_info.at):  # type: ignore[union-attr]
                 if total <= cap:
@@ -670,12 +746,17 @@ class Store:
             with contextlib.suppress(StreamNotFound, StreamGone):
                 await self.delete(sid, reason="expired")
                 self.counters["expired"] += 1
-        for sid, at in list(self._gone.items()):
-            if now >= at + self.opts.tombstone_ttl:
-                del self._gone[sid]
-                with contextlib.suppress(FileNotFoundError):
-                    (self.root / "tombstones" / ids.dir_name(sid)).unlink()
+        if now >= self._last_sweep + min(600.0, self.opts.tombstone_ttl / 4):
+            self._last_sweep = now
+            await asyncio.get_running_loop().run_in_executor(self._bg_pool, self._sweep_tombstones, now)
         return expired
+
+    def _sweep_tombstones(self, now: float) -> None:
+        for t in (self.root / "tombstones").glob("*/*"):
+            with contextlib.suppress(OSError, msgspec.DecodeError):
+                ts = msgspec.json.decode(read_file(t), type=Tombstone)
+                if now >= ts.at + self.opts.tombstone_ttl:
+                    t.unlink()
 
 
 def _sync_all(tickets: list) -> list[str | None]:
