@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,10 +18,12 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from storage import StorageError
+
 from .config import Config
 from .demo_producer import run_answer
 from .protocol import HubError
-from .state import HUB
+from .state import HUB, as_hub_error
 
 STATIC = Path(__file__).parent / "static"
 TASKS = web.AppKey("demo_tasks", set)
@@ -70,15 +73,18 @@ async def ask(request: web.Request) -> web.Response:
     if not _CHAT.match(body.chat):
         raise HubError("bad_request", "chat id must be 1-64 letters, digits, - or _")
     prefix = f"chat/{body.chat}/"
-    n = len(hub.store.list(prefix)) + 1
-    stream = f"{prefix}{n:04d}-{int(time.time() * 1000) % 100000:05d}"
+    # milliseconds first, so ids sort in creation order; a random tail, so concurrent asks never collide
+    stream = f"{prefix}{int(time.time() * 1000):013d}-{secrets.token_hex(3)}"
     token = hub.auth.mint(write=[stream], ttl=600) if hub.auth.enabled else None
     url = str(
         request.url.with_scheme("ws" if request.url.scheme == "http" else "wss")
         .with_path("/ws")
         .with_query({})
     )
-    await hub.store.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
+    try:
+        await hub.store.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
+    except StorageError as e:
+        raise as_hub_error(e, stream) from None
     task = asyncio.create_task(
         run_answer(
             url,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import zlib
 from collections.abc import AsyncIterator, Iterator
 
 _SUBJECTS = [
@@ -135,11 +136,30 @@ def tokens(seed: int | None = None, paragraphs: int = 4) -> list[str]:
     return list(tokenize(answer(random.Random(seed), paragraphs)))
 
 
+def seed_for(prompt: str) -> int:
+    """A stable seed (the same in every process, unlike ``hash``): one prompt, one answer."""
+    return zlib.crc32(prompt.encode())
+
+
+def answer_tokens(prompt: str) -> list[str]:
+    rng = random.Random(seed_for(prompt))
+    return list(tokenize(answer(rng, paragraphs=rng.randint(2, 5))))
+
+
 async def stream_tokens(
     prompt: str, tokens_per_s: float = 70.0, seed: int | None = None
 ) -> AsyncIterator[str]:
-    """Yield an answer to ``prompt`` token by token at a model-like pace."""
-    rng = random.Random(seed if seed is not None else hash(prompt))
+    """Yield an answer to ``prompt`` token by token at a model-like pace.
+
+    Paced against a clock, not by sleeping after each token, so the time the consumer spends on
+    a token (an append waiting for durability) does not slow the model down.
+    """
+    rng = random.Random(seed if seed is not None else seed_for(prompt))
+    loop = asyncio.get_running_loop()
+    due = loop.time()
     for tok in tokenize(answer(rng, paragraphs=rng.randint(2, 5))):
-        await asyncio.sleep(rng.uniform(0.5, 1.5) / tokens_per_s)
+        due += rng.uniform(0.5, 1.5) / tokens_per_s
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
         yield tok

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 from playwright.async_api import Page
 
-from hub.llm_sim import answer, tokenize
+from hub.llm_sim import answer_tokens
 
 ANSWERS = ".msg.assistant"
 
@@ -16,12 +15,11 @@ ANSWERS = ".msg.assistant"
 def prompt_for(base: str, tokens: range = range(160, 260), invisible: bool = False) -> str:
     """A prompt whose simulated answer has a token count in ``tokens``, so a test knows how long
     the answer streams. The hub runs in this process and its model seeds the answer with
-    ``hash(prompt)`` (hub/llm_sim.stream_tokens), which is fixed within one process. The variants
+    ``seed_for(prompt)`` (hub/llm_sim.stream_tokens), the same in every process. The variants
     differ by a visible number, or by zero-width spaces (for screenshots)."""
     for i in range(5000):
         prompt = base + "\u200b" * i if invisible else f"{base} ({i})"
-        rng = random.Random(hash(prompt))
-        if sum(1 for _ in tokenize(answer(rng, paragraphs=rng.randint(2, 5)))) in tokens:
+        if len(answer_tokens(prompt)) in tokens:
             return prompt
     raise AssertionError(f"no prompt gives an answer of {tokens} tokens: has hub/llm_sim changed?")
 

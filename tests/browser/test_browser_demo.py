@@ -54,13 +54,15 @@ async def test_network_loss_mid_answer_resumes_without_duplicates(demo_hub: Demo
     seen = await demo.held(sid)
     # stay offline while the producer writes on: at least 25 chunks the page has not seen (or the end)
     await wait_hub(lambda: stream.next_offset >= seen + 25 or stream.ended, what="appends while offline")
+    # and long enough for the heartbeat to give the old socket up (the model may be faster than that)
+    await demo.page.wait_for_function("window.demo.client.stats.deadConnections >= 1")
     assert await demo.held(sid) < stream.next_offset, "the page missed nothing while offline"
     await pages.context.set_offline(False)
 
     await demo.wait_status(sid, "done")
     assert await demo.text(sid) == await demo_hub.final_text(sid)
     stats = await demo.client_stats()
-    assert stats["reconnects"] >= 1
+    assert stats["reconnects"] >= 1, stats
     assert stats["gaps"] == 0
     assert await demo.page.evaluate("window.demo.client.state") == "live"
 
