@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import shutil
@@ -25,14 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
 
-from storage import Log, LogOptions, Store, StoreOptions, StreamMeta, record
+from storage import Log, LogOptions, Store, StoreOptions, Stream, StreamMeta, record
 
 from . import textgen
 
@@ -229,18 +230,21 @@ def _fsync_all(fds: list[int]) -> None:
         os.fsync(fd)
 
 
-async def _drive(appenders: list[Callable[[], object]], secs: float) -> tuple[int, float, list[float], int]:
+Appender = Callable[[], Awaitable[object]]
+
+
+async def _drive(appenders: Sequence[Appender], secs: float) -> tuple[int, float, list[float], int]:
     """Run one producer task per appender for ``secs``; returns (appends, elapsed, latencies, starved)."""
     go = asyncio.Event()
     lat: list[float] = []
     counts = [0] * len(appenders)
     deadline = [0.0]
 
-    async def producer(k: int, append: Callable[[], object]) -> None:
+    async def producer(k: int, append: Appender) -> None:
         await go.wait()
         pc = time.perf_counter
         while (t := pc()) < deadline[0]:
-            await append()  # type: ignore[misc]
+            await append()
             lat.append(pc() - t)
             counts[k] += 1
 
@@ -266,21 +270,20 @@ async def run_ours(
     await store.start()
     streams = [await store.create(f"bench/{i}") for i in range(nstreams)]
     chunk = [b"x" * size]
-    appenders = []
-    for k in range(producers):
-        s = streams[k % nstreams]
-        if idempotent:
-            seq = [0]
 
-            def app(s=s, seq=seq, pid=f"producer-{k}"):
-                seq[0] += 1
-                return s.append(chunk, pid, seq[0])
-        else:
+    def appender(s: Stream, pid: str | None) -> Appender:
+        seq = 0
 
-            def app(s=s):
-                return s.append(chunk)
+        def app() -> Awaitable[object]:
+            nonlocal seq
+            seq += 1
+            return s.append(chunk, pid, seq) if pid is not None else s.append(chunk)
 
-        appenders.append(app)
+        return app
+
+    appenders = [
+        appender(streams[k % nstreams], f"producer-{k}" if idempotent else None) for k in range(producers)
+    ]
     n, secs_, lat, starved = await _drive(appenders, secs)
     syncs = store.counters["fsyncs"]
     await store.stop()
@@ -294,7 +297,7 @@ async def run_raw(
     raw = RawGroup(root, policy, 5.0, nstreams)
     raw.start()
     rec = record.encode_data(0, [b"x" * size])  # byte-for-byte the size of the Store's record
-    appenders = [lambda i=k % nstreams: raw.append(i, rec) for k in range(producers)]
+    appenders: list[Appender] = [functools.partial(raw.append, k % nstreams, rec) for k in range(producers)]
     n, secs_, lat, starved = await _drive(appenders, secs)
     await raw.stop()
     return AppendRun("raw baseline", policy, size, n, secs_, raw.syncs, lat, starved, producers, nstreams)
@@ -505,7 +508,7 @@ def bench_big(mode: Mode) -> tuple[BigResult, list[str]]:
         hits = [0]
         orig = log._decode_at
 
-        def counting(seg, fd, pos, h):  # type: ignore[no-untyped-def]
+        def counting(seg, fd, pos, h):
             c = log._cache
             if c is not None and c[0] == seg.base and c[1] == pos:
                 hits[0] += 1
@@ -745,7 +748,7 @@ def bench_short(mode: Mode) -> tuple[list[ShortResult], list[str]]:
     root = Path(tempfile.mkdtemp(prefix="short-", dir=mode.tmp))
     try:
         for corpus, (answers, train) in corpora.items():
-            samples = [b"".join(a) for a in train]
+            samples: list[bytes | bytearray | memoryview] = [b"".join(a) for a in train]
             dict_data = zstandard.train_dictionary(110 * KIB, samples)
             for level in (3, 19):
                 progress(f"short responses {corpus}, zstd {level}: {n} streams of one answer each")
@@ -869,8 +872,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench.storage ({mode.name}) - {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
           f"Python {sys.version.split()[0]}, zstandard {zstandard.__version__}, scratch on {args.tmp}, "
           f"{git_revision()}, load average {load0:.2f} at start / {os.getloadavg()[0]:.2f} at end")  # fmt: skip
-    for s in sections:
-        print(s)
+    for section in sections:
+        print(section)
     print("\n## summary")
     stress = rate("ours (Store)", "interval", 16, STRESS[0]) / rate("raw baseline", "interval", 16, STRESS[0])
     print(f"append ours/raw, fsync=interval, {PRODUCERS} producers: 16 B {ratio16:.2f} (headline: token-sized), "
