@@ -40,6 +40,7 @@ from .segment import CloseInfo, Segment, read_file, write_atomic
 
 POLICIES = ("always", "interval", "never")
 FSYNC_THREADS = 16
+SEAL_THREADS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class StoreOptions:
     max_total_bytes: int | None = None  # stored bytes cap; oldest closed streams go first
     tombstone_ttl: float = 24 * 3600.0  # how long a deleted id answers "gone"
     retention_every: float = 1.0
+    seal_delay_s: float = 2.0  # a closed stream's last segment is compressed this long after the close
 
     def __post_init__(self) -> None:
         if self.fsync not in POLICIES:
@@ -176,7 +178,8 @@ class Stream:
             while self.next_offset <= offset and not self._end_published and not self.deleted:
                 self._changed.clear()
                 try:
-                    await asyncio.wait_for(self._changed.wait(), timeout)
+                    async with asyncio.timeout(timeout):  # not wait_for: see _sealer
+                        await self._changed.wait()
                 except TimeoutError:
                     return False
             return True
@@ -243,6 +246,10 @@ class Store:
         self._deadlines: list[tuple[float, str]] = []  # (when to check for expiry, id): a heap
         self._unscheduled: set[str] = set()  # on disk, expiry not known yet (not loaded since start)
         self._last_sweep = 0.0
+        self._seal_due: list[tuple[float, int, str]] = []  # (when, tie-break, id): a heap
+        self._seal_queued: set[str] = set()
+        self._seal_seq = itertools.count()
+        self._seal_wake = asyncio.Event()
         self._creating: dict[str, asyncio.Future[None]] = {}
         # Foreground file work (fsyncs, creates, tombstones) never queues behind background work
         # (sealing, removing deleted trees): two pools, both living from start() to stop().
@@ -265,13 +272,17 @@ class Store:
         for sub in ("streams", "tombstones", "trash"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._fsync_pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="storage-fsync")
-        self._bg_pool = ThreadPoolExecutor(2, thread_name_prefix="storage-bg")
+        self._bg_pool = ThreadPoolExecutor(SEAL_THREADS + 1, thread_name_prefix="storage-bg")
         clean = self.root / "CLEAN_SHUTDOWN"
         was_clean = clean.exists()
         if was_clean:
             clean.unlink()
         await asyncio.get_running_loop().run_in_executor(None, self._load_catalog)
-        self._tasks = [asyncio.create_task(self._committer()), asyncio.create_task(self._retention())]
+        self._tasks = [
+            asyncio.create_task(self._committer()),
+            asyncio.create_task(self._retention()),
+            asyncio.create_task(self._sealer()),
+        ]
         # Walk every stream once in the background: to learn when each expires, and after a crash
         # to verify it whole now (torn tails truncated, repairs counted in the stats right away)
         # rather than on first touch. Streams are loaded and let go again as the walk goes.
@@ -607,6 +618,7 @@ class Store:
                 s.log.close_durable = True
             s._publish()
             self._maybe_seal(s)
+            await asyncio.sleep(0)  # an append always yields: a producer in a loop must not starve the rest
             return
         if mark <= s.log.durable_offset and not close:
             return
@@ -671,10 +683,55 @@ class Store:
         t.add_done_callback(self._bg.discard)
 
     def _maybe_seal(self, s: Stream) -> None:
-        if s.sealing or s.log.seal_candidate() is None:
+        """Queue the stream for sealing. A rolled segment is sealed at once; the last segment of a
+        closed stream waits ``seal_delay_s``, as most short-lived streams (deleted soon after they
+        end) would otherwise be compressed only to be thrown away. The queue holds ids, not
+        streams, so a stream waiting its turn can still leave memory."""
+        seg = s.log.seal_candidate()
+        if seg is None or s.sealing or s.id in self._seal_queued:
             return
-        s.sealing = True
-        self._spawn(self._seal(s))
+        delay = self.opts.seal_delay_s if seg is s.log.active else 0.0
+        heapq.heappush(self._seal_due, (time.monotonic() + delay, next(self._seal_seq), s.id))
+        self._seal_queued.add(s.id)
+        self._seal_wake.set()
+
+    async def _sealer(self) -> None:
+        """One task runs the seal queue, at most ``SEAL_THREADS`` seals at a time."""
+        slots = asyncio.Semaphore(SEAL_THREADS)
+        while True:
+            if not self._seal_due:
+                self._seal_wake.clear()
+                await self._seal_wake.wait()
+                continue
+            wait = self._seal_due[0][0] - time.monotonic()
+            if wait > 0:
+                self._seal_wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can turn a cancel that races its
+                # timeout into a TimeoutError, and a swallowed cancel hangs Store.stop()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._seal_wake.wait()
+                continue
+            _, _, sid = heapq.heappop(self._seal_due)
+            self._seal_queued.discard(sid)
+            if sid not in self._catalog:
+                continue  # deleted while it waited: nothing to compress
+            try:
+                s = self.get(sid)
+            except Exception:
+                continue
+            if s.sealing or s.log.seal_candidate() is None:
+                continue
+            await slots.acquire()
+            s.sealing = True
+            task = asyncio.create_task(self._seal(s))
+            self._bg.add(task)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._bg.discard(t)
+                slots.release()
+
+            task.add_done_callback(done)
 
     async def _seal(self, s: Stream) -> None:
         loop = asyncio.get_running_loop()
