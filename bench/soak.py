@@ -7,8 +7,9 @@ A lifecycle, as a chat app lives it: create a stream (deleted by retention 1 s a
 subscribe from 1-3 clients, append a few chunks, and end it (done, or cancelled by a reader's Stop);
 one lifecycle in ten loses a subscriber's connection half way. Lifecycles run 64 at a time over a
 pool of long-lived WebSocket connections, like browser tabs. The hub (a subprocess on 127.0.0.1)
-is sampled through /admin/stats; the key figures compare the mean of the samples taken in the first
-10% of the run with the mean of those taken in the last 10%.
+is sampled through /admin/stats. The key figures compare two samples taken at rest (every lifecycle
+finished, retention done, no seal pending): one after the first 10% of the lifecycles, one at the end.
+Samples under load (peak RSS, peak fds) are printed too; they track the streams alive at that moment.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ async def run(total: int, concurrency: int, progress: bool = True) -> dict[str, 
     port = free_port()
     url, base = f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}"
     samples: list[tuple[int, dict[str, Any]]] = []
+    quiet: dict[str, dict[str, Any]] = {}  # samples at rest after the first 10% and at the end
     counts: dict[str, int] = defaultdict(int)
     with tempfile.TemporaryDirectory(prefix="rhub-soak-") as tmp:
         hub = HubProcess(Path(tmp) / "data", port, FSYNC, 8 << 20)
@@ -145,13 +147,32 @@ async def run(total: int, concurrency: int, progress: bool = True) -> dict[str, 
                     ) as r:
                         samples.append((done, await r.json()))
 
+                async def quiesce(label: str) -> dict[str, Any]:
+                    """Let every lifecycle finish and retention remove its streams, then sample."""
+                    deadline = time.monotonic() + 60
+                    while True:
+                        await sample(counts["lifecycles"] + counts["errors"])
+                        st = samples[-1][1]
+                        if st["streams"] == 0 or time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(0.5)
+                    await asyncio.sleep(3.0)  # past the seal delay: nothing queued, nothing sealing
+                    await sample(counts["lifecycles"] + counts["errors"])
+                    quiet[label] = samples[-1][1]
+                    return quiet[label]
+
+                checkpoint = max(1, total // 10)
                 while next_i < total or running:
-                    while next_i < total and len(running) < concurrency:
+                    limit = checkpoint if "first" not in quiet else total
+                    while next_i < limit and len(running) < concurrency:
                         t = asyncio.create_task(
                             lifecycle(next_i, rng, prods[next_i % 8], subs, session, url, counts)
                         )
                         running.add(t)
                         next_i += 1
+                    if not running:  # the first 10% are done: the first quiet checkpoint
+                        await quiesce("first")
+                        continue
                     done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     for t in done:
                         if t.exception() is not None:
@@ -171,8 +192,7 @@ async def run(total: int, concurrency: int, progress: bool = True) -> dict[str, 
                                 file=sys.stderr,
                                 flush=True,
                             )
-                await asyncio.sleep(2.5)  # let retention remove the last streams
-                await sample(total)
+                await quiesce("last")
                 for c in prods + subs:
                     await c.ws.close()
         finally:
@@ -180,20 +200,18 @@ async def run(total: int, concurrency: int, progress: bool = True) -> dict[str, 
     if progress:
         print(file=sys.stderr)
     dt = time.perf_counter() - t0
-    k = max(1, len(samples) // 10)
-    first, last = [s for _, s in samples[:k]], [s for _, s in samples[-k:]]
-
-    def mean(xs: list[dict[str, Any]], key: str) -> float:
-        return sum(x[key] for x in xs) / len(xs)
-
+    first, last = quiet["first"], quiet["last"]
+    peak = max(samples, key=lambda x: x[1]["rss_bytes"])[1]
     return {
         "seconds": dt,
         "counts": dict(counts),
-        "rss_growth_mb": (mean(last, "rss_bytes") - mean(first, "rss_bytes")) / 2**20,
-        "open_fds_growth": round(mean(last, "open_fds") - mean(first, "open_fds")),
-        "tasks_growth": round(mean(last, "tasks") - mean(first, "tasks")),
-        "first": first[0],
-        "last": last[-1],
+        "rss_growth_mb": (last["rss_bytes"] - first["rss_bytes"]) / 2**20,
+        "open_fds_growth": last["open_fds"] - first["open_fds"],
+        "tasks_growth": last["tasks"] - first["tasks"],
+        "first": first,
+        "last": last,
+        "peak_rss_mb": peak["rss_bytes"] / 2**20,
+        "peak_fds": max(x[1]["open_fds"] for x in samples),
     }
 
 
@@ -207,7 +225,7 @@ def main() -> None:
     r = asyncio.run(run(n, a.concurrency))
     c = r["counts"]
     f, last = r["first"], r["last"]
-    print(f"{'':<24}{'first 10%':>14}{'end':>14}")
+    print(f"{'at rest':<24}{'after 10%':>14}{'at the end':>14}")
     for key in ("rss_bytes", "open_fds", "tasks", "streams", "streams_loaded", "connections", "subscribers"):
         a_, b_ = f.get(key, 0), last.get(key, 0)
         if key == "rss_bytes":
@@ -219,6 +237,7 @@ def main() -> None:
         f" cancelled {c.get('cancelled', 0)}, mid-way disconnects {c.get('disconnects', 0)},"
         f" short reads {c.get('short_reads', 0)}, errors {c.get('errors', 0)}"
     )
+    print(f"under load: peak rss {r['peak_rss_mb']:.1f} MB, peak open fds {r['peak_fds']}")
     print(f"soak_lifecycles: {c.get('lifecycles', 0)}")
     print(f"rss_growth_mb: {r['rss_growth_mb']:.1f}")
     print(f"open_fds_growth: {r['open_fds_growth']}")

@@ -72,6 +72,9 @@ class Hub:
         self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # per-stream bookkeeping ends with the stream, so a hub serving millions keeps none of it
+        self.store.on_end.append(lambda st: self._forget(st.id, deleted=False))
+        self.store.on_delete.append(lambda sid: self._forget(sid, deleted=True))
         await self.store.start()
         self._sampler = asyncio.create_task(self._sample())
 
@@ -157,6 +160,15 @@ class Hub:
             cbs.discard(cb)
             if not cbs:
                 del self.cancel_listeners[stream_id]
+
+    def _forget(self, stream_id: str, deleted: bool) -> None:
+        self.cancel_requested.discard(stream_id)
+        for cb in self.cancel_listeners.pop(stream_id, ()):
+            forget = getattr(getattr(cb, "__self__", None), "forget_stream", None)
+            if forget is not None:
+                forget(stream_id)
+        if deleted:
+            self.resume_counts.pop(stream_id, None)
 
     def note_resume(self, stream_id: str, offset: int) -> None:
         if offset > 0:

@@ -232,7 +232,16 @@ class Connection:
     def on_cancel(self, stream_id: str) -> None:
         self.send(p.encode(p.CancelRequested(stream_id)))
 
+    def forget_stream(self, stream_id: str) -> None:
+        """The stream ended: no cancel can reach it any more (called by the hub)."""
+        self.produced.discard(stream_id)
+
     def _produce(self, stream_id: str) -> None:
+        try:
+            if self.hub.store.get(stream_id).ended:
+                return  # a retry to an ended stream: no cancel can reach it any more
+        except StorageError:
+            pass
         if stream_id not in self.produced:
             self.produced.add(stream_id)
             self.hub.watch_cancel(stream_id, self.on_cancel)
