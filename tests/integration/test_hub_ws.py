@@ -299,3 +299,19 @@ async def test_finished_subscriptions_do_not_count_against_the_limit(start_hub, 
         assert got == [(0, "x")] and end["status"] == "done"
     conn = next(iter(hub.hub.connections))
     assert conn.subs == {}  # type: ignore[attr-defined]
+
+
+async def test_per_stream_bookkeeping_ends_with_the_stream(hub, connect):
+    """Regression (found by bench.soak): a long-lived producer connection kept every stream's cancel
+    registration until it disconnected."""
+    ws = await connect(hub.ws_url)
+    for i in range(20):
+        await ws.send(op="append", stream=f"book/{i}", data="x", id=i, create=True)
+        await ws.recv_op("ack")
+        await ws.send(op="cancel", stream=f"book/{i}")
+        await ws.recv_op("cancel")
+        await ws.send(op="close", stream=f"book/{i}", status="cancelled", id=f"c{i}")
+        await ws.recv_op("ack")
+    conn = next(iter(hub.hub.connections))
+    assert conn.produced == set()  # type: ignore[attr-defined]
+    assert hub.hub.cancel_listeners == {} and hub.hub.cancel_requested == set()
