@@ -138,13 +138,7 @@ class Log:
 
     @classmethod
     def create(cls, path: Path, meta: StreamMeta, opts: LogOptions) -> Log:
-        new_dirs = []  # every directory this create makes needs its entry fsynced in its parent
-        d = path
-        while not d.exists():
-            new_dirs.append(d)
-            d = d.parent
-        path.mkdir(parents=True, exist_ok=False)
-        write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
+        new_dirs = _make_stream_dir(path, meta)
         log = cls(path, meta, opts)
         seg = Segment(0, path / seg_name(0, False), sealed=False)
         log._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # empty: no data to fsync
@@ -163,13 +157,7 @@ class Log:
         The caller appends whatever else the fork starts with (the source's chunks after the shared
         run, up to the fork point) to the returned log's raw tail.
         """
-        new_dirs = []
-        d = path
-        while not d.exists():
-            new_dirs.append(d)
-            d = d.parent
-        path.mkdir(parents=True, exist_ok=False)
-        write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
+        new_dirs = _make_stream_dir(path, meta)
         end = raw = 0
         for seg in shared:
             if not seg.sealed or seg.base != end:
@@ -257,12 +245,7 @@ class Log:
         self.close_durable = self.close_info is not None
         # A failed first write after recovery rolls back to what was recovered, not to an empty log
         # (the initial ({}, 0, 0) would rewind next_offset to 0 and reuse every offset).
-        self._undo = (
-            {k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in self.producers.items()},
-            self.next_offset,
-            self.raw_bytes,
-        )
-        self._undo_seq = self.stream_seq
+        self._save_undo()
 
     def _reopen_sealed(self, base: int) -> bool:
         """The fast path of ``open(verify=False)``: index from disk, scan only the last block."""
@@ -495,6 +478,10 @@ class Log:
         self.written_offset = self.next_offset
         self._pending.clear()
         self._pending_close = False
+        self._save_undo()
+
+    def _save_undo(self) -> None:
+        """Remember the written state: a failed write rolls back to exactly this."""
         self._undo = (
             {k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in self.producers.items()},
             self.next_offset,
@@ -786,6 +773,19 @@ class Log:
             repair_notes=list(self.repair_notes),
             labels=dict(self.meta.labels),
         )
+
+
+def _make_stream_dir(path: Path, meta: StreamMeta) -> list[Path]:
+    """Make a stream's directory and its meta.json (not yet fsynced into their parents): returns
+    every directory made, each of whose entries the caller must fsync in its parent."""
+    new_dirs = []
+    d = path
+    while not d.exists():
+        new_dirs.append(d)
+        d = d.parent
+    path.mkdir(parents=True, exist_ok=False)
+    write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
+    return new_dirs
 
 
 class StreamInfo(msgspec.Struct):

@@ -405,12 +405,7 @@ class Store:
             log = await loop.run_in_executor(self._fsync_pool, Log.create, path, meta, self.opts.log)
         except OSError as e:
             raise StorageUnavailable(f"cannot create stream: {e.strerror}") from e
-        with contextlib.suppress(FileNotFoundError):
-            self._tombstone(stream_id).unlink()
-        self._catalog[stream_id] = path
-        s = self._streams[stream_id] = Stream(self, log)
-        self._touch(s)
-        self._schedule(s)
+        s = self._register(stream_id, path, log)
         for cb in self.on_create:
             cb(s)
         return s
@@ -462,12 +457,7 @@ class Store:
             except OSError as e:
                 await loop.run_in_executor(self._fsync_pool, shutil.rmtree, path, True)
                 raise StorageUnavailable(f"cannot fork: {e.strerror or e}") from e
-            with contextlib.suppress(FileNotFoundError):
-                self._tombstone(stream_id).unlink()
-            self._catalog[stream_id] = path
-            s = self._streams[stream_id] = Stream(self, log)
-            self._touch(s)
-            self._schedule(s)
+            s = self._register(stream_id, path, log)
             pos = log.next_offset
             while pos < end:  # the unshared rest of the prefix, one bounded batch at a time
                 got = src.read(pos, min(4096, end - pos), 4 << 20)
@@ -478,6 +468,16 @@ class Store:
             done.set_result(None)
         for cb in self.on_create:
             cb(s)
+        return s
+
+    def _register(self, stream_id: str, path: Path, log: Log) -> Stream:
+        """A new stream's files exist: the id now names it (and no longer answers "gone")."""
+        with contextlib.suppress(FileNotFoundError):
+            self._tombstone(stream_id).unlink()
+        self._catalog[stream_id] = path
+        s = self._streams[stream_id] = Stream(self, log)
+        self._touch(s)
+        self._schedule(s)
         return s
 
     def get(self, stream_id: str) -> Stream:
