@@ -566,9 +566,6 @@ class Store:
         for cb in self.on_delete:
             cb(stream_id)
 
-    def loaded(self) -> builtins.list[Stream]:
-        return list(self._streams.values())
-
     def stats(self) -> dict[str, int]:
         streams = self._streams.values()
         return {
