@@ -63,6 +63,7 @@ class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", forbid_unknown_
     epoch: str | None = None  # the epoch the client's offset belongs to; a mismatch gets ``reset``
     coalesce_ms: float = 0.0  # merge live chunks into frames at most this often (0 = as they come)
     coalesce_bytes: int = 16384
+    id: int | str | None = None  # echoed in ``subscribed`` and in an error about this request
 
 
 class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", forbid_unknown_fields=True):
@@ -95,6 +96,7 @@ class Close(msgspec.Struct, tag="close", tag_field="op", forbid_unknown_fields=T
 
 class Cancel(msgspec.Struct, tag="cancel", tag_field="op", forbid_unknown_fields=True):
     stream: str
+    id: int | str | None = None  # if given, the hub answers with an ``ack`` (or an error) carrying it
 
 
 class Ping(msgspec.Struct, tag="ping", tag_field="op", forbid_unknown_fields=True):
@@ -114,12 +116,13 @@ ClientMsg = Subscribe | Unsubscribe | Create | Append | Close | Cancel | Ping | 
 # --- hub -> client -------------------------------------------------------------------------------
 
 
-class Subscribed(msgspec.Struct, tag="subscribed", tag_field="op"):
+class Subscribed(msgspec.Struct, tag="subscribed", tag_field="op", omit_defaults=True):
     stream: str
     offset: int  # where delivery starts
     epoch: str
     next: int  # the stream's durable end at subscribe time
     status: str
+    id: int | str | None = None
 
 
 class Chunks(msgspec.Struct, tag="chunks", tag_field="op"):

@@ -148,6 +148,8 @@ class Connection:
             elif isinstance(msg, p.Cancel):
                 self.grant.check("cancel", msg.stream)
                 self.hub.request_cancel(msg.stream)
+                if msg.id is not None:
+                    self.send(p.encode(p.Ack(msg.id, msg.stream, self.hub.stream(msg.stream).next_offset)))
             elif isinstance(msg, p.Watch):
                 self.watch(msg.chat)
             elif isinstance(msg, p.Unwatch):
@@ -194,7 +196,7 @@ class Connection:
                 416,
                 msg.stream,
             )
-        self.send(p.encode(p.Subscribed(msg.stream, offset, epoch, s.next_offset, s.status)))
+        self.send(p.encode(p.Subscribed(msg.stream, offset, epoch, s.next_offset, s.status, msg.id)))
         self.hub.note_resume(msg.stream, offset)
         sub = self.subs[msg.stream] = self.hub.fanout.subscribe(
             s, self.outbox, offset, coalesce_ms=msg.coalesce_ms, coalesce_bytes=max(1, msg.coalesce_bytes)

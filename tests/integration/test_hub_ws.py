@@ -315,3 +315,20 @@ async def test_per_stream_bookkeeping_ends_with_the_stream(hub, connect):
     conn = next(iter(hub.hub.connections))
     assert conn.produced == set()  # type: ignore[attr-defined]
     assert hub.hub.cancel_listeners == {} and hub.hub.cancel_requested == set()
+
+
+async def test_subscribe_and_cancel_echo_their_request_ids(hub, connect):
+    ws = await connect(hub.ws_url)
+    await ws.send(op="append", stream="ids", data="x", id=1, create=True)
+    await ws.recv_op("ack")
+    await ws.send(op="subscribe", stream="ids", id="s1")
+    assert (await ws.recv_op("subscribed"))["id"] == "s1"
+    await ws.send(op="subscribe", stream="nope", id="s2")
+    err = await ws.recv_op("error")
+    assert err["id"] == "s2" and err["code"] == "stream_not_found"
+    await ws.send(op="cancel", stream="ids", id="c1")
+    ack = await ws.recv_op("ack")
+    assert ack["id"] == "c1" and ack["stream"] == "ids"
+    await ws.send(op="cancel", stream="nope", id="c2")
+    err = await ws.recv_op("error")
+    assert err["id"] == "c2" and err["code"] == "stream_not_found"
