@@ -151,6 +151,7 @@ class Subscription:
     _timer: asyncio.TimerHandle | None = None
     _task: asyncio.Task[None] | None = None
     on_done: Callable[[], None] | None = None  # the owner forgets the subscription (end sent, gone, stopped)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # set once nothing more will be queued
 
     def start(self) -> None:
         self.mode = "replay"
@@ -307,6 +308,7 @@ class Fanout:
         return sub
 
     def _remove(self, sub: Subscription) -> None:
+        sub.finished.set()
         if sub.on_done is not None:
             done, sub.on_done = sub.on_done, None
             done()

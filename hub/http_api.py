@@ -205,12 +205,18 @@ async def sse(request: web.Request) -> web.StreamResponse:
     sub = hub.fanout.subscribe(s, outbox, offset, fmt=SSE_FORMAT)
     writer = asyncio.create_task(outbox.run())
     try:
-        while not writer.done():
-            if sub.mode == "done" and outbox.bytes == 0:
-                break
-            done, _ = await asyncio.wait({writer}, timeout=0.05 if sub.mode == "done" else 15)
-            if not done and sub.mode != "done":
-                outbox.force(": keep-alive\n\n")
+        finished = asyncio.create_task(sub.finished.wait())
+        try:
+            while not writer.done() and not finished.done():  # until the end is queued, or the peer goes
+                done, _ = await asyncio.wait(
+                    {writer, finished}, timeout=15, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    outbox.force(": keep-alive\n\n")
+        finally:
+            finished.cancel()
+        while not writer.done() and outbox.bytes:  # then let the end frame go out
+            await asyncio.wait({writer}, timeout=0.01)
     except (ConnectionError, OutboxClosed):
         pass
     finally:
