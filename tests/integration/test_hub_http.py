@@ -159,12 +159,17 @@ async def test_cors_for_the_stream_api_and_sse(start_hub, session):
     base = hub.http
     async with session.put(f"{base}/streams/cors") as r:
         assert r.status == 201
-    pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-           "Access-Control-Request-Headers": "authorization, content-type"}
+    pre = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
     async with session.options(f"{base}/streams/cors", headers=pre) as r:
         assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "https://app.example"
         assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
-    async with session.post(f"{base}/streams/cors", json={"data": "x"}, headers={"Origin": "https://app.example"}) as r:
+    async with session.post(
+        f"{base}/streams/cors", json={"data": "x"}, headers={"Origin": "https://app.example"}
+    ) as r:
         assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "https://app.example"
     async with session.post(f"{base}/streams/cors/close", json={}, headers={"Origin": "https://app.example"}):
         pass
@@ -173,7 +178,9 @@ async def test_cors_for_the_stream_api_and_sse(start_hub, session):
         await r.read()
     async with session.get(f"{base}/streams/cors", headers={"Origin": "https://evil.example"}) as r:
         assert "Access-Control-Allow-Origin" not in r.headers  # the browser will refuse to show it
-    async with session.options(f"{base}/streams/cors", headers={**pre, "Origin": "https://evil.example"}) as r:
+    async with session.options(
+        f"{base}/streams/cors", headers={**pre, "Origin": "https://evil.example"}
+    ) as r:
         assert "Access-Control-Allow-Origin" not in r.headers
     async with session.get(f"{base}/admin/stats", headers={"Origin": "https://app.example"}) as r:
         assert "Access-Control-Allow-Origin" not in r.headers  # never the admin API
