@@ -82,7 +82,6 @@ class Stream:
         self.listeners: set[Listener] = set()
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (offset mark, future)
         self._unpublished: deque[tuple[int, Sequence[bytes]]] = deque()
-        self._published = log.durable_offset
         self._end_published = log.close_durable
         self._changed = asyncio.Event()
         self.deleted = False
@@ -204,7 +203,6 @@ class Stream:
                 runs[-1][1].extend(chunks)
             else:
                 runs.append((off, list(chunks)))
-            self._published = off + len(chunks)
         for first, run in runs:
             for listener in list(self.listeners):
                 listener.on_chunks(self, first, run)
@@ -263,7 +261,7 @@ class Store:
         self.on_create: list[Callable[[Stream], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
         self.on_end: list[Callable[[Stream], None]] = []  # any stream's end became durable
-        self.counters = {"fsyncs": 0, "appends": 0, "repairs": 0, "expired": 0, "write_errors": 0}
+        self.counters = {"fsyncs": 0, "repairs": 0, "expired": 0, "write_errors": 0}
         self._started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
