@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
 import time
 
 import aiohttp
 import pytest
 
+from bench.load import never_reader
 from hub.client import ClientError, Producer, Subscriber
 from hub.fanout import Outbox
 
 from .conftest import wait_for
-
-
-def never_reading_socket(host: str, port: int, stream: str) -> socket.socket:
-    """A WebSocket client that subscribes and then never reads a byte (tiny receive buffer)."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect((host, port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(
-        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    payload = f'{{"op":"subscribe","stream":"{stream}"}}'.encode()
-    mask = os.urandom(4)
-    frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    s.sendall(frame)
-    return s
 
 
 async def test_slow_consumer_does_not_delay_fast_one_and_memory_stays_bounded(start_hub, connect):
@@ -39,8 +20,8 @@ async def test_slow_consumer_does_not_delay_fast_one_and_memory_stays_bounded(st
     prod = await connect(hub.ws_url)
     await prod.send(op="create", stream="slow", id=0)
     await prod.recv_op("ack")
-    host, port = hub.server.host, hub.server.port
-    slow = [never_reading_socket(host, port, "slow") for _ in range(3)]
+    port = hub.server.port
+    slow = [never_reader(port, "slow", start="0") for _ in range(3)]
     await wait_for(lambda: hub.hub.fanout.count("slow") == 3, what="slow subscribers")
     fast = await connect(hub.ws_url)
     await fast.send(op="subscribe", stream="slow")
