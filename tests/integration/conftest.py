@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from hub.app import make_app
-from hub.config import Config
-from hub.state import HUB, Hub
+from hub.core.config import Config
+from hub.core.service import HUB, Hub
 
 
 @dataclass
