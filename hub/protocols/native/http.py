@@ -22,11 +22,11 @@ import msgspec
 from aiohttp import web
 
 from hub.core.auth import bearer
+from hub.core.engine_shim import CloseInfo, CloseStatus
 from hub.core.errors import HubError
 from hub.core.fanout import Format, Outbox, OutboxClosed
-from hub.core.service import HUB, Hub, as_hub_error
+from hub.core.service import HUB, Hub
 from hub.protocols.native.messages import MAX_OFFSET
-from storage import CloseInfo, StorageError
 
 routes = web.RouteTableDef()
 
@@ -36,7 +36,7 @@ class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CloseBody(msgspec.Struct, forbid_unknown_fields=True):
-    status: str = "done"
+    status: CloseStatus = "done"
     error: str | None = None
 
 
@@ -92,13 +92,10 @@ def _ctx(request: web.Request, action: str) -> tuple[Hub, str]:
 async def create(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     body = await _body(request, CreateBody)
-    existed = hub.store.exists(sid)
-    try:
-        s = await hub.store.create(sid, ttl=body.ttl, labels=body.labels, exist_ok=True)
-    except StorageError as e:
-        raise as_hub_error(e, sid) from None
+    existed = await hub.exists(sid)
+    s = await hub.create(sid, ttl=body.ttl, labels=body.labels, exist_ok=True)
     return _json(
-        {"stream": sid, "next": s.next_offset, "status": s.status, "epoch": s.log.meta.epoch},
+        {"stream": sid, "next": s.next_offset, "status": s.status, "epoch": s.epoch},
         200 if existed else 201,
     )
 
@@ -107,9 +104,7 @@ async def create(request: web.Request) -> web.Response:
 async def close(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     body = await _body(request, CloseBody)
-    if body.status not in ("done", "error", "cancelled"):
-        raise HubError("bad_request", "status must be done, error or cancelled", stream=sid)
-    s = await hub.close_stream(sid, body.status, body.error)
+    s = await hub.close(sid, body.status, body.error)
     return _json({"stream": sid, "next": s.next_offset, "status": s.status})
 
 
@@ -128,11 +123,8 @@ async def fork(request: web.Request) -> web.Response:
     hub.auth.grant(bearer(request)).check("write", body.stream)
     if body.upto is not None and not 0 <= body.upto <= MAX_OFFSET:
         raise HubError("invalid_offset", f"upto must be between 0 and {MAX_OFFSET}", stream=src)
-    try:
-        s = await hub.store.fork(src, body.stream, body.upto, body.labels)
-    except StorageError as e:
-        raise as_hub_error(e, body.stream) from None
-    shared = sum(1 for seg in s.log.segments if seg.sealed)
+    s = await hub.fork(src, body.stream, body.upto, body.labels)
+    shared = s.info().shared_segments
     return _json(
         {"stream": body.stream, "next": s.next_offset, "forked_from": src, "shared_segments": shared}, 201
     )
@@ -141,7 +133,7 @@ async def fork(request: web.Request) -> web.Response:
 @routes.post("/streams/{id:.+}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "cancel")
-    told = hub.request_cancel(sid)
+    told = await hub.cancel(sid)
     return _json({"stream": sid, "cancel_requested": True, "producer_notified": told}, 202)
 
 
@@ -166,13 +158,13 @@ async def append(request: web.Request) -> web.Response:
     pid = request.headers.get("Producer-Id")
     seq = _int(request.headers.get("Producer-Seq"), "Producer-Seq") if pid else None
     create = request.query.get("create") in ("1", "true")
-    offset, count, dup = await hub.append(sid, chunks, pid, seq, create)
+    res = await hub.append(sid, chunks, pid, seq, create=create)
     return _json(
         {
             "stream": sid,
-            "offset": offset,
-            "count": count,
-            "duplicate": dup,
+            "offset": res.offset,
+            "count": res.count,
+            "duplicate": res.duplicate,
             "cancelled": sid in hub.cancel_requested,
         }
     )
@@ -181,11 +173,11 @@ async def append(request: web.Request) -> web.Response:
 @routes.get("/streams/{id:.+}/sse")
 async def sse(request: web.Request) -> web.StreamResponse:
     hub, sid = _ctx(request, "read")
-    s = hub.stream(sid)
+    s = await hub.get(sid)
     last = request.headers.get("Last-Event-ID")
     offset = _int(last, "Last-Event-ID") if last else _int(request.query.get("from"), "from", 0)
     if offset > s.next_offset:
-        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", 416, sid)
+        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", sid)
     if last is not None and s.ended and offset >= s.next_offset:
         return web.Response(status=204)  # EventSource stops reconnecting on 204
     if request.method == "HEAD":  # aiohttp routes HEAD to GET handlers: headers only, never an event body
@@ -200,9 +192,8 @@ async def sse(request: web.Request) -> web.StreamResponse:
         }
     )
     await resp.prepare(request)
-    hub.note_resume(sid, offset)
     outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
-    sub = hub.fanout.subscribe(s, outbox, offset, fmt=SSE_FORMAT)
+    sub = hub.subscribe(s, outbox, offset, fmt=SSE_FORMAT)
     writer = asyncio.create_task(outbox.run())
     try:
         finished = asyncio.create_task(sub.finished.wait())
@@ -248,15 +239,12 @@ SSE_FORMAT = SseFormat()
 @routes.get("/streams/{id:.+}")
 async def read(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "read")
-    s = hub.stream(sid)
+    s = await hub.get(sid)
     offset = _int(request.query.get("from"), "from", 0)
     limit = min(_int(request.query.get("limit"), "limit", 1000), 10000)
     if offset > s.next_offset:
-        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", 416, sid)
-    try:
-        chunks = s.read(offset, limit)
-    except StorageError as e:
-        raise as_hub_error(e, sid) from None
+        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", sid)
+    chunks = await hub.read(s, offset, limit)
     ci = s.close_info
     return _json(
         {
@@ -267,7 +255,7 @@ async def read(request: web.Request) -> web.Response:
             "end": s.next_offset,
             "status": s.status,
             "error": ci.error if ci else None,
-            "epoch": s.log.meta.epoch,
+            "epoch": s.epoch,
         }
     )
 
@@ -275,10 +263,7 @@ async def read(request: web.Request) -> web.Response:
 @routes.delete("/streams/{id:.+}")
 async def delete(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
-    try:
-        await hub.store.delete(sid)
-    except StorageError as e:
-        raise as_hub_error(e, sid) from None
+    await hub.delete(sid)
     return web.Response(status=204)
 
 
@@ -287,5 +272,5 @@ async def list_streams(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     prefix = request.query.get("prefix", "")
     grant = hub.auth.grant(bearer(request))
-    ids = [i for i in hub.store.list(prefix) if grant.can("read", i)]
+    ids = [i for i in await hub.list_streams(prefix) if grant.can("read", i)]
     return _json({"streams": ids[:10000]})
