@@ -30,8 +30,8 @@ run: $(STAMP)
 	$(BIN)/resumable-hub serve --demo $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check hub storage tests bench
-	$(BIN)/ruff format --check hub storage tests bench
+	$(BIN)/ruff check hub storage tests bench examples
+	$(BIN)/ruff format --check hub storage tests bench examples
 	$(BIN)/mypy
 
 test: $(STAMP) $(FIXTURE_STAMPS) lint
