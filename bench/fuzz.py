@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from hub.protocol import STATUS
+from hub.core.errors import STATUS
 
 OPS = ["subscribe", "unsubscribe", "create", "append", "close", "cancel", "ping"]
 FIELDS = [
@@ -242,7 +242,7 @@ async def _main(n: int, seed: int) -> int:
     from aiohttp.test_utils import TestServer
 
     from hub.app import make_app
-    from hub.config import Config
+    from hub.core.config import Config
 
     with tempfile.TemporaryDirectory(prefix="rhub-fuzz-") as tmp:
         server = TestServer(make_app(Config(data_dir=Path(tmp))), host="127.0.0.1", port=0)

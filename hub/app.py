@@ -9,12 +9,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import admin, chats, demo, durable, http_api
-from .auth import Auth
-from .config import Config
-from .protocol import HubError
-from .state import HUB, Hub
-from .ws import close_all, ws_handler
+from hub import demo
+from hub.core.auth import Auth
+from hub.core.config import Config
+from hub.core.errors import HubError
+from hub.core.service import HUB, Hub
+from hub.protocols import admin, chats, durable
+from hub.protocols.native import http as http_api
+from hub.protocols.native.ws import close_all, ws_handler
 
 log = logging.getLogger("hub")
 STATIC = Path(__file__).parent / "static"

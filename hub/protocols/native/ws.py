@@ -17,14 +17,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hub.core.auth import Grant, bearer
+from hub.core.errors import HubError
+from hub.core.fanout import Outbox, Subscription
+from hub.core.service import HUB, Hub, as_hub_error
+from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
+from hub.protocols.native import messages as p
 from storage import StorageError
-
-from . import protocol as p
-from .auth import Grant, bearer
-from .chats import CHATS, ChatWatchers, check_chat_id, snapshot
-from .fanout import Outbox, Subscription
-from .protocol import HubError
-from .state import HUB, Hub, as_hub_error
 
 log = logging.getLogger("hub.ws")
 

@@ -13,8 +13,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .auth import bearer
-from .state import HUB, Hub
+from hub.core.auth import bearer
+from hub.core.service import HUB, Hub
 
 routes = web.RouteTableDef()
 

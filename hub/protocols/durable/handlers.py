@@ -1,48 +1,55 @@
-"""The Durable Streams protocol (1.0) on the hub's own storage, under ``/v1/stream/{path}``.
-
-A Durable Streams stream *is* a hub stream: the stream id is exactly ``{path}``, so
-``/v1/stream/chat/1/a`` and the WebSocket stream ``chat/1/a`` are one log. Offsets map one-to-one to
-chunk offsets: chunk ``n`` is the token ``{n:016d}_0000000000000000`` (fixed width, so tokens sort
-like offsets; the second field is reserved and always zero). One POST body is one chunk, except in
-JSON mode where each element of a top-level array is its own chunk; a read concatenates chunks (or
-wraps them in a JSON array). docs/durable-streams.md is the prose twin of this module.
-
-What the protocol keeps, and where:
-
-* content type, ``Stream-Expires-At`` and ``Stream-TTL`` (a sliding idle window) are the stream's
-  ``StreamMeta`` fields ``content_type``, ``expires_at`` and ``idle_ttl``; retention expires them;
-* idempotent-producer state and the last ``Stream-Seq`` are the producer mark inside the very DATA
-  record they guard, so they are durable exactly when the data is and a retry after a crash is
-  still recognised;
-* forks are copies of the source's prefix (same offsets); the fork origin and the "soft-deleted"
-  state of a source that still has forks live in the stream's labels (``ds.*``).
-
-The module is split the usual way: pure parsing and framing first (headers, offsets, cursors, JSON
-messages, SSE events, producer validation), then the aiohttp handlers that only move bytes.
-"""
+"""Durable Streams HTTP handlers under ``/v1/stream/{path}``: they parse with ``wire``, act on the
+hub's storage, and answer status + headers; protocol errors become JSON bodies in ``_endpoint``."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import os
-import random
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import msgspec
 from aiohttp import web
 
+from hub.core.auth import bearer
+from hub.core.errors import STATUS, HubError
+from hub.core.service import HUB, Hub
+from hub.protocols.durable.forks import ForkPlan, fork_offset, fork_plan, on_delete
+from hub.protocols.durable.state import DS, Durable, DurableConfig
+from hub.protocols.durable.wire import (
+    ALLOW_HEADERS,
+    DEFAULT_TYPE,
+    EXPOSE,
+    FORK_OFFSET,
+    FORK_SUB,
+    FORKED_FROM,
+    PENDING,
+    PREFIX,
+    SOFT_DELETED,
+    UNTYPED,
+    CreateRequest,
+    DSError,
+    ProducerHeaders,
+    check_producer,
+    cursor,
+    essence,
+    flag,
+    format_expires,
+    format_offset,
+    format_ttl,
+    is_json,
+    is_text,
+    json_messages,
+    parse_offset,
+    producer_headers,
+    render,
+    sse_control,
+    sse_data,
+)
 from storage import (
     ChunkTooLarge,
     InvalidStreamId,
-    ProducerState,
     SequenceError,
     StorageError,
     Stream,
@@ -52,302 +59,7 @@ from storage import (
     StreamNotFound,
 )
 
-from .auth import bearer
-from .protocol import MAX_OFFSET, STATUS, HubError
-from .state import HUB, Hub
-
-PREFIX = "/v1/stream/"
 ROUTE = PREFIX + "{path:.+}"
-
-# labels this module keeps on streams (the "ds." prefix is reserved for it)
-FORKED_FROM = "ds.forked_from"
-FORK_OFFSET = "ds.fork_offset"
-FORK_SUB = "ds.fork_sub_offset"
-SOFT_DELETED = "ds.deleted"  # deleted while forks of it exist: 410 until the last fork goes
-PENDING = "ds.pending"  # created, initial content not yet durable: a crash leftover if seen later
-
-UNTYPED = "text/plain"  # how a stream created without a content type (WebSocket, /streams) is served
-DEFAULT_TYPE = "application/octet-stream"  # a PUT without Content-Type
-
-CURSOR_EPOCH = datetime(2024, 10, 9, tzinfo=UTC).timestamp()
-CURSOR_INTERVAL_S = 20
-
-EXPOSE = (
-    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
-    "Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
-    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
-)
-ALLOW_HEADERS = (
-    "Content-Type, Authorization, If-None-Match, Stream-TTL, Stream-Expires-At, Stream-Seq, "
-    "Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, Producer-Id, "
-    "Producer-Epoch, Producer-Seq"
-)
-
-
-@dataclass
-class DurableConfig:
-    long_poll_s: float = 20.0  # a long-poll with nothing new answers 204 after this
-    sse_max_s: float = 60.0  # SSE responses end after this (clients reconnect from their offset)
-    sse_keepalive_s: float = 15.0
-    read_max_bytes: int = 1 << 20  # one catch-up response carries about this much (whole chunks)
-    read_max_chunks: int = 4096
-
-    @classmethod
-    def from_env(cls) -> DurableConfig:
-        cfg = cls()
-        for name, attr in (("LONG_POLL_S", "long_poll_s"), ("SSE_MAX_S", "sse_max_s")):
-            raw = os.environ.get(f"RHUB_DS_{name}")
-            if raw:
-                setattr(cfg, attr, float(raw))
-        return cfg
-
-
-class DSError(Exception):
-    """A protocol error: HTTP status, a stable code (as in docs/protocol.md) and extra headers."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-# --- offsets, headers, cursors (pure) ------------------------------------------------------------
-
-_OFFSET = re.compile(r"([0-9]{16})_([0-9]{16})")
-_UINT = re.compile(r"0|[1-9][0-9]*")
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-def format_offset(n: int) -> str:
-    return f"{n:016d}_{0:016d}"
-
-
-def parse_offset(raw: str) -> int | str:
-    """A token, or the sentinels ``"-1"`` (start) and ``"now"`` (tail), returned as such."""
-    if raw in ("-1", "now"):
-        return raw
-    m = _OFFSET.fullmatch(raw)
-    if m is None or int(m.group(2)) != 0:
-        raise DSError(400, "invalid_offset", f"malformed offset {raw[:80]!r}")
-    return int(m.group(1))
-
-
-def parse_uint(raw: str, name: str, limit: int = MAX_OFFSET) -> int:
-    if not _UINT.fullmatch(raw) or int(raw) > limit:
-        raise DSError(400, "bad_request", f"{name} must be a non-negative integer, not {raw[:40]!r}")
-    return int(raw)
-
-
-def parse_expires(raw: str) -> float:
-    if not _RFC3339.fullmatch(raw.strip()):
-        raise DSError(
-            400, "bad_request", f"Stream-Expires-At must be an RFC 3339 timestamp, not {raw[:60]!r}"
-        )
-    try:
-        return datetime.fromisoformat(raw.strip().replace("z", "Z")).timestamp()
-    except ValueError:
-        raise DSError(400, "bad_request", f"Stream-Expires-At is not a valid time: {raw[:60]!r}") from None
-
-
-def format_expires(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def format_ttl(ttl: float) -> str:
-    return str(int(ttl)) if float(ttl).is_integer() else repr(ttl)
-
-
-def essence(content_type: str) -> str:
-    """``Application/JSON; charset=utf-8`` -> ``application/json``: what two types must share to match."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def is_json(content_type: str) -> bool:
-    return essence(content_type) == "application/json"
-
-
-def is_text(content_type: str) -> bool:
-    return essence(content_type).startswith("text/") or is_json(content_type)
-
-
-def cursor(client: str | None, now: float) -> str:
-    """The interval number since the cursor epoch; always past the client's, so caches never loop."""
-    current = int((now - CURSOR_EPOCH) // CURSOR_INTERVAL_S)
-    if client is not None and client.isdigit() and int(client) >= current:
-        current = int(client) + random.randint(1, 3600 // CURSOR_INTERVAL_S)
-    return str(current)
-
-
-def flag(raw: str | None) -> bool:
-    return raw is not None and raw.strip().lower() == "true"
-
-
-def json_messages(body: bytes) -> list[bytes]:
-    """The messages of a JSON-mode body: the elements of a top-level array (one level only), or the
-    single value. Each keeps its exact bytes; the body is validated as JSON."""
-    try:
-        if body.lstrip()[:1] == b"[":
-            return [bytes(raw) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
-        msgspec.json.decode(body, type=msgspec.Raw)
-    except msgspec.DecodeError as e:
-        raise DSError(400, "invalid_json", f"body is not valid JSON: {e}") from None
-    return [body.strip()]
-
-
-def render(content_type: str, chunks: Sequence[bytes]) -> bytes:
-    """A read's body: the chunks' bytes, or in JSON mode a JSON array of the messages."""
-    if is_json(content_type):
-        return b"[" + b",".join(chunks) + b"]"
-    return b"".join(chunks)
-
-
-_LINES = re.compile(r"\r\n|\r|\n")
-
-
-def sse_data(mode: str, chunks: Sequence[bytes]) -> str:
-    """One ``data`` event. Every line of the payload gets its own ``data:`` field, so a payload can
-    never end the event or start another one (CR, LF and CRLF all split); binary is base64."""
-    if mode == "base64":
-        text = base64.b64encode(b"".join(chunks)).decode()
-    else:
-        text = render("application/json" if mode == "json" else "text/plain", chunks).decode(
-            "utf-8", "replace"
-        )
-    # a field value loses one leading space when parsed: give lines that start with one a spare
-    lines = "".join(f"data:{' ' if line[:1] == ' ' else ''}{line}\n" for line in _LINES.split(text))
-    return f"event: data\n{lines}\n"
-
-
-def sse_control(next_offset: int, cur: str, up_to_date: bool, closed: bool) -> str:
-    ctl: dict[str, Any] = {"streamNextOffset": format_offset(next_offset)}
-    if closed:
-        ctl["streamClosed"] = True  # no cursor: there is nothing left to collapse onto
-    else:
-        ctl["streamCursor"] = cur
-    if up_to_date:
-        ctl["upToDate"] = True
-    return f"event: control\ndata:{msgspec.json.encode(ctl).decode()}\n\n"
-
-
-@dataclass(frozen=True)
-class ProducerHeaders:
-    id: str
-    epoch: int
-    seq: int
-
-
-def producer_headers(h: Any) -> ProducerHeaders | None:
-    names = ("Producer-Id", "Producer-Epoch", "Producer-Seq")
-    present = [n in h for n in names]
-    if not any(present):
-        return None
-    if not all(present):
-        raise DSError(400, "bad_request", "Producer-Id, Producer-Epoch and Producer-Seq go together")
-    pid = h["Producer-Id"]
-    if not pid or "\0" in pid:
-        raise DSError(400, "bad_request", "Producer-Id must be a non-empty string")
-    return ProducerHeaders(
-        pid, parse_uint(h["Producer-Epoch"], "Producer-Epoch"), parse_uint(h["Producer-Seq"], "Producer-Seq")
-    )
-
-
-def check_producer(st: ProducerState | None, p: ProducerHeaders) -> int | None:
-    """Validate (epoch, seq) against the producer's durable state. None: accept as new data; an
-    int: a duplicate, answered with that highest accepted seq and nothing written."""
-    if st is None:
-        if p.seq != 0:
-            raise DSError(
-                409,
-                "producer_seq_gap",
-                f"a new producer starts at seq 0, not {p.seq}",
-                {"Producer-Expected-Seq": "0", "Producer-Received-Seq": str(p.seq)},
-            )
-        return None
-    if p.epoch < st.epoch:
-        raise DSError(
-            403,
-            "producer_fenced",
-            f"epoch {p.epoch} is older than the producer's epoch {st.epoch}",
-            {"Producer-Epoch": str(st.epoch)},
-        )
-    if p.epoch > st.epoch:
-        if p.seq != 0:
-            raise DSError(400, "bad_request", f"a new epoch starts at seq 0, not {p.seq}")
-        return None
-    if p.seq <= st.seq:
-        return st.seq
-    if p.seq != st.seq + 1:
-        raise DSError(
-            409,
-            "producer_seq_gap",
-            f"expected seq {st.seq + 1}, got {p.seq}",
-            {"Producer-Expected-Seq": str(st.seq + 1), "Producer-Received-Seq": str(p.seq)},
-        )
-    return None
-
-
-# --- state ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Durable:
-    """Per-app state: settings, the fork graph, and a lock per stream id for creates and writes."""
-
-    config: DurableConfig = field(default_factory=DurableConfig)
-    forks: dict[str, set[str]] = field(default_factory=dict)  # source id -> ids forked from it
-    parents: dict[str, str] = field(default_factory=dict)  # fork id -> source id
-    creating: set[str] = field(default_factory=set)
-    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: live reads end
-    _locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def add_fork(self, src: str, fork: str) -> None:
-        self.forks.setdefault(src, set()).add(fork)
-        self.parents[fork] = src
-
-    @contextlib.asynccontextmanager
-    async def lock(self, sid: str) -> AsyncIterator[None]:
-        lk, n = self._locks.get(sid) or (asyncio.Lock(), 0)
-        self._locks[sid] = (lk, n + 1)
-        try:
-            async with lk:
-                yield
-        finally:
-            lk, n = self._locks[sid]
-            if n == 1:
-                del self._locks[sid]
-            else:
-                self._locks[sid] = (lk, n - 1)
-
-    def spawn(self, aw: Awaitable[None]) -> None:
-        async def run() -> None:
-            await aw
-
-        t = asyncio.ensure_future(run())
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def wait(self, s: Stream, offset: int, timeout: float) -> bool:
-        """``s.wait`` that also returns (False) when the hub shuts down, so that a long-poll or an
-        SSE response ends at once and its client resumes elsewhere or later."""
-        if self.closing.is_set():
-            return False
-        waiter = asyncio.ensure_future(s.wait(offset, timeout))
-        closer = asyncio.ensure_future(self.closing.wait())
-        try:
-            await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closer.cancel()
-            if not waiter.done():
-                waiter.cancel()
-        return waiter.done() and not waiter.cancelled() and waiter.result()
-
-
-DS = web.AppKey("durable", Durable)
 routes = web.RouteTableDef()
 
 
@@ -373,26 +85,7 @@ async def _startup(app: web.Application) -> None:
                 ds.add_fork(src, sid)
         if i % 64 == 63:
             await asyncio.sleep(0)
-    hub.store.on_delete.append(lambda sid: _on_delete(hub, ds, sid))
-
-
-def _on_delete(hub: Hub, ds: Durable, sid: str) -> None:
-    """A stream went (DELETE or expiry): drop it from the fork graph and collect a soft-deleted
-    source whose last fork this was (and so on up the chain)."""
-    src = ds.parents.pop(sid, None)
-    children = ds.forks.get(src) if src is not None else None
-    if src is not None and children is not None:
-        children.discard(sid)
-        if not children:
-            del ds.forks[src]
-            ds.spawn(_collect(hub, ds, src))
-
-
-async def _collect(hub: Hub, ds: Durable, sid: str) -> None:
-    async with ds.lock(sid):  # deletes and creates of one id never overlap (see create)
-        with contextlib.suppress(StorageError):
-            if hub.store.get(sid).log.meta.labels.get(SOFT_DELETED):
-                await hub.store.delete(sid)
+    hub.store.on_delete.append(lambda sid: on_delete(hub, ds, sid))
 
 
 # --- the I/O layer -------------------------------------------------------------------------------
@@ -542,42 +235,6 @@ async def preflight(request: web.Request) -> web.StreamResponse:
 # --- create ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class CreateRequest:
-    content_type: str | None
-    ttl: float | None
-    expires_at: float | None
-    closed: bool
-    fork_from: str | None
-    fork_offset: int | str | None
-    fork_sub: int
-
-    @classmethod
-    def parse(cls, h: Any) -> CreateRequest:
-        ct = h.get("Content-Type")
-        ttl_raw, exp_raw = h.get("Stream-TTL"), h.get("Stream-Expires-At")
-        if ttl_raw is not None and exp_raw is not None:
-            raise DSError(400, "bad_request", "send Stream-TTL or Stream-Expires-At, not both")
-        ttl = float(parse_uint(ttl_raw.strip(), "Stream-TTL")) if ttl_raw is not None else None
-        exp = parse_expires(exp_raw) if exp_raw is not None else None
-        src_raw, off_raw, sub_raw = (
-            h.get("Stream-Forked-From"),
-            h.get("Stream-Fork-Offset"),
-            h.get("Stream-Fork-Sub-Offset"),
-        )
-        if src_raw is None and (off_raw is not None or sub_raw is not None):
-            raise DSError(400, "bad_request", "Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
-        src = None
-        if src_raw is not None:
-            path = urlsplit(src_raw.strip()).path
-            if not path.startswith(PREFIX) or len(path) == len(PREFIX):
-                raise DSError(400, "bad_request", f"Stream-Forked-From must be a {PREFIX}... path")
-            src = unquote(path[len(PREFIX) :])
-        off = parse_offset(off_raw.strip()) if off_raw is not None else None
-        sub = parse_uint(sub_raw.strip(), "Stream-Fork-Sub-Offset") if sub_raw is not None else 0
-        return cls(ct.strip() if ct else None, ttl, exp, flag(h.get("Stream-Closed")), src, off, sub)
-
-
 def _same_config(s: Stream, req: CreateRequest) -> bool:
     meta = s.log.meta
     if req.content_type is not None and essence(req.content_type) != essence(_content_type(s)):
@@ -644,8 +301,8 @@ async def _create(
         ct = ct or src_ct
         if ttl is None and exp is None:  # a fork inherits the source's lifetime unless it names its own
             ttl, exp = src.log.meta.idle_ttl, src.log.meta.expires_at
-        off = _fork_offset(src, req.fork_offset)
-        plan = _fork_plan(src, off, req.fork_sub, is_json(ct))
+        off = fork_offset(src, req.fork_offset)
+        plan = fork_plan(src, off, req.fork_sub, is_json(ct))
         labels = {FORKED_FROM: req.fork_from, FORK_OFFSET: str(off), FORK_SUB: str(req.fork_sub)}
     ct = ct or DEFAULT_TYPE
     chunks = _messages(ct, body, hub.config.max_chunk_bytes, allow_empty=True) if body else []
@@ -683,56 +340,6 @@ def _fork_source(request: web.Request, src_id: str) -> Stream:
         if e.status == 410:
             raise DSError(409, "stream_gone", f"cannot fork {src_id!r}: it was deleted") from None
         raise
-
-
-def _fork_offset(src: Stream, raw: int | str | None) -> int:
-    tail = src.next_offset
-    if raw is None or raw == "now":
-        return tail
-    if raw == "-1":
-        return 0
-    assert isinstance(raw, int)
-    if raw > tail:
-        raise DSError(400, "invalid_offset", f"fork offset {raw} is past the source's tail ({tail})")
-    return raw
-
-
-@dataclass(frozen=True)
-class ForkPlan:
-    """What a fork starts with: the source's chunks ``[0, end)``, then ``partial`` (the first bytes
-    of the chunk at ``end``, for a binary sub-offset)."""
-
-    source: Stream
-    end: int
-    partial: bytes | None
-
-    async def copy_into(self, fork: Stream) -> None:
-        pos = 0
-        while pos < self.end:  # one ~4 MiB batch in memory at a time
-            got = self.source.read(pos, min(4096, self.end - pos), 4 << 20)
-            if not got:
-                raise DSError(500, "storage_error", f"the fork source ends at {pos}, before {self.end}")
-            await fork.append(got)
-            pos += len(got)
-        if self.partial:
-            await fork.append([self.partial])
-
-
-def _fork_plan(src: Stream, off: int, sub: int, json_mode: bool) -> ForkPlan:
-    """Everything before ``off``, then ``sub`` more messages (JSON) or the first ``sub`` bytes of
-    the chunk at ``off`` (anything else)."""
-    if not sub:
-        return ForkPlan(src, off, None)
-    if json_mode:
-        if off + sub > src.next_offset:
-            raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the messages at the fork offset")
-        return ForkPlan(src, off + sub, None)
-    if off >= src.next_offset:
-        raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the data at the fork offset")
-    first = src.read(off, 1)[0]
-    if sub > len(first):
-        raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the {len(first)}-byte message")
-    return ForkPlan(src, off, first[:sub])
 
 
 # --- append and close ------------------------------------------------------------------------------

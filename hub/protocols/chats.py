@@ -20,11 +20,11 @@ from collections.abc import Callable
 import msgspec
 from aiohttp import web
 
+from hub.core.auth import Grant, bearer
+from hub.core.errors import HubError
+from hub.core.service import HUB, Hub, as_hub_error
+from hub.protocols.native.messages import ChatEvent, ChatStream
 from storage import StorageError, StreamHandle
-
-from .auth import Grant, bearer
-from .protocol import ChatEvent, ChatStream, HubError
-from .state import HUB, Hub, as_hub_error
 
 routes = web.RouteTableDef()
 

@@ -11,45 +11,10 @@ from typing import Literal
 
 import msgspec
 
+from hub.core.errors import HubError
+
 MAX_OFFSET = (1 << 53) - 1  # offsets travel through JavaScript numbers
 
-
-class HubError(Exception):
-    """An error a client can switch on: ``code`` is stable, ``status`` is the HTTP status."""
-
-    def __init__(self, code: str, message: str, status: int = 400, stream: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.stream = stream
-
-
-# HTTP status per stable code; storage errors reuse their own codes.
-STATUS = {
-    "bad_request": 400,
-    "malformed_frame": 400,
-    "unknown_op": 400,
-    "invalid_stream_id": 400,
-    "invalid_offset": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "stream_not_found": 404,
-    "stream_gone": 410,
-    "stream_exists": 409,
-    "stream_closed": 409,
-    "sequence_error": 409,
-    "offset_out_of_range": 416,
-    "chunk_too_large": 413,
-    "frame_too_large": 413,
-    "too_many_subscriptions": 429,
-    "too_many_connections": 429,
-    "too_many_inflight": 429,
-    "corrupt_data": 500,
-    "storage_unavailable": 503,
-    "storage_error": 500,
-    "going_away": 503,
-}
 
 # --- client -> hub -------------------------------------------------------------------------------
 

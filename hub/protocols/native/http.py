@@ -21,12 +21,12 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from hub.core.auth import bearer
+from hub.core.errors import HubError
+from hub.core.fanout import Format, Outbox, OutboxClosed
+from hub.core.service import HUB, Hub, as_hub_error
+from hub.protocols.native.messages import MAX_OFFSET
 from storage import CloseInfo, StorageError
-
-from .auth import bearer
-from .fanout import Format, Outbox, OutboxClosed
-from .protocol import MAX_OFFSET, HubError
-from .state import HUB, Hub, as_hub_error
 
 routes = web.RouteTableDef()
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import jwt
 from aiohttp import web
 
-from .protocol import HubError
+from hub.core.errors import HubError
 
 
 @dataclass(frozen=True)

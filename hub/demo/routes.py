@@ -1,7 +1,7 @@
 """The demo: a chat page at ``/``, an admin page, and a built-in simulated model.
 
 ``POST /demo/ask {"chat": id, "prompt": text}`` starts an answer in stream ``chat/<id>/<n>`` and
-returns its id at once; the answer is produced by ``demo_producer.run_answer`` through the hub's
+returns its id at once; the answer is produced by ``hub.producers.simulated.run_answer`` through the hub's
 own WebSocket API, exactly as an external LLM backend would, so Stop, reload and resume are real.
 """
 
@@ -18,14 +18,13 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
+from hub.core.config import Config
+from hub.core.errors import HubError
+from hub.core.service import HUB, as_hub_error
+from hub.producers.simulated import run_answer
 from storage import StorageError
 
-from .config import Config
-from .demo_producer import run_answer
-from .protocol import HubError
-from .state import HUB, as_hub_error
-
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent.parent / "static"
 TASKS = web.AppKey("demo_tasks", set)
 
 

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from hub.core.auth import Auth
+from hub.core.config import Config
+from hub.core.errors import STATUS, HubError
+from hub.core.fanout import Fanout
 from storage import LogOptions, Store, StoreOptions, Stream
 from storage.errors import StorageError
-
-from .auth import Auth
-from .config import Config
-from .fanout import Fanout
-from .protocol import STATUS, HubError
 
 
 @dataclass

@@ -22,9 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from hub.protocols.native.messages import Chunks, End, Error, encode
 from storage import CloseInfo, StorageError, Stream, StreamHandle
-
-from .protocol import Chunks, End, Error, encode
 
 
 class OutboxClosed(Exception):
