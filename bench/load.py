@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import math
 import os
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
-from bench.chaos import HubProcess, free_port
+from bench.common import HubProcess, git_revision, note, pct, progress
 
 
 def rss_kb(pid: int) -> int:
@@ -49,11 +49,6 @@ def never_reader(port: int, stream: str, start: str = '"now"') -> socket.socket:
         bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     )
     return s
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
 
 
 async def phase(
@@ -95,60 +90,54 @@ async def phase(
 
 
 async def run(connections: int, slow: int, fast: int, seconds: float, rate: float) -> dict[str, float]:
-    port = free_port()
-    url = f"ws://127.0.0.1:{port}/ws"
     with tempfile.TemporaryDirectory(prefix="rhub-load-") as tmp:
-        hub = HubProcess(Path(tmp) / "data", port, "interval", 8 << 20)
+        hub = HubProcess(Path(tmp) / "data", fsync="interval", log=Path(tmp) / "hub.log")
+        port, url = hub.port, hub.ws_url
         await hub.start()
-        assert hub.proc is not None
-        pid = hub.proc.pid
+        pid = hub.pid
         slow_socks: list[socket.socket] = []
         conn = aiohttp.TCPConnector(limit=0)
         try:
             async with aiohttp.ClientSession(connector=conn) as session:
-                async with session.put(f"http://127.0.0.1:{port}/streams/load/hot"):
+                async with session.put(f"{hub.url}/streams/load/hot"):
                     pass
-                async with session.put(f"http://127.0.0.1:{port}/streams/load/quiet"):
+                async with session.put(f"{hub.url}/streams/load/quiet"):
                     pass
                 rss0 = rss_kb(pid)
                 idle_n = connections - slow - fast
                 idle = []
-                for k in range(idle_n):
-                    ws = await session.ws_connect(url)
-                    await ws.send_json({"op": "subscribe", "stream": "load/quiet"})
-                    idle.append(ws)
-                    if k % 500 == 0:
-                        print(f"\ridle connections {k}/{idle_n}", end="", file=sys.stderr, flush=True)
-                print(file=sys.stderr)
+                with progress("idle connections", idle_n) as bar:
+                    for k in range(idle_n):
+                        ws = await session.ws_connect(url)
+                        await ws.send_json({"op": "subscribe", "stream": "load/quiet"})
+                        idle.append(ws)
+                        bar.update(k + 1)
                 rss_idle = rss_kb(pid)
-                print("phase A: fast subscribers only", file=sys.stderr)
+                note("phase A: fast subscribers only")
                 lat_a = await phase(url, session, fast, seconds, rate)
                 loop = asyncio.get_running_loop()
                 for _ in range(slow):
                     slow_socks.append(await loop.run_in_executor(None, never_reader, port, "load/hot"))
-                print(f"phase B: + {slow} never-reading sockets", file=sys.stderr)
+                note(f"phase B: + {slow} never-reading sockets")
                 lat_b = await phase(url, session, fast, seconds, rate)
                 rss_b = rss_kb(pid)
-                async with session.get(
-                    f"http://127.0.0.1:{port}/admin/stats", headers={"Authorization": "Bearer chaos"}
-                ) as r:
-                    stats = await r.json()
+                stats = await hub.admin_stats(session)
                 for ws in idle:
                     await ws.close()
         finally:
             for s in slow_socks:
                 s.close()
-            hub.stop()
+            await hub.stop()
     return {
         "connections": connections,
         "rss_start_mb": rss0 / 1024,
         "rss_idle_mb": rss_idle / 1024,
         "rss_loaded_mb": rss_b / 1024,
         "rss_per_conn_kb": (rss_b - rss0) / connections,
-        "fast_p50_ms_a": pct(lat_a, 0.5),
-        "fast_p99_ms_a": pct(lat_a, 0.99),
-        "fast_p50_ms_b": pct(lat_b, 0.5),
-        "fast_p99_ms_b": pct(lat_b, 0.99),
+        "fast_p50_ms_a": pct(lat_a, 50) if lat_a else math.nan,
+        "fast_p99_ms_a": pct(lat_a, 99) if lat_a else math.nan,
+        "fast_p50_ms_b": pct(lat_b, 50) if lat_b else math.nan,
+        "fast_p99_ms_b": pct(lat_b, 99) if lat_b else math.nan,
         "samples_a": len(lat_a),
         "samples_b": len(lat_b),
         "slow_drops": stats["slow_consumer_drops"],
@@ -167,7 +156,12 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.connections, a.slow, a.fast, a.seconds = 1000, 100, 50, 5
+    load0 = os.getloadavg()[0]
     r = asyncio.run(run(a.connections, a.slow, a.fast, a.seconds, a.rate))
+    print(
+        f"# bench.load{' (quick)' if a.quick else ''} - {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+        f"{git_revision('hub', 'storage')}, load average {load0:.2f} at start / {os.getloadavg()[0]:.2f} at end"
+    )
     print(f"{'':<34}{'without slow':>14}{'with slow':>14}")
     print(f"{'fast subscriber p50 (ms)':<34}{r['fast_p50_ms_a']:>14.2f}{r['fast_p50_ms_b']:>14.2f}")
     print(f"{'fast subscriber p99 (ms)':<34}{r['fast_p99_ms_a']:>14.2f}{r['fast_p99_ms_b']:>14.2f}")
