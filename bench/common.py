@@ -301,7 +301,8 @@ class ServerProcess:
 class HubProcess(ServerProcess):
     """``python -m hub serve`` on 127.0.0.1: its own port (a free one unless given), data dir, fsync policy
     and admin token (random unless given); ``args`` are more ``serve`` flags, ``env`` more ``RHUB_*``
-    settings (those without a flag, e.g. ``RHUB_SEGMENT_BYTES``)."""
+    settings (those without a flag, e.g. ``RHUB_SEGMENT_BYTES``); ``entry`` what runs instead of
+    ``-m hub`` (``-m bench.traced_hub DIR`` runs it under tracemalloc)."""
 
     def __init__(
         self,
@@ -314,11 +315,12 @@ class HubProcess(ServerProcess):
         env: Mapping[str, str] | None = None,
         log: Path | None = None,
         start_timeout: float = 30.0,
+        entry: Sequence[str] = ("-m", "hub"),
     ) -> None:
         self.data_dir = data_dir
         self.admin_token = admin_token if admin_token is not None else secrets.token_urlsafe(12)
         port = port if port is not None else free_port()
-        argv = [sys.executable, "-m", "hub", "serve", "--host", HOST, "--port", str(port)]
+        argv = [sys.executable, *entry, "serve", "--host", HOST, "--port", str(port)]
         argv += ["--data-dir", str(data_dir), "--fsync", fsync, "--admin-token", self.admin_token, *args]
         super().__init__(argv, port, env=env, log=log, start_timeout=start_timeout)
 

@@ -21,9 +21,11 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from bench import traced_hub
 from bench.common import HubProcess, git_revision, note, pct, progress
 
 
@@ -49,6 +51,14 @@ def never_reader(port: int, stream: str, start: str = '"now"') -> socket.socket:
         bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     )
     return s
+
+
+async def settle(session: aiohttp.ClientSession, base: str) -> None:
+    """One HTTP round trip after the last subscribe: every frame sent before it has been handled
+    (one event loop, frames in order per connection; a short pause covers the other connections)."""
+    await asyncio.sleep(0.5)
+    async with session.get(f"{base}/healthz") as r:
+        await r.read()
 
 
 async def phase(
@@ -89,9 +99,18 @@ async def phase(
     return lat
 
 
-async def run(connections: int, slow: int, fast: int, seconds: float, rate: float) -> dict[str, float]:
+async def run(
+    connections: int,
+    slow: int,
+    fast: int,
+    seconds: float,
+    rate: float,
+    trace: Path | None = None,
+    idle_compress: int = 0,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rhub-load-") as tmp:
-        hub = HubProcess(Path(tmp) / "data", fsync="interval", log=Path(tmp) / "hub.log")
+        entry = ("-m", "bench.traced_hub", str(trace)) if trace is not None else ("-m", "hub")
+        hub = HubProcess(Path(tmp) / "data", fsync="interval", log=Path(tmp) / "hub.log", entry=entry)
         port, url = hub.port, hub.ws_url
         await hub.start()
         pid = hub.pid
@@ -106,13 +125,22 @@ async def run(connections: int, slow: int, fast: int, seconds: float, rate: floa
                 rss0 = rss_kb(pid)
                 idle_n = connections - slow - fast
                 idle = []
+                warm = min(50, idle_n // 10)  # --trace: the baseline follows these (lazy set-up, caches)
                 with progress("idle connections", idle_n) as bar:
                     for k in range(idle_n):
-                        ws = await session.ws_connect(url)
+                        if trace is not None and k == warm:
+                            await settle(session, hub.url)
+                            await traced_hub.take(pid, trace, 1)
+                        ws = await session.ws_connect(url, compress=idle_compress)
                         await ws.send_json({"op": "subscribe", "stream": "load/quiet"})
                         idle.append(ws)
                         bar.update(k + 1)
+                await settle(session, hub.url)
                 rss_idle = rss_kb(pid)
+                report = ""
+                if trace is not None:
+                    await traced_hub.take(pid, trace, 2)
+                    report = traced_hub.breakdown(trace, 1, 2, idle_n - warm)
                 note("phase A: fast subscribers only")
                 lat_a = await phase(url, session, fast, seconds, rate)
                 loop = asyncio.get_running_loop()
@@ -142,6 +170,8 @@ async def run(connections: int, slow: int, fast: int, seconds: float, rate: floa
         "samples_b": len(lat_b),
         "slow_drops": stats["slow_consumer_drops"],
         "subscribers": stats["subscribers"],
+        "idle_kb_per_conn": (rss_idle - rss0) / max(1, idle_n),
+        "trace_report": report,
     }
 
 
@@ -153,11 +183,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rate", type=float, default=100, help="hot-stream appends per second")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--trace",
+        type=Path,
+        metavar="DIR",
+        help="run the hub under tracemalloc (bench.traced_hub), snapshots into DIR, and print where the "
+        "idle connections' memory goes (RSS then includes the tracing overhead)",
+    )
+    ap.add_argument(
+        "--idle-compress",
+        type=int,
+        default=0,
+        metavar="WBITS",
+        help="idle connections offer permessage-deflate with this window (15 = what browsers offer; "
+        "0 = none, the default)",
+    )
     a = ap.parse_args()
     if a.quick:
         a.connections, a.slow, a.fast, a.seconds = 1000, 100, 50, 5
     load0 = os.getloadavg()[0]
-    r = asyncio.run(run(a.connections, a.slow, a.fast, a.seconds, a.rate))
+    r = asyncio.run(run(a.connections, a.slow, a.fast, a.seconds, a.rate, a.trace, a.idle_compress))
     print(
         f"# bench.load{' (quick)' if a.quick else ''} - {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
         f"{git_revision('hub', 'storage')}, load average {load0:.2f} at start / {os.getloadavg()[0]:.2f} at end"
@@ -171,6 +216,13 @@ def main() -> None:
         f"{a.connections - a.slow - a.fast} idle connections, {r['rss_loaded_mb']:.1f} MB at the end; "
         f"slow-consumer drops {r['slow_drops']}, subscribers at the end {r['subscribers']}"
     )
+    idle_n = a.connections - a.slow - a.fast
+    how = "traced, after a warm-up" if a.trace else "untraced"
+    print(
+        f"idle subscribed connection: {r['idle_kb_per_conn']:.1f} KB of hub RSS each ({how}, {idle_n} idle)"
+    )
+    if r["trace_report"]:
+        print(r["trace_report"])
     print(f"load_connections: {a.connections}")
     print(f"rss_per_conn_kb: {r['rss_per_conn_kb']:.1f}")
     print(f"fast_p99_ms_without_slow: {r['fast_p99_ms_a']:.2f}")
