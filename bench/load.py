@@ -217,12 +217,13 @@ def main() -> None:
         f"slow-consumer drops {r['slow_drops']}, subscribers at the end {r['subscribers']}"
     )
     idle_n = a.connections - a.slow - a.fast
-    how = "traced, after a warm-up" if a.trace else "untraced"
-    print(
-        f"idle subscribed connection: {r['idle_kb_per_conn']:.1f} KB of hub RSS each ({how}, {idle_n} idle)"
-    )
     if r["trace_report"]:
         print(r["trace_report"])
+        print(
+            "  * hub RSS above includes tracemalloc's memory and its snapshots: compare with a run without --trace"
+        )
+    else:
+        print(f"idle subscribed connection: {r['idle_kb_per_conn']:.1f} KB of hub RSS each ({idle_n} idle)")
     print(f"load_connections: {a.connections}")
     print(f"rss_per_conn_kb: {r['rss_per_conn_kb']:.1f}")
     print(f"fast_p99_ms_without_slow: {r['fast_p99_ms_a']:.2f}")
