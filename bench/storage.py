@@ -88,7 +88,7 @@ FULL = Mode("full", append_secs=3.0, reps=3, big_chunks=1_000_000, seek_raw=20_0
 # --- 1. appends/s: the async Store vs a raw group-commit baseline -----------------------------------
 
 STREAMS = 8
-FSYNC_THREADS = 16  # the raw baseline's fsync pool, the size storage.store uses
+FSYNC_THREADS = 16  # the raw baseline's fsync pool, the size storage.file.store uses
 PRODUCERS = 64  # 8 per stream, each awaiting its own durable append before sending the next
 
 

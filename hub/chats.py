@@ -20,7 +20,7 @@ from collections.abc import Callable
 import msgspec
 from aiohttp import web
 
-from storage import StorageError, Stream
+from storage import StorageError, StreamHandle
 
 from .auth import Grant, bearer
 from .protocol import ChatEvent, ChatStream, HubError
@@ -46,7 +46,7 @@ def chat_of(stream_id: str) -> str | None:
     return None
 
 
-def describe(s: Stream) -> ChatStream:
+def describe(s: StreamHandle) -> ChatStream:
     info = s.info()
     return ChatStream(info.id, info.status, info.chunks, info.created, info.closed, info.error, info.labels)
 
@@ -73,7 +73,7 @@ class ChatWatchers:
         hub.store.on_delete.append(lambda sid: self._emit(sid, lambda c: ChatEvent(c, "deleted", sid)))
 
     @staticmethod
-    def _event(chat: str, kind: str, s: Stream) -> ChatEvent:
+    def _event(chat: str, kind: str, s: StreamHandle) -> ChatEvent:
         d = describe(s)
         return ChatEvent(chat, kind, s.id, d.status, d.next, d.error, d.labels)
 

@@ -42,6 +42,7 @@ from aiohttp import web
 from storage import (
     ChunkTooLarge,
     InvalidStreamId,
+    ProducerState,
     SequenceError,
     StorageError,
     Stream,
@@ -50,7 +51,6 @@ from storage import (
     StreamGone,
     StreamNotFound,
 )
-from storage.segment import ProducerState
 
 from .auth import bearer
 from .protocol import MAX_OFFSET, STATUS, HubError

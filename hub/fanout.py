@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from storage import CloseInfo, StorageError, Stream
+from storage import CloseInfo, StorageError, Stream, StreamHandle
 
 from .protocol import Chunks, End, Error, encode
 
@@ -327,7 +327,7 @@ class Fanout:
 
     # --- storage.Listener ----------------------------------------------------------------------
 
-    def on_chunks(self, stream: Stream, offset: int, chunks: list[bytes]) -> None:
+    def on_chunks(self, stream: StreamHandle, offset: int, chunks: list[bytes]) -> None:
         subs = self.subs.get(stream.id)
         if not subs:
             return
@@ -336,11 +336,11 @@ class Fanout:
         for sub in list(subs):
             sub.on_chunks(offset, texts, frames)
 
-    def on_end(self, stream: Stream, info: CloseInfo) -> None:
+    def on_end(self, stream: StreamHandle, info: CloseInfo) -> None:
         for sub in list(self.subs.get(stream.id, ())):
             sub.on_end(info)
 
-    def on_gone(self, stream: Stream) -> None:
+    def on_gone(self, stream: StreamHandle) -> None:
         for sub in list(self.subs.get(stream.id, ())):
             sub.on_gone()
 
