@@ -45,6 +45,12 @@ class SequenceError(StorageError):
     code = "sequence_error"
 
 
+class SequenceGap(SequenceError):
+    """A producer seq past the next one: appends in between were lost on the way (resend them)."""
+
+    code = "sequence_gap"
+
+
 class CorruptData(StorageError):
     """A record failed its checksum. Its chunks are never served; the rest of the stream still is."""
 

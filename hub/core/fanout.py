@@ -22,9 +22,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from hub.core.engine_shim import CloseInfo, StreamHandle
 from hub.core.errors import HubError, storage_errors
 from hub.protocols.native.messages import Chunks, End, Error, encode
+from storage import CloseInfo, StreamHandle
 
 
 class OutboxClosed(Exception):

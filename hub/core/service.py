@@ -20,18 +20,15 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from aiohttp import web
 
-import hub.core.engine_shim  # noqa: F401  TEMPORARY: gives the file store the engine Protocol's names
 from hub.core.auth import Auth
 from hub.core.config import Config
-from hub.core.engine_shim import AppendResult, CloseStatus, Engine, ProducerState, StreamHandle
 from hub.core.errors import HubError, storage_errors
 from hub.core.fanout import WS_FORMAT, Fanout, Format, Outbox, Subscription
 from hub.core.registry import Registry
-from storage import LogOptions, Store, StoreOptions
+from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
 
 
 @dataclass
@@ -67,20 +64,13 @@ class Hub:
     def __init__(self, config: Config, auth: Auth) -> None:
         self.config = config
         self.auth = auth
-        # start-up wiring: the one place that names an engine
-        self.store: Engine = cast(
-            Engine,
-            Store(
-                config.data_dir,
-                StoreOptions(
-                    fsync=config.fsync,
-                    interval_ms=config.fsync_interval_ms,
-                    default_ttl=config.stream_ttl_s,
-                    log=LogOptions(
-                        segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes
-                    ),
-                ),
-            ),
+        # start-up wiring: the one place that names an engine (the file engine's options)
+        self.store: Engine = open_engine(
+            str(config.data_dir),
+            fsync=config.fsync,
+            interval_ms=config.fsync_interval_ms,
+            default_ttl=config.stream_ttl_s,
+            log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
         )
         self.fanout = Fanout()
         self.counters = Counters()

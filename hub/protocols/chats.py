@@ -21,11 +21,11 @@ import msgspec
 from aiohttp import web
 
 from hub.core.auth import Grant, bearer
-from hub.core.engine_shim import StreamHandle
 from hub.core.errors import HubError
 from hub.core.registry import Registry
 from hub.core.service import HUB, Hub
 from hub.protocols.native.messages import ChatEvent, ChatStream
+from storage import StreamHandle
 
 routes = web.RouteTableDef()
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hub.protocols.durable import wire as w
-from storage.segment import ProducerState
+from storage import ProducerState
 
 
 @given(st.integers(0, w.MAX_OFFSET))

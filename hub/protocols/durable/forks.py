@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from hub.core.engine_shim import StreamHandle
 from hub.core.errors import HubError
 from hub.core.service import Hub
 from hub.protocols.durable.state import Durable
 from hub.protocols.durable.wire import SOFT_DELETED, DSError
+from storage import StreamHandle
 
 
 def on_delete(hub: Hub, ds: Durable, sid: str) -> None:

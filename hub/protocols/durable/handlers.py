@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from hub.core.auth import bearer
-from hub.core.engine_shim import StreamHandle
 from hub.core.errors import DSError, HubError
 from hub.core.service import HUB, Hub
 from hub.protocols.durable.forks import ForkPlan, fork_offset, fork_plan, on_delete
@@ -47,6 +46,7 @@ from hub.protocols.durable.wire import (
     sse_data,
 )
 from hub.protocols.http_errors import use_dialect
+from storage import StreamHandle
 
 ROUTE = PREFIX + "{path:.+}"
 routes = web.RouteTableDef()

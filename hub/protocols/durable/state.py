@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from hub.core.engine_shim import StreamHandle
 from hub.core.service import Hub
 from hub.core.tasks import TaskSet
+from storage import StreamHandle
 
 
 @dataclass

@@ -19,9 +19,9 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from hub.core.engine_shim import ProducerState
 from hub.core.errors import DSError
 from hub.protocols.native.messages import MAX_OFFSET
+from storage import ProducerState
 
 PREFIX = "/v1/stream/"
 

@@ -22,11 +22,11 @@ import msgspec
 from aiohttp import web
 
 from hub.core.auth import bearer
-from hub.core.engine_shim import CloseInfo, CloseStatus
 from hub.core.errors import HubError
 from hub.core.fanout import Format, Outbox, OutboxClosed
 from hub.core.service import HUB, Hub
 from hub.protocols.native.messages import MAX_OFFSET
+from storage import CloseInfo, CloseStatus
 
 routes = web.RouteTableDef()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage import Log, LogOptions, SequenceError
-from storage.log import SEQ_SEP
+from storage.file.log import SEQ_SEP
 
 SMALL = LogOptions(segment_bytes=4096, block_bytes=1024, seal_level=3)  # as make_log's default
 

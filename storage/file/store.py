@@ -29,14 +29,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from . import ids
-from .errors import OffsetOutOfRange, StorageUnavailable, StreamExists, StreamGone, StreamNotFound
-from .log import AppendResult, Log, LogOptions, StreamInfo, StreamMeta
-from .segment import CloseInfo, Segment, read_file, write_atomic
+from .. import ids
+from ..engine import (
+    AppendResult,
+    CloseInfo,
+    Engine,
+    Listener,
+    ProducerState,
+    StreamHandle,
+    StreamInfo,
+    StreamMeta,
+)
+from ..errors import OffsetOutOfRange, StorageUnavailable, StreamExists, StreamGone, StreamNotFound
+from .log import Log, LogOptions
+from .segment import Segment, read_file, write_atomic
 
 POLICIES = ("always", "interval", "never")
 FSYNC_THREADS = 16
@@ -58,12 +68,6 @@ class StoreOptions:
     def __post_init__(self) -> None:
         if self.fsync not in POLICIES:
             raise ValueError(f"fsync policy must be one of {', '.join(POLICIES)}, not {self.fsync!r}")
-
-
-class Listener(Protocol):
-    def on_chunks(self, stream: Stream, offset: int, chunks: list[bytes]) -> None: ...
-    def on_end(self, stream: Stream, info: CloseInfo) -> None: ...
-    def on_gone(self, stream: Stream) -> None: ...
 
 
 class Tombstone(msgspec.Struct):
@@ -121,6 +125,14 @@ class Stream:
     def close_info(self) -> CloseInfo | None:
         return self.log.close_info if self._end_published else None
 
+    @property
+    def meta(self) -> StreamMeta:
+        return self.log.meta
+
+    @property
+    def epoch(self) -> str:
+        return self.log.meta.epoch
+
     def _check_live(self) -> None:
         if self.deleted:
             raise StreamGone(f"stream {self.id!r} was deleted")
@@ -166,6 +178,21 @@ class Stream:
         self.last_access = time.time()
         return self.log.read(from_offset, max_chunks, max_bytes)
 
+    async def read_chunks(
+        self, from_offset: int, max_chunks: int = 1024, max_bytes: int | None = None
+    ) -> list[bytes]:
+        # Reads of local files are short and bounded (``max_read_bytes``): done on the loop.
+        return self.read(from_offset, max_chunks, max_bytes)
+
+    async def producer_state(self, producer_id: str) -> ProducerState | None:
+        return self.log.producers.get(producer_id)
+
+    def listen(self, listener: Listener) -> None:
+        self.listeners.add(listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+
     def touch(self) -> None:
         """Count an access that reads nothing (a read at the tail) for ``meta.idle_ttl``."""
         self.last_access = time.time()
@@ -187,6 +214,9 @@ class Stream:
 
     def info(self) -> StreamInfo:
         info = self.log.info()
+        fork_point = self.log.meta.labels.get("fork_offset")
+        if fork_point is not None and fork_point.isdigit():  # sealed segments below it are hard links
+            info.shared_segments = sum(1 for g in self.log.segments if g.sealed and g.end <= int(fork_point))
         if not self._end_published:
             info.status, info.error, info.closed = "open", None, None
         return info
@@ -258,9 +288,9 @@ class Store:
         self._kick = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
-        self.on_create: list[Callable[[Stream], None]] = []
+        self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
-        self.on_end: list[Callable[[Stream], None]] = []  # any stream's end became durable
+        self.on_end: list[Callable[[StreamHandle], None]] = []  # any stream's end became durable
         self.counters = {"fsyncs": 0, "repairs": 0, "expired": 0, "write_errors": 0}
         self._started = False
 
@@ -348,6 +378,28 @@ class Store:
 
     def list(self, prefix: str = "") -> list[str]:
         return sorted(i for i in self._catalog if i.startswith(prefix))
+
+    # --- the Engine protocol (storage/engine.py) ---------------------------------------------
+
+    async def get_stream(self, stream_id: str) -> Stream:
+        return self.get(stream_id)
+
+    async def stream_exists(self, stream_id: str) -> bool:
+        return self.exists(stream_id)
+
+    async def list_streams(self, prefix: str = "", limit: int | None = None) -> builtins.list[str]:
+        ids_ = self.list(prefix)
+        return ids_ if limit is None else ids_[:limit]
+
+    async def open_stream_ids(self) -> builtins.list[str]:
+        out = []
+        for i, sid in enumerate(builtins.list(self._catalog)):
+            with contextlib.suppress(Exception):
+                if not self.get(sid).ended:
+                    out.append(sid)
+            if i % 64 == 63:
+                await asyncio.sleep(0)  # stay responsive while looking at many streams
+        return out
 
     async def create(
         self,
@@ -827,3 +879,8 @@ def _sync_all(tickets: list) -> list[str | None]:
         except OSError as e:
             out.append(f"{e.strerror or e}")
     return out
+
+
+if TYPE_CHECKING:  # the file engine implements the engine interface (checked by mypy)
+    _engine: type[Engine] = Store
+    _handle: type[StreamHandle] = Stream

@@ -24,7 +24,7 @@ from itertools import accumulate
 
 import zstandard
 
-from .errors import CorruptData
+from ..errors import CorruptData
 
 HEADER = struct.Struct("<IIBBQI")
 HEADER_SIZE = HEADER.size  # 22

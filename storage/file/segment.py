@@ -21,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 
+from ..engine import CloseInfo
 from . import record
 from .index import SparseIndex
 
@@ -33,20 +34,6 @@ def seg_name(base: int, sealed: bool) -> str:
 
 def idx_name(base: int) -> str:
     return f"{base:020d}.idx"
-
-
-class CloseInfo(msgspec.Struct, frozen=True):
-    status: str
-    error: str | None = None
-    at: float = 0.0
-
-
-@dataclass(slots=True)
-class ProducerState:
-    epoch: int
-    seq: int
-    first_offset: int
-    count: int
 
 
 class Checkpoint(msgspec.Struct):

@@ -28,8 +28,8 @@ from pathlib import Path
 import msgspec
 import zstandard
 
-from . import record
-from .errors import (
+from ..engine import CLOSE_STATUSES, AppendResult, ProducerState, StreamInfo, StreamMeta
+from ..errors import (
     ChunkTooLarge,
     CorruptData,
     OffsetOutOfRange,
@@ -37,11 +37,11 @@ from .errors import (
     StorageUnavailable,
     StreamClosed,
 )
+from . import record
 from .index import SparseIndex
 from .segment import (
     Checkpoint,
     CloseInfo,
-    ProducerState,
     Segment,
     fsync_dir,
     idx_name,
@@ -51,7 +51,7 @@ from .segment import (
     write_atomic,
 )
 
-STATUSES = ("done", "error", "cancelled")
+STATUSES = CLOSE_STATUSES
 
 # A Stream-Seq (the Durable Streams writer sequence, an opaque string compared byte-wise) travels in
 # the same producer mark as the append it orders, after this separator: ``"{producer}\0{stream_seq}"``
@@ -69,19 +69,6 @@ def split_mark(mark_id: str) -> tuple[str | None, str | None]:
     return pid or None, stream_seq
 
 
-class StreamMeta(msgspec.Struct):
-    id: str
-    created: float
-    epoch: str
-    ttl: float | None = None  # seconds to keep the stream after it closes
-    expires_at: float | None = None  # absolute expiry (unix time), open or closed
-    content_type: str | None = None
-    labels: dict[str, str] = {}
-    # seconds without a read or write after which the stream expires, open or closed (the Durable
-    # Streams ``Stream-TTL``: a sliding window, unlike ``ttl`` which counts from the close)
-    idle_ttl: float | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class LogOptions:
     segment_bytes: int = 8 << 20  # raw segments roll at this size
@@ -90,13 +77,6 @@ class LogOptions:
     max_chunk_bytes: int = 1 << 20
     max_append_bytes: int = 8 << 20
     max_read_bytes: int = 4 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    offset: int  # first offset of the appended chunks
-    count: int
-    duplicate: bool = False  # a retry of an append that already landed: nothing was written
 
 
 @dataclass(frozen=True, slots=True)
@@ -786,20 +766,3 @@ def _make_stream_dir(path: Path, meta: StreamMeta) -> list[Path]:
     path.mkdir(parents=True, exist_ok=False)
     write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
     return new_dirs
-
-
-class StreamInfo(msgspec.Struct):
-    id: str
-    epoch: str
-    status: str
-    error: str | None
-    chunks: int
-    raw_bytes: int
-    stored_bytes: int
-    segments: int
-    created: float
-    closed: float | None
-    last_append: float | None
-    repairs: int
-    repair_notes: list[str]
-    labels: dict[str, str]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import msgspec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from storage import LogOptions, Store, StoreOptions, Stream  # noqa: E402
 

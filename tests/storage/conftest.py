@@ -1,4 +1,5 @@
-"""Shared fixtures for the storage tests: small log options so rolls and seals happen, and helpers.
+"""Fixtures for the storage tests: small log options so rolls and seals happen, helpers, and the
+engine fixtures of the contract suite (one parameter per engine kind).
 
 Storage tests drive ``Log`` directly (no event loop) wherever they can; ``Store`` tests are async and
 get a ``store_factory`` that stops every store it made, so no task or file handle outlives a test.
@@ -8,13 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage import Log, LogOptions, Store, StoreOptions, StreamMeta
+from storage import Engine, Log, LogOptions, Store, StoreOptions, StreamMeta, open_engine
 
 # Tiny segments and blocks: a few dozen chunks roll a segment, a handful of them fill a zstd block.
 SMALL = LogOptions(segment_bytes=4096, block_bytes=1024, seal_level=3)
@@ -80,3 +81,34 @@ async def store_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     for s in stores:
         if s._started:
             await s.stop()
+
+
+# --- the engine contract suite (test_engine_contract.py): one parameter per engine kind ----------
+
+ENGINES = ["file"]
+
+
+@pytest.fixture(params=ENGINES)
+async def make_engine(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[[], Awaitable[Engine]]]:
+    made: list[Engine] = []
+    kind = request.param
+
+    async def make() -> Engine:
+        if kind == "file":
+            eng = open_engine(str(tmp_path / "data"), log=SMALL, retention_every=0.05, seal_delay_s=0.0)
+        else:  # pragma: no cover
+            raise AssertionError(kind)
+        await eng.start()
+        made.append(eng)
+        return eng
+
+    yield make
+    for eng in made:
+        await eng.stop()  # stopping twice is harmless
+
+
+@pytest.fixture
+async def engine(make_engine: Callable[[], Awaitable[Engine]]) -> Engine:
+    return await make_engine()

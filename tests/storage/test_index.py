@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage import record
-from storage.index import ENTRY, SparseIndex
-from storage.segment import _HEADER_LIKE, _next_valid, scan
+from storage.file.index import ENTRY, SparseIndex
+from storage.file.segment import _HEADER_LIKE, _next_valid, scan
 
 
 def make_index(points: list[tuple[int, int]]) -> SparseIndex:

@@ -27,7 +27,7 @@ import pytest
 from storage import Log, LogOptions, StreamMeta
 
 WRITER = Path(__file__).with_name("crash_writer.py")
-ROOT = WRITER.parent.parent
+ROOT = WRITER.parents[2]
 KILLS = {"always": 40, "interval": 35}  # 75 kills in all
 LINE_TIMEOUT = 20.0  # generous: only a hung writer ever waits this long
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage import CorruptData, record
-from storage.record import HEADER_SIZE, ProducerMark
+from storage.file.record import HEADER_SIZE, ProducerMark
 
 chunk = st.binary(min_size=0, max_size=300)  # includes b"" and chunks whose length needs 2 uvarint bytes
 chunk_lists = st.lists(chunk, min_size=1, max_size=12)

@@ -26,7 +26,7 @@ from storage import (
     StreamClosed,
     record,
 )
-from storage.segment import idx_name
+from storage.file.segment import idx_name
 
 MakeLog = Callable[..., Log]
 
