@@ -21,10 +21,11 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from hub.core.errors import HubError, storage_errors
 from hub.protocols.native.messages import Chunks, End, Error, encode
-from storage import CloseInfo, StreamHandle
+from storage import CloseInfo, CloseStatus, StreamHandle
 
 
 class OutboxClosed(Exception):
@@ -112,7 +113,8 @@ class Format:
         return encode(Chunks(stream, offset, data))
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
-        return encode(End(stream, offset, info.status, info.error))
+        # the engine types statuses as str; a CloseInfo only ever holds a CloseStatus
+        return encode(End(stream, offset, cast(CloseStatus, info.status), info.error))
 
     def error(self, stream: str, code: str, message: str) -> str:
         return encode(Error(code, message, stream))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Literal, cast
 
 import msgspec
 from aiohttp import web
@@ -25,7 +26,7 @@ from hub.core.errors import HubError
 from hub.core.registry import Registry
 from hub.core.service import HUB, Hub
 from hub.protocols.native.messages import ChatEvent, ChatStream
-from storage import StreamHandle
+from storage import Status, StreamHandle
 
 routes = web.RouteTableDef()
 
@@ -49,7 +50,9 @@ def chat_of(stream_id: str) -> str | None:
 
 def describe(s: StreamHandle) -> ChatStream:
     info = s.info()
-    return ChatStream(info.id, info.status, info.chunks, info.created, info.closed, info.error, info.labels)
+    return ChatStream(
+        info.id, cast(Status, info.status), info.chunks, info.created, info.closed, info.error, info.labels
+    )
 
 
 async def snapshot(hub: Hub, chat: str, grant: Grant, limit: int = DEFAULT_LIMIT) -> list[ChatStream]:
@@ -81,7 +84,7 @@ class ChatWatchers:
         hub.store.on_delete.append(lambda sid: self._emit(sid, lambda c: ChatEvent(c, "deleted", sid)))
 
     @staticmethod
-    def _event(chat: str, kind: str, s: StreamHandle) -> ChatEvent:
+    def _event(chat: str, kind: Literal["created", "ended"], s: StreamHandle) -> ChatEvent:
         d = describe(s)
         return ChatEvent(chat, kind, s.id, d.status, d.next, d.error, d.labels)
 

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 
 from hub.core.errors import DSError
-from hub.protocols.native.messages import MAX_OFFSET
+from hub.core.positions import parse_uint
 from storage import ProducerState
 
 PREFIX = "/v1/stream/"
@@ -54,7 +54,6 @@ ALLOW_HEADERS = (
 # --- offsets, headers, cursors (pure) ------------------------------------------------------------
 
 _OFFSET = re.compile(r"([0-9]{16})_([0-9]{16})")
-_UINT = re.compile(r"0|[1-9][0-9]*")
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
@@ -72,12 +71,6 @@ def parse_offset(raw: str) -> int | str:
     if m is None or int(m.group(2)) != 0:
         raise DSError("invalid_offset", f"malformed offset {raw[:80]!r}")
     return int(m.group(1))
-
-
-def parse_uint(raw: str, name: str, limit: int = MAX_OFFSET) -> int:
-    if not _UINT.fullmatch(raw) or int(raw) > limit:
-        raise DSError("bad_request", f"{name} must be a non-negative integer, not {raw[:40]!r}")
-    return int(raw)
 
 
 def parse_expires(raw: str) -> float:

@@ -24,8 +24,8 @@ from aiohttp import web
 from hub.core.auth import bearer
 from hub.core.errors import HubError
 from hub.core.fanout import Format, Outbox, OutboxClosed
+from hub.core.positions import MAX_OFFSET, parse_uint
 from hub.core.service import HUB, Hub
-from hub.protocols.native.messages import MAX_OFFSET
 from storage import CloseInfo, CloseStatus
 
 routes = web.RouteTableDef()
@@ -54,19 +54,7 @@ def _int(raw: str | None, name: str, default: int | None = None) -> int:
         if default is None:
             raise HubError("bad_request", f"{name} is required")
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise HubError(
-            "invalid_offset" if name in ("from", "Last-Event-ID") else "bad_request",
-            f"{name} must be an integer, not {raw[:40]!r}",
-        ) from None
-    if not 0 <= v <= MAX_OFFSET:
-        raise HubError(
-            "invalid_offset" if name in ("from", "Last-Event-ID") else "bad_request",
-            f"{name} must be between 0 and {MAX_OFFSET}",
-        )
-    return v
+    return parse_uint(raw, name, "invalid_offset" if name in ("from", "Last-Event-ID") else "bad_request")
 
 
 async def _body(request: web.Request, typ: type[Any]) -> Any:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
@@ -24,6 +24,7 @@ from hub.core.service import HUB, Hub
 from hub.core.tasks import TaskSet
 from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
 from hub.protocols.native import messages as p
+from storage import Status
 
 log = logging.getLogger("hub.ws")
 
@@ -182,7 +183,8 @@ class Connection:
                 f"offset {offset} is past the end of the stream ({s.next_offset})",
                 msg.stream,
             )
-        self.send(p.encode(p.Subscribed(msg.stream, offset, epoch, s.next_offset, s.status, msg.id)))
+        status = cast(Status, s.status)
+        self.send(p.encode(p.Subscribed(msg.stream, offset, epoch, s.next_offset, status, msg.id)))
         sub = self.subs[msg.stream] = self.hub.subscribe(
             s, self.outbox, offset, coalesce_ms=msg.coalesce_ms, coalesce_bytes=max(1, msg.coalesce_bytes)
         )
