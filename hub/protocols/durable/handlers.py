@@ -1,6 +1,7 @@
 """Durable Streams HTTP handlers under ``/v1/stream/{path}``: they parse with ``wire``, act through the
 hub's service API (``hub.core.service``), and answer status + headers. Errors go to the app's one
-error middleware in the ``durable`` dialect; every answer gets the browser-safety headers."""
+error middleware in the ``durable`` dialect; CORS, preflights and the browser-safety headers are
+``hub.protocols.cors``'s (policy ``DURABLE``)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,7 @@ from hub.core.service import HUB, Hub
 from hub.protocols.durable.forks import ForkPlan, fork_offset, fork_plan, on_delete
 from hub.protocols.durable.state import DS, Durable, DurableConfig
 from hub.protocols.durable.wire import (
-    ALLOW_HEADERS,
     DEFAULT_TYPE,
-    EXPOSE,
     FORK_OFFSET,
     FORK_SUB,
     FORKED_FROM,
@@ -57,7 +56,6 @@ def setup(app: web.Application, config: DurableConfig | None = None) -> None:
     app[DS] = Durable(config or DurableConfig.from_env())
     app.router.add_routes(routes)
     app.on_startup.append(_startup)
-    app.on_response_prepare.append(_browser_headers)
 
     async def on_shutdown(app: web.Application) -> None:
         app[DS].closing.set()
@@ -79,27 +77,6 @@ async def _startup(app: web.Application) -> None:
 
 
 # --- the I/O layer -------------------------------------------------------------------------------
-
-
-async def _browser_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare, so error answers and SSE get them too: nosniff, CORP, and CORS."""
-    if not request.path.startswith(PREFIX):
-        return
-    headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    allowed = request.app[HUB].auth.origins  # the hub's Origin allow-list; empty: any origin
-    if not allowed or "*" in allowed:
-        headers["Access-Control-Allow-Origin"] = "*"  # credentials travel as bearer tokens, not cookies
-    elif origin.rstrip("/") in allowed:
-        headers["Access-Control-Allow-Origin"] = origin
-        headers["Vary"] = "Origin"
-    else:
-        return
-    headers["Access-Control-Expose-Headers"] = EXPOSE
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -188,20 +165,6 @@ def _meta_headers(s: StreamHandle, status_headers: dict[str, str] | None = None)
     if s.ended:
         h["Stream-Closed"] = "true"
     return {**h, **(status_headers or {})}
-
-
-@routes.route("OPTIONS", ROUTE)
-@_endpoint
-async def preflight(request: web.Request) -> web.StreamResponse:
-    asked = request.headers.get("Access-Control-Request-Headers")
-    return web.Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": asked or ALLOW_HEADERS,
-            "Access-Control-Max-Age": "86400",
-        },
-    )
 
 
 # --- create ----------------------------------------------------------------------------------------
