@@ -310,7 +310,10 @@ async def _create(
     if initial:
         labels[PENDING] = "1"
     try:
-        s = await hub.store.create(sid, content_type=ct, expires_at=exp, idle_ttl=ttl, labels=labels)
+        # the protocol lets a deleted id be created again (docs/durable-streams.md, "Lifetime")
+        s = await hub.store.create(
+            sid, content_type=ct, expires_at=exp, idle_ttl=ttl, labels=labels, replace_gone=True
+        )
     except StreamExists:
         raise DSError(409, "stream_exists", f"stream {sid!r} was created concurrently") from None
     if req.fork_from is not None:
