@@ -28,11 +28,18 @@ async def errors(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
+    except web.HTTPRequestEntityTooLarge:  # aiohttp's own has a text/plain body: ours is JSON
+        limit = request.app[HUB].config.max_message_bytes
+        return _error_response(request, HubError("body_too_large", f"the body is over {limit} bytes", 413))
     except HubError as e:
-        request.app[HUB].counters.errors += 1
-        body = {"error": {"code": e.code, "message": e.message}}
-        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        return web.json_response(body, status=e.status, headers=headers)
+        return _error_response(request, e)
+
+
+def _error_response(request: web.Request, e: HubError) -> web.Response:
+    request.app[HUB].counters.errors += 1
+    body = {"error": {"code": e.code, "message": e.message}}
+    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+    return web.json_response(body, status=e.status, headers=headers)
 
 
 CORS_PATHS = ("/streams", "/chats")

@@ -75,8 +75,8 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
         return typ()
     try:
         return msgspec.json.decode(raw, type=typ)
-    except msgspec.ValidationError as e:
-        raise HubError("bad_request", f"invalid body: {e}") from None
+    except msgspec.ValidationError as e:  # wrong field types, unknown fields: as over WebSocket
+        raise HubError("malformed_frame", f"invalid body: {e}") from None
     except msgspec.DecodeError as e:
         raise HubError("malformed_frame", f"body is not valid JSON: {e}") from None
 
@@ -92,6 +92,8 @@ def _ctx(request: web.Request, action: str) -> tuple[Hub, str]:
 async def create(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     body = await _body(request, CreateBody)
+    if body.ttl is not None and not body.ttl >= 0:
+        raise HubError("bad_request", "ttl must be a number of seconds >= 0", stream=sid)
     existed = hub.store.exists(sid)
     try:
         s = await hub.store.create(sid, ttl=body.ttl, labels=body.labels, exist_ok=True)
@@ -164,7 +166,12 @@ async def append(request: web.Request) -> web.Response:
     if not chunks:
         raise HubError("bad_request", "data is an empty list: nothing to append", stream=sid)
     pid = request.headers.get("Producer-Id")
-    seq = _int(request.headers.get("Producer-Seq"), "Producer-Seq") if pid else None
+    raw_seq = request.headers.get("Producer-Seq")
+    if (pid is None) != (raw_seq is None):
+        raise HubError(
+            "bad_request", "Producer-Id and Producer-Seq go together: send both or neither", stream=sid
+        )
+    seq = _int(raw_seq, "Producer-Seq") if pid else None
     create = request.query.get("create") in ("1", "true")
     offset, count, dup = await hub.append(sid, chunks, pid, seq, create)
     return _json(
@@ -183,10 +190,19 @@ async def sse(request: web.Request) -> web.StreamResponse:
     hub, sid = _ctx(request, "read")
     s = hub.stream(sid)
     last = request.headers.get("Last-Event-ID")
-    offset = _int(last, "Last-Event-ID") if last else _int(request.query.get("from"), "from", 0)
+    got_end = False
+    if last:
+        # the end event's id is "<offset>:end": a reader that saw it is done; one that saw only
+        # the last chunks ("<offset>") reconnects and still gets the end (issue 11)
+        got_end = last.endswith(END_ID_SUFFIX)
+        offset = _int(last.removesuffix(END_ID_SUFFIX), "Last-Event-ID")
+    elif request.query.get("from") == "now":  # live only: from the current end on
+        offset = s.next_offset
+    else:
+        offset = _int(request.query.get("from"), "from", 0)
     if offset > s.next_offset:
         raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", 416, sid)
-    if last is not None and s.ended and offset >= s.next_offset:
+    if got_end and s.ended and offset >= s.next_offset:
         return web.Response(status=204)  # EventSource stops reconnecting on 204
     if request.method == "HEAD":  # aiohttp routes HEAD to GET handlers: headers only, never an event body
         return web.Response(
@@ -228,6 +244,9 @@ async def sse(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+END_ID_SUFFIX = ":end"  # the end event's id: "<offset>:end", distinct from the last chunks' "<offset>"
+
+
 class SseFormat(Format):
     def chunks(self, stream: str, offset: int, data: list[str]) -> str:
         body = msgspec.json.encode({"offset": offset, "data": data}).decode()
@@ -235,7 +254,7 @@ class SseFormat(Format):
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
         body = msgspec.json.encode({"offset": offset, "status": info.status, "error": info.error}).decode()
-        return f"id: {offset}\nevent: end\ndata: {body}\n\n"
+        return f"id: {offset}{END_ID_SUFFIX}\nevent: end\ndata: {body}\n\n"
 
     def error(self, stream: str, code: str, message: str) -> str:
         body = msgspec.json.encode({"code": code, "message": message}).decode()

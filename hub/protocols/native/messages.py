@@ -54,7 +54,7 @@ class Append(msgspec.Struct, tag="append", tag_field="op", forbid_unknown_fields
 
 class Close(msgspec.Struct, tag="close", tag_field="op", forbid_unknown_fields=True):
     stream: str
-    status: Literal["done", "error", "cancelled"] = "done"
+    status: str = "done"  # done / error / cancelled; another value is ``bad_request`` (as over HTTP)
     error: str | None = None
     id: int | str | None = None
 
@@ -166,23 +166,71 @@ _decoder = msgspec.json.Decoder(ClientMsg)
 _encoder = msgspec.json.Encoder()
 
 
+class _Peek(msgspec.Struct):
+    id: int | str | None = None
+    stream: str | None = None
+
+
+_peek = msgspec.json.Decoder(_Peek)
+
+
+def peek(frame: str | bytes) -> tuple[int | str | None, str | None]:
+    """The request ``id`` and ``stream`` of a frame that failed to decode, when they can be read,
+    so that its error still names the request (None, None if the frame is not even an object)."""
+    try:
+        m = _peek.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None, None
+    return m.id, m.stream
+
+
 def decode(frame: str | bytes) -> ClientMsg:
+    """A typed message, or ``HubError``. When two rules apply, the first one here wins: not JSON or
+    not an object, a missing ``op`` or a wrong type or unknown field -> ``malformed_frame``; an ``op``
+    we do not know -> ``unknown_op``; ``from`` not an integer in 0..2^53-1 nor "now" ->
+    ``invalid_offset``; then the value checks of ``check`` -> ``bad_request``."""
     try:
         msg = _decoder.decode(frame)
     except msgspec.ValidationError as e:
         text = str(e)
         if text.startswith("Invalid value") and text.endswith("`$.op`"):  # a tag msgspec does not know
             raise HubError("unknown_op", f"unknown op: {text}") from None
+        if text.endswith("`$.from`"):  # e.g. 1.5 or "later": the offset rule, as for -1
+            raise HubError("invalid_offset", f'from must be an integer 0..{MAX_OFFSET} or "now"') from None
         raise HubError("malformed_frame", f"invalid message: {text}") from None
     except msgspec.DecodeError as e:
         raise HubError("malformed_frame", f"frame is not valid JSON: {e}") from None
-    if isinstance(msg, Subscribe) and isinstance(msg.from_, int) and not 0 <= msg.from_ <= MAX_OFFSET:
-        raise HubError(
-            "invalid_offset", f"offset {msg.from_} must be between 0 and {MAX_OFFSET}", stream=msg.stream
-        )
-    if isinstance(msg, Append) and msg.seq is not None and not 0 <= msg.seq <= MAX_OFFSET:
-        raise HubError("bad_request", "seq must be a non-negative integer", stream=msg.stream)
+    check(msg)
     return msg
+
+
+def check(msg: ClientMsg) -> None:
+    """Value rules beyond the types (the same ones the HTTP API applies)."""
+    if isinstance(msg, Subscribe):
+        if isinstance(msg.from_, int) and not 0 <= msg.from_ <= MAX_OFFSET:
+            raise HubError(
+                "invalid_offset", f"offset {msg.from_} must be between 0 and {MAX_OFFSET}", stream=msg.stream
+            )
+        if msg.coalesce_ms < 0 or msg.coalesce_bytes < 1:
+            raise HubError(
+                "bad_request", "coalesce_ms must be >= 0 and coalesce_bytes >= 1", stream=msg.stream
+            )
+    elif isinstance(msg, Append):
+        if msg.seq is not None and not 0 <= msg.seq <= MAX_OFFSET:
+            raise HubError(
+                "bad_request", f"seq must be an integer between 0 and {MAX_OFFSET}", stream=msg.stream
+            )
+        if (msg.seq is None) != (msg.producer is None):
+            raise HubError(
+                "bad_request", "producer and seq go together: send both or neither", stream=msg.stream
+            )
+        if isinstance(msg.data, list) and not msg.data:
+            raise HubError("bad_request", "data is an empty list: nothing to append", stream=msg.stream)
+    elif isinstance(msg, Create):
+        if msg.ttl is not None and not msg.ttl >= 0:
+            raise HubError("bad_request", "ttl must be a number of seconds >= 0", stream=msg.stream)
+    elif isinstance(msg, Close) and msg.status not in ("done", "error", "cancelled"):
+        raise HubError("bad_request", "status must be done, error or cancelled", stream=msg.stream)
 
 
 def encode(msg: msgspec.Struct) -> str:

@@ -83,6 +83,12 @@ class Connection:
         self.produced: set[str] = set()
         self.inflight = asyncio.Semaphore(hub.config.max_inflight_appends)
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Arrival order per stream: while an op on a stream cannot start at once (a create in flight,
+        # or an op queued behind one), the next ops on that stream queue behind it. ``gates[sid]``
+        # resolves once the last queued op on ``sid`` has started (its offset assigned, its stream
+        # created, its subscription registered); ``queued`` bounds how many may wait.
+        self.gates: dict[str, asyncio.Future[None]] = {}
+        self.queued = asyncio.Semaphore(hub.config.max_inflight_appends)
 
     async def run(self) -> None:
         writer = asyncio.create_task(self.outbox.run())
@@ -133,8 +139,51 @@ class Connection:
         msg: p.ClientMsg | None = None
         try:
             msg = p.decode(frame)
+        except HubError as e:
+            rid, sid = p.peek(frame)  # a refused frame's error still names its request
+            e.stream = e.stream or sid
+            self.send_error(e, rid)
+            return
+        sid = getattr(msg, "stream", None)
+        prev = self.gates.get(sid) if isinstance(sid, str) else None
+        if prev is not None and isinstance(sid, str):
+            await self.queued.acquire()
+            mine = self.gates[sid] = asyncio.get_running_loop().create_future()
+            self.spawn(self._in_order(sid, prev, mine, msg))
+            return
+        await self.dispatch(msg, None)
+
+    async def _in_order(
+        self, sid: str, prev: asyncio.Future[None], mine: asyncio.Future[None], msg: p.ClientMsg
+    ) -> None:
+        owned = False
+        try:
+            await prev
+            owned = await self.dispatch(msg, mine)
+        finally:
+            self.queued.release()
+            if not owned:
+                self._open_gate(sid, mine)
+
+    def _open_gate(self, sid: str, gate: asyncio.Future[None]) -> None:
+        """The op holding ``gate`` has started: the next op on ``sid`` may start. The op's own first
+        step (an append's offset assignment) runs before anything this wakes, as tasks run in order."""
+        if not gate.done():
+            gate.set_result(None)
+        if self.gates.get(sid) is gate:
+            del self.gates[sid]
+
+    def _gate(self, sid: str, gate: asyncio.Future[None] | None) -> asyncio.Future[None]:
+        """A gate that holds back later ops on ``sid`` until this op's create is done."""
+        if gate is None:
+            gate = self.gates[sid] = asyncio.get_running_loop().create_future()
+        return gate
+
+    async def dispatch(self, msg: p.ClientMsg, gate: asyncio.Future[None] | None) -> bool:
+        """Start ``msg``. True if it took over ``gate`` (a create opens it when it is done)."""
+        try:
             if isinstance(msg, p.Append):
-                await self.append(msg)
+                return await self.append(msg, gate)
             elif isinstance(msg, p.Subscribe):
                 self.subscribe(msg)
             elif isinstance(msg, p.Unsubscribe):
@@ -155,12 +204,16 @@ class Connection:
                 if self.chats is not None and msg.chat in self.watching:
                     self.watching.discard(msg.chat)
                     self.chats.unwatch(msg.chat, self.on_chat_event)
+            elif isinstance(msg, p.Create):
+                self.spawn(self.control(msg, self._gate(msg.stream, gate)))
+                return True
             else:
-                self.spawn(self.control(msg))
+                self.spawn(self.control(msg, None))
         except HubError as e:
             self.send_error(e, getattr(msg, "id", None))
         except StorageError as e:
             self.send_error(as_hub_error(e, getattr(msg, "stream", None)), getattr(msg, "id", None))
+        return False
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         t: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -247,17 +300,30 @@ class Connection:
             self.produced.add(stream_id)
             self.hub.watch_cancel(stream_id, self.on_cancel)
 
-    async def append(self, msg: p.Append) -> None:
+    async def append(self, msg: p.Append, gate: asyncio.Future[None] | None) -> bool:
         self.grant.check("write", msg.stream)
         data = [msg.data] if isinstance(msg.data, str) else msg.data
         chunks = [d.encode() for d in data]
         self._produce(msg.stream)
+        creating = None
+        if msg.create and not self.hub.store.exists(msg.stream):
+            creating = self._gate(msg.stream, gate)  # later ops on the stream wait for the create
         await self.inflight.acquire()
         # Started now, in arrival order: the offset is assigned before the task's first await.
-        self.spawn(self._append(msg, chunks))
+        self.spawn(self._append(msg, chunks, creating))
+        return creating is not None
 
-    async def _append(self, msg: p.Append, chunks: list[bytes]) -> None:
+    async def _append(
+        self, msg: p.Append, chunks: list[bytes], creating: asyncio.Future[None] | None
+    ) -> None:
         try:
+            if creating is not None:
+                try:
+                    await self.hub.store.create(msg.stream, exist_ok=True)
+                except StorageError as e:
+                    raise as_hub_error(e, msg.stream) from None
+                finally:
+                    self._open_gate(msg.stream, creating)
             offset, count, dup = await self.hub.append(msg.stream, chunks, msg.producer, msg.seq, msg.create)
             cancelled = msg.stream in self.hub.cancel_requested
             self.send(p.encode(p.Ack(msg.id, msg.stream, offset, count, dup, cancelled)))
@@ -266,17 +332,20 @@ class Connection:
         finally:
             self.inflight.release()
 
-    async def control(self, msg: p.ClientMsg) -> None:
+    async def control(self, msg: p.ClientMsg, gate: asyncio.Future[None] | None) -> None:
         try:
             if isinstance(msg, p.Create):
-                self.grant.check("write", msg.stream)
-                self._produce(msg.stream)
                 try:
+                    self.grant.check("write", msg.stream)
+                    self._produce(msg.stream)
                     s = await self.hub.store.create(
                         msg.stream, ttl=msg.ttl, labels=msg.labels, exist_ok=msg.exist_ok
                     )
                 except StorageError as e:
                     raise as_hub_error(e, msg.stream) from None
+                finally:
+                    if gate is not None:
+                        self._open_gate(msg.stream, gate)
                 self.send(p.encode(p.Ack(msg.id, msg.stream, s.next_offset)))
             elif isinstance(msg, p.Close):
                 self.grant.check("write", msg.stream)
