@@ -31,6 +31,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_UNAUTHORIZED = 4401  # do not reconnect with the same token
 CLOSE_SLOW = 4408  # the client could not keep up with its own control frames: resume from your offset
+SLOW_CLOSE_S = 5.0  # how long a 4408 close frame may wait behind unread data before the socket is dropped
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -83,6 +84,7 @@ class Connection:
         self.produced: set[str] = set()
         self.inflight = asyncio.Semaphore(hub.config.max_inflight_appends)
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.slow = False  # the peer let its control frames pile up past twice the outbox: 4408
         # Arrival order per stream: while an op on a stream cannot start at once (a create in flight,
         # or an op queued behind one), the next ops on that stream queue behind it. ``gates[sid]``
         # resolves once the last queued op on ``sid`` has started (its offset assigned, its stream
@@ -104,6 +106,10 @@ class Connection:
                     break
                 if self.outbox.closed:
                     break
+                if self.outbox.bytes > self.outbox.max_bytes // 2:
+                    # frames already buffered are handled without a pause: give the writer a turn,
+                    # so a burst of pings from a reading client is answered rather than a 4408
+                    await asyncio.sleep(0)
         finally:
             for sub in list(self.subs.values()):
                 sub.stop()
@@ -115,21 +121,34 @@ class Connection:
             for t in list(self.tasks):
                 t.cancel()
             self.outbox.close()
+            if self.slow:
+                # not cancelled: a writer blocked in a drain shares aiohttp's drain future with the
+                # close frame's write, and cancelling it would cancel that future (and the close)
+                await self._close_slow()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
                 await writer
             if not self.ws.closed:
                 await self.ws.close()
 
+    async def _close_slow(self) -> None:
+        """Close with 4408. The close frame goes out behind everything already in the socket's
+        buffers, so a peer that reads again within ``SLOW_CLOSE_S`` gets it (and resumes from its
+        offsets); one that does not gets the TCP connection closed under it."""
+        try:
+            async with asyncio.timeout(SLOW_CLOSE_S):
+                await self.ws.close(code=CLOSE_SLOW, message=b"slow consumer: resume from your offset")
+        except TimeoutError:
+            transport = self.ws._req.transport if self.ws._req is not None else None
+            if transport is not None:
+                transport.abort()
+
     def send(self, frame: str) -> None:
-        if not self.outbox.force(frame):
-            # not even control frames drain: the peer is not reading. It resumes from its offsets.
+        if not self.outbox.force(frame) and not self.outbox.closed:
+            # not even control frames drain: the peer is not reading. It resumes from its offsets;
+            # ``run`` stops reading its frames and closes with 4408.
+            self.slow = True
             self.outbox.close()
-            t = asyncio.create_task(
-                self.ws.close(code=CLOSE_SLOW, message=b"slow consumer: resume from your offset")
-            )
-            self.tasks.add(t)
-            t.add_done_callback(self.tasks.discard)
 
     def send_error(self, err: HubError, id: int | str | None = None) -> None:
         self.hub.counters.errors += 1
