@@ -30,9 +30,14 @@ async def errors(
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:  # aiohttp's own has a text/plain body: ours is JSON
         limit = request.app[HUB].config.max_message_bytes
-        return _error_response(request, HubError("body_too_large", f"the body is over {limit} bytes", 413))
+        return _error_response(request, HubError("body_too_large", f"the body is over {limit} bytes", status=413))
     except HubError as e:
         return _error_response(request, e)
+    except ConnectionResetError:
+        # the client went away mid-body: nothing to answer and nothing wrong with the hub, so no
+        # traceback (the access log still has the request)
+        log.debug("client reset %s %s mid-request", request.method, request.path)
+        return _error_response(request, HubError("bad_request", "the connection was reset mid-request"))
 
 
 def _error_response(request: web.Request, e: HubError) -> web.Response:

@@ -17,21 +17,26 @@ class HubError(Exception):
         self.stream = stream
 
 
-# HTTP status per stable code; storage errors reuse their own codes.
+# HTTP status per stable code; storage errors reuse their own codes. docs/protocol.md lists the same
+# codes for people (tests/hub/test_error_table.py keeps the two equal).
 STATUS = {
     "bad_request": 400,
     "malformed_frame": 400,
     "unknown_op": 400,
     "invalid_stream_id": 400,
     "invalid_offset": 400,
+    "invalid_json": 400,
     "unauthorized": 401,
     "forbidden": 403,
+    "producer_fenced": 403,
     "stream_not_found": 404,
     "stream_gone": 410,
     "stream_exists": 409,
     "stream_closed": 409,
     "sequence_error": 409,
     "sequence_gap": 409,
+    "producer_seq_gap": 409,
+    "content_type_mismatch": 409,
     "offset_out_of_range": 416,
     "chunk_too_large": 413,
     "body_too_large": 413,

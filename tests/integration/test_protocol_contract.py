@@ -9,9 +9,12 @@ import os
 import socket
 import struct
 import time
+from typing import Any
 
 import aiohttp
 import msgspec
+
+from bench.common import HubProcess
 
 
 async def sse_events(r: aiohttp.ClientResponse, timeout: float = 10.0) -> list[dict[str, str]]:
@@ -217,3 +220,108 @@ async def test_a_client_that_never_reads_its_pongs_gets_4408(start_hub):
     pongs, code = await loop.run_in_executor(None, _ping_flood_then_read, hub.server.port, 200_000)
     assert code == 4408, (pongs, code)
     assert 0 < pongs < 200_000
+
+
+# --- items 6 and 7: one code per bad input, on every transport, with the request id -----------------
+
+WS_BAD = [
+    ({"op": "append", "stream": "e6", "data": [], "id": 1}, "bad_request"),
+    ({"op": "close", "stream": "e6", "status": "finished", "id": 2}, "bad_request"),
+    ({"op": "subscribe", "stream": "e6", "from": 1.5, "id": 3}, "invalid_offset"),
+    ({"op": "subscribe", "stream": "e6", "from": -1, "id": "s"}, "invalid_offset"),
+    ({"op": "subscribe", "stream": "e6", "from": "later", "id": 4}, "invalid_offset"),
+    ({"stream": "e6", "id": 5}, "malformed_frame"),  # no op
+    ({"op": "launch", "stream": "e6", "id": 6}, "unknown_op"),
+    ({"op": "append", "stream": "e6", "data": 5, "id": 7}, "malformed_frame"),
+    ({"op": "append", "stream": "e6", "data": "x", "bogus": 1, "id": 8}, "malformed_frame"),
+    ({"op": "append", "stream": "e6", "data": "x", "producer": "p", "id": 9}, "bad_request"),
+    ({"op": "append", "stream": "e6", "data": "x", "seq": 1, "id": 10}, "bad_request"),
+    ({"op": "append", "stream": "e6", "data": "x", "producer": "p", "seq": 1 << 53, "id": 11}, "bad_request"),
+    ({"op": "create", "stream": "e6", "ttl": -1, "id": 12}, "bad_request"),
+    ({"op": "subscribe", "stream": "e6", "coalesce_ms": -1, "id": 13}, "bad_request"),
+    ({"op": "subscribe", "stream": "e6", "from": 99, "id": 14}, "offset_out_of_range"),
+]
+
+
+async def test_websocket_bad_input_codes_carry_the_request_id(hub, connect, session):
+    async with session.put(f"{hub.http}/streams/e6"):
+        pass
+    ws = await connect(hub.ws_url)
+    for frame, code in WS_BAD:
+        await ws.send(**frame)
+        f = await ws.recv()
+        assert (f["op"], f["code"], f.get("id"), f.get("stream")) == ("error", code, frame["id"], "e6"), (
+            frame,
+            f,
+        )
+        if frame.get("seq") == 1 << 53:
+            assert "between 0 and 9007199254740991" in f["message"]
+    await ws.ws.send_str("[1]")  # not an object: no id to echo, still an error and the connection lives
+    assert (await ws.recv())["code"] == "malformed_frame"
+    await ws.send(op="ping", t=1)
+    assert (await ws.recv())["op"] == "pong"
+    async with session.get(f"{hub.http}/streams/e6") as r:
+        assert (await r.json())["chunks"] == []  # nothing refused was written
+
+
+async def test_http_bad_input_codes_match_the_websocket(hub, session):
+    base = hub.http
+    async with session.put(f"{base}/streams/h6"):
+        pass
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
+        ("POST", "/streams/h6", {"json": {"data": "x", "bogus": 1}}, 400, "malformed_frame"),
+        ("POST", "/streams/h6", {"json": {"data": 5}}, 400, "malformed_frame"),
+        ("POST", "/streams/h6", {"json": {"data": []}}, 400, "bad_request"),
+        ("POST", "/streams/h6/close", {"json": {"status": "finished"}}, 400, "bad_request"),
+        (
+            "POST",
+            "/streams/h6",
+            {"json": {"data": "x"}, "headers": {"Producer-Seq": "1"}},
+            400,
+            "bad_request",
+        ),
+        ("POST", "/streams/h6", {"json": {"data": "x"}, "headers": {"Producer-Id": "p"}}, 400, "bad_request"),
+        ("PUT", "/streams/h7", {"json": {"ttl": -1}}, 400, "bad_request"),
+        ("GET", "/streams/h6?from=1.5", {}, 400, "invalid_offset"),
+        ("GET", "/streams/h6/sse?from=-1", {}, 400, "invalid_offset"),
+        ("POST", "/streams/h6", {"json": {"data": "x" * (2 << 20)}}, 413, "body_too_large"),
+    ]
+    for method, path, kw, status, code in cases:
+        async with session.request(method, base + path, **kw) as r:
+            assert r.status == status, (path, kw.get("json", {}).keys(), r.status)
+            assert r.content_type == "application/json"
+            assert (await r.json())["error"]["code"] == code, (path, status)
+    async with session.get(f"{base}/streams/h6") as r:
+        assert (await r.json())["chunks"] == []
+
+
+async def test_a_client_reset_mid_body_logs_no_traceback(tmp_path):
+    hub = HubProcess(tmp_path / "data", log=tmp_path / "hub.log")
+    await hub.start()
+    try:
+        loop = asyncio.get_running_loop()
+        for method, path in (
+            ("POST", "/streams/r?create=1"),
+            ("PUT", "/v1/stream/d"),
+            ("POST", "/v1/stream/d"),
+        ):
+            await loop.run_in_executor(None, _reset_mid_body, hub.port, method, path)
+        async with aiohttp.ClientSession() as s, s.get(f"{hub.url}/healthz") as r:
+            assert r.status == 200  # and still serving
+    finally:
+        await hub.stop()
+    log = (tmp_path / "hub.log").read_text()
+    assert "Traceback" not in log and "Error handling request" not in log, log[-2000:]
+    assert log.count("/v1/stream/d") >= 2  # the requests did reach the hub (access log)
+
+
+def _reset_mid_body(port: int, method: str, path: str) -> None:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 100000\r\n\r\npartial".encode()
+    )
+    time.sleep(0.2)  # the handler is reading the body (this runs in a worker thread)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+    s.close()
+    time.sleep(0.2)

@@ -375,9 +375,14 @@ async def append(request: web.Request) -> web.StreamResponse:
     chunks = _messages(_content_type(s), body, hub.config.max_chunk_bytes, allow_empty=False)
     extra: dict[str, str] = {}
     if producer is not None:
-        dup = check_producer(s.log.producers.get(producer.id), producer)
+        try:
+            dup = check_producer(s.log.producers.get(producer.id), producer)
+        except DSError:
+            await _settled(s, producer.id)
+            raise
         extra = {"Producer-Epoch": str(producer.epoch), "Producer-Seq": str(producer.seq)}
         if dup is not None:
+            await _settled(s, producer.id)
             if closing and not s.ended:
                 with contextlib.suppress(StreamClosed):
                     await s.close()
@@ -399,6 +404,17 @@ async def append(request: web.Request) -> web.StreamResponse:
     headers = _write_headers(s, extra)
     headers["Stream-Next-Offset"] = format_offset(res.offset + res.count)
     return web.Response(status=200 if producer is not None and not res.duplicate else 204, headers=headers)
+
+
+async def _settled(s: Stream, producer_id: str) -> None:
+    """A duplicate or a refusal is answered only once the producer state it was decided from is
+    durable (storage/engine.py): a crash must not undo an append a client was told had landed."""
+    st = await s.producer_state(producer_id)
+    if st is None or not st.count or s.next_offset >= st.first_offset + st.count:
+        return
+    # bounded: an append that failed and was rolled back never becomes durable
+    if not await s.wait(st.first_offset + st.count - 1, timeout=30.0):
+        raise DSError(503, "storage_unavailable", "the producer's last append did not become durable")
 
 
 def _write_headers(s: Stream, extra: dict[str, str] | None = None) -> dict[str, str]:
