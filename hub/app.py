@@ -30,7 +30,9 @@ async def errors(
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:  # aiohttp's own has a text/plain body: ours is JSON
         limit = request.app[HUB].config.max_message_bytes
-        return _error_response(request, HubError("body_too_large", f"the body is over {limit} bytes", status=413))
+        return _error_response(
+            request, HubError("body_too_large", f"the body is over {limit} bytes", status=413)
+        )
     except HubError as e:
         return _error_response(request, e)
     except ConnectionResetError:
