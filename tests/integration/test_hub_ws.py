@@ -314,7 +314,7 @@ async def test_per_stream_bookkeeping_ends_with_the_stream(hub, connect):
         await ws.recv_op("ack")
     conn = next(iter(hub.hub.connections))
     assert conn.produced == set()  # type: ignore[attr-defined]
-    assert hub.hub.cancel_listeners == {} and hub.hub.cancel_requested == set()
+    assert len(hub.hub.cancel_listeners) == 0 and hub.hub.cancel_requested == set()
 
 
 async def test_subscribe_and_cancel_echo_their_request_ids(hub, connect):
