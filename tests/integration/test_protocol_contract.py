@@ -325,3 +325,50 @@ def _reset_mid_body(port: int, method: str, path: str) -> None:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
     s.close()
     time.sleep(0.2)
+
+
+def _close_code_after(port: int, frame: bytes) -> int | None:
+    """Send one raw frame on a fresh WebSocket and return the close code the hub answers with."""
+    s = socket.create_connection(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        + frame
+    )
+    s.settimeout(10.0)
+    buf = bytearray()
+    try:
+        while chunk := s.recv(1 << 16):
+            buf += chunk
+            if b"\r\n\r\n" in buf:
+                rest = buf[buf.index(b"\r\n\r\n") + 4 :]
+                if len(rest) >= 4 and rest[0] & 0x0F == 0x8:
+                    return int(struct.unpack("!H", rest[2:4])[0])
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        s.close()
+    return None
+
+
+async def test_documented_close_codes_and_defaults(hub, connect):
+    loop = asyncio.get_running_loop()
+    # 1007: a text frame that is not UTF-8
+    assert (
+        await loop.run_in_executor(None, _close_code_after, hub.server.port, _ws_frame(b"\xff\xfe")) == 1007
+    )
+    # a close without status means done
+    ws = await connect(hub.ws_url)
+    await ws.send(op="append", stream="d7", data="x", create=True, id=1)
+    await ws.recv_op("ack")
+    await ws.send(op="close", stream="d7", id=2)
+    assert (await ws.recv_op("ack"))["id"] == 2
+    await ws.send(op="subscribe", stream="d7")
+    got, end = await ws.collect("d7")
+    assert got == [(0, "x")] and end["status"] == "done"
+    # a producer's first seq may be any value (0 included); then last + 1, or sequence_gap
+    await ws.send(op="append", stream="d8", data="a", create=True, producer="p", seq=0, id=3)
+    assert (await ws.recv_op("ack"))["offset"] == 0
+    await ws.send(op="append", stream="d8", data="c", producer="p", seq=2, id=4)
+    assert (await ws.recv_op("error"))["code"] == "sequence_gap"
