@@ -146,6 +146,7 @@ class Hub:
         content_type: str | None = None,
         expires_at: float | None = None,
         idle_ttl: float | None = None,
+        replace_gone: bool = False,
     ) -> StreamHandle:
         with storage_errors(stream_id):
             return await self.store.create(
@@ -156,6 +157,7 @@ class Hub:
                 content_type=content_type,
                 expires_at=expires_at,
                 idle_ttl=idle_ttl,
+                replace_gone=replace_gone,
             )
 
     async def append(

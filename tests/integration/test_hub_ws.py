@@ -205,7 +205,7 @@ async def test_cancel_reaches_the_producer(hub, connect):
         ("[1, 2]", "malformed_frame"),
         ('{"op": "subscribe", "stream": 5}', "malformed_frame"),
         ('{"op": "subscribe", "stream": "x", "from": -1}', "invalid_offset"),
-        ('{"op": "subscribe", "stream": "x", "from": 1e300}', "malformed_frame"),
+        ('{"op": "subscribe", "stream": "x", "from": 1e300}', "invalid_offset"),  # docs: not an integer
         ('{"op": "subscribe", "stream": "nope"}', "stream_not_found"),
         ('{"op": "append", "stream": "nope", "data": "x"}', "stream_not_found"),
         ('{"op": "append", "stream": "x", "data": {"a": 1}}', "malformed_frame"),

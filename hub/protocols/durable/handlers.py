@@ -243,7 +243,10 @@ async def _create(
     if initial:
         labels[PENDING] = "1"
     try:
-        s = await hub.create(sid, content_type=ct, expires_at=exp, idle_ttl=ttl, labels=labels)
+        # the protocol lets a deleted id be created again (docs/durable-streams.md, "Lifetime")
+        s = await hub.create(
+            sid, content_type=ct, expires_at=exp, idle_ttl=ttl, labels=labels, replace_gone=True
+        )
     except HubError as e:
         if e.code == "stream_exists":
             raise DSError("stream_exists", f"stream {sid!r} was created concurrently") from None
@@ -308,9 +311,14 @@ async def append(request: web.Request) -> web.StreamResponse:
     chunks = _messages(hub, sid, _content_type(s), body, allow_empty=False)
     extra: dict[str, str] = {}
     if producer is not None:
-        dup = check_producer(await hub.producer_state(s, producer.id), producer)
+        try:
+            dup = check_producer(await hub.producer_state(s, producer.id), producer)
+        except DSError:
+            await _settled(hub, s, producer.id)
+            raise
         extra = {"Producer-Epoch": str(producer.epoch), "Producer-Seq": str(producer.seq)}
         if dup is not None:
+            await _settled(hub, s, producer.id)
             if closing and not s.ended:
                 with contextlib.suppress(HubError):  # closed meanwhile: as asked
                     await hub.close(s)
@@ -332,6 +340,17 @@ async def append(request: web.Request) -> web.StreamResponse:
     headers = _write_headers(s, extra)
     headers["Stream-Next-Offset"] = format_offset(res.offset + res.count)
     return web.Response(status=200 if producer is not None and not res.duplicate else 204, headers=headers)
+
+
+async def _settled(hub: Hub, s: StreamHandle, producer_id: str) -> None:
+    """A duplicate or a refusal is answered only once the producer state it was decided from is
+    durable (storage/engine.py): a crash must not undo an append a client was told had landed."""
+    st = await hub.producer_state(s, producer_id)
+    if st is None or not st.count or s.next_offset >= st.first_offset + st.count:
+        return
+    # bounded: an append that failed and was rolled back never becomes durable
+    if not await hub.wait(s, st.first_offset + st.count - 1, timeout=30.0):
+        raise DSError("storage_unavailable", "the producer's last append did not become durable")
 
 
 def _write_headers(s: StreamHandle, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast, get_args
 
 import msgspec
 from aiohttp import web
@@ -36,7 +36,7 @@ class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CloseBody(msgspec.Struct, forbid_unknown_fields=True):
-    status: CloseStatus = "done"
+    status: str = "done"  # a status we do not know is bad_request, as over WebSocket
     error: str | None = None
 
 
@@ -63,8 +63,8 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
         return typ()
     try:
         return msgspec.json.decode(raw, type=typ)
-    except msgspec.ValidationError as e:
-        raise HubError("bad_request", f"invalid body: {e}") from None
+    except msgspec.ValidationError as e:  # wrong field types, unknown fields: as over WebSocket
+        raise HubError("malformed_frame", f"invalid body: {e}") from None
     except msgspec.DecodeError as e:
         raise HubError("malformed_frame", f"body is not valid JSON: {e}") from None
 
@@ -80,6 +80,8 @@ def _ctx(request: web.Request, action: str) -> tuple[Hub, str]:
 async def create(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     body = await _body(request, CreateBody)
+    if body.ttl is not None and not body.ttl >= 0:
+        raise HubError("bad_request", "ttl must be a number of seconds >= 0", stream=sid)
     existed = await hub.exists(sid)
     s = await hub.create(sid, ttl=body.ttl, labels=body.labels, exist_ok=True)
     return _json(
@@ -92,7 +94,9 @@ async def create(request: web.Request) -> web.Response:
 async def close(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     body = await _body(request, CloseBody)
-    s = await hub.close(sid, body.status, body.error)
+    if body.status not in get_args(CloseStatus):
+        raise HubError("bad_request", "status must be done, error or cancelled", sid)
+    s = await hub.close(sid, cast(CloseStatus, body.status), body.error)
     return _json({"stream": sid, "next": s.next_offset, "status": s.status})
 
 
@@ -144,7 +148,12 @@ async def append(request: web.Request) -> web.Response:
     if not chunks:
         raise HubError("bad_request", "data is an empty list: nothing to append", stream=sid)
     pid = request.headers.get("Producer-Id")
-    seq = _int(request.headers.get("Producer-Seq"), "Producer-Seq") if pid else None
+    raw_seq = request.headers.get("Producer-Seq")
+    if (pid is None) != (raw_seq is None):
+        raise HubError(
+            "bad_request", "Producer-Id and Producer-Seq go together: send both or neither", stream=sid
+        )
+    seq = _int(raw_seq, "Producer-Seq") if pid else None
     create = request.query.get("create") in ("1", "true")
     res = await hub.append(sid, chunks, pid, seq, create=create)
     return _json(
@@ -163,10 +172,19 @@ async def sse(request: web.Request) -> web.StreamResponse:
     hub, sid = _ctx(request, "read")
     s = await hub.get(sid)
     last = request.headers.get("Last-Event-ID")
-    offset = _int(last, "Last-Event-ID") if last else _int(request.query.get("from"), "from", 0)
+    got_end = False
+    if last:
+        # the end event's id is "<offset>:end": a reader that saw it is done; one that saw only
+        # the last chunks ("<offset>") reconnects and still gets the end (issue 11)
+        got_end = last.endswith(END_ID_SUFFIX)
+        offset = _int(last.removesuffix(END_ID_SUFFIX), "Last-Event-ID")
+    elif request.query.get("from") == "now":  # live only: from the current end on
+        offset = s.next_offset
+    else:
+        offset = _int(request.query.get("from"), "from", 0)
     if offset > s.next_offset:
         raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", sid)
-    if last is not None and s.ended and offset >= s.next_offset:
+    if got_end and s.ended and offset >= s.next_offset:
         return web.Response(status=204)  # EventSource stops reconnecting on 204
     if request.method == "HEAD":  # aiohttp routes HEAD to GET handlers: headers only, never an event body
         return web.Response(
@@ -207,6 +225,9 @@ async def sse(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+END_ID_SUFFIX = ":end"  # the end event's id: "<offset>:end", distinct from the last chunks' "<offset>"
+
+
 class SseFormat(Format):
     def chunks(self, stream: str, offset: int, data: list[str]) -> str:
         body = msgspec.json.encode({"offset": offset, "data": data}).decode()
@@ -214,7 +235,7 @@ class SseFormat(Format):
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
         body = msgspec.json.encode({"offset": offset, "status": info.status, "error": info.error}).decode()
-        return f"id: {offset}\nevent: end\ndata: {body}\n\n"
+        return f"id: {offset}{END_ID_SUFFIX}\nevent: end\ndata: {body}\n\n"
 
     def error(self, stream: str, code: str, message: str) -> str:
         body = msgspec.json.encode({"code": code, "message": message}).decode()

@@ -189,18 +189,52 @@ class _Peek(msgspec.Struct):
     stream: Any = None
     from_: Any = msgspec.field(default=None, name="from")
     seq: Any = None
+    status: Any = None
+    id: Any = None
 
 
 _peek = msgspec.json.Decoder(_Peek)
 
 
-def decode(frame: str | bytes) -> ClientMsg:
+def peek(frame: str | bytes) -> tuple[int | str | None, str | None]:
+    """The request ``id`` and ``stream`` of a frame that failed to decode, when they can be read,
+    so that its error still names the request (None, None if the frame is not even an object)."""
     try:
-        return _decoder.decode(frame)
+        m = _peek.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None, None
+    rid = m.id if isinstance(m.id, int | str) and not isinstance(m.id, bool) else None
+    return rid, m.stream if isinstance(m.stream, str) else None
+
+
+def decode(frame: str | bytes) -> ClientMsg:
+    """A typed message, or ``HubError``. When two rules apply, the first one here wins: not JSON or
+    not an object, or no ``op`` -> ``malformed_frame``; an ``op`` we do not know -> ``unknown_op``;
+    ``from`` not an integer in 0..2^53-1 nor "now" -> ``invalid_offset``; ``seq`` out of range or a
+    ``close`` status we do not know -> ``bad_request``; any other wrong type or unknown field ->
+    ``malformed_frame``; then the value rules of ``check`` -> ``bad_request``."""
+    try:
+        msg = _decoder.decode(frame)
     except msgspec.ValidationError as e:
         raise _why(frame, e) from None
     except msgspec.DecodeError as e:
         raise HubError("malformed_frame", f"frame is not valid JSON: {e}") from None
+    check(msg)
+    return msg
+
+
+def check(msg: ClientMsg) -> None:
+    """Value rules beyond the types (the same ones the HTTP API applies)."""
+    if isinstance(msg, Subscribe):
+        if msg.coalesce_ms < 0 or msg.coalesce_bytes < 1:
+            raise HubError("bad_request", "coalesce_ms must be >= 0 and coalesce_bytes >= 1", msg.stream)
+    elif isinstance(msg, Append):
+        if (msg.seq is None) != (msg.producer is None):
+            raise HubError("bad_request", "producer and seq go together: send both or neither", msg.stream)
+        if isinstance(msg.data, list) and not msg.data:
+            raise HubError("bad_request", "data is an empty list: nothing to append", msg.stream)
+    elif isinstance(msg, Create) and msg.ttl is not None and not msg.ttl >= 0:
+        raise HubError("bad_request", "ttl must be a number of seconds >= 0", msg.stream)
 
 
 def _why(frame: str | bytes, e: msgspec.ValidationError) -> HubError:
@@ -216,10 +250,16 @@ def _why(frame: str | bytes, e: msgspec.ValidationError) -> HubError:
     def out_of_range(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_OFFSET
 
-    if peek.op == "subscribe" and out_of_range(peek.from_):
-        return HubError("invalid_offset", f"offset {peek.from_} must be between 0 and {MAX_OFFSET}", stream)
+    def offset_like(v: Any) -> bool:
+        return v == "now" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OFFSET)
+
+    if peek.op == "subscribe" and peek.from_ is not None and not offset_like(peek.from_):
+        # 1.5, "later", -1, 2^53: the offset rule, whatever the JSON type
+        return HubError("invalid_offset", f'from must be an integer 0..{MAX_OFFSET} or "now"', stream)
     if peek.op == "append" and out_of_range(peek.seq):
         return HubError("bad_request", f"seq must be between 0 and {MAX_OFFSET}", stream)
+    if peek.op == "close" and isinstance(peek.status, str) and peek.status not in get_args(CloseStatus):
+        return HubError("bad_request", "status must be done, error or cancelled", stream)
     return HubError("malformed_frame", f"invalid message: {e}")
 
 

@@ -28,6 +28,8 @@ from storage import Status
 
 log = logging.getLogger("hub.ws")
 
+SLOW_CLOSE_S = 5.0  # how long a 4408 close frame may wait behind unread data before the socket is dropped
+
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
@@ -79,6 +81,13 @@ class Connection:
         self.produced: set[str] = set()
         self.inflight = asyncio.Semaphore(hub.config.max_inflight_appends)
         self.tasks = TaskSet()
+        self.slow = False  # the peer let its control frames pile up past twice the outbox: 4408
+        # Arrival order per stream: while an op on a stream cannot start at once (a create in flight,
+        # or an op queued behind one), the next ops on that stream queue behind it. ``gates[sid]``
+        # resolves once the last queued op on ``sid`` has started (its offset assigned, its stream
+        # created, its subscription registered); ``queued`` bounds how many may wait.
+        self.gates: dict[str, asyncio.Future[None]] = {}
+        self.queued = asyncio.Semaphore(hub.config.max_inflight_appends)
 
     async def run(self) -> None:
         writer = asyncio.create_task(self.outbox.run())
@@ -94,6 +103,10 @@ class Connection:
                     break
                 if self.outbox.closed:
                     break
+                if self.outbox.bytes > self.outbox.max_bytes // 2:
+                    # frames already buffered are handled without a pause: give the writer a turn,
+                    # so a burst of pings from a reading client is answered rather than a 4408
+                    await asyncio.sleep(0)
         finally:
             for sub in list(self.subs.values()):
                 sub.stop()
@@ -104,30 +117,87 @@ class Connection:
                     self.chats.unwatch(chat, self.on_chat_event)
             self.tasks.cancel()
             self.outbox.close()
+            if self.slow:
+                # not cancelled: a writer blocked in a drain shares aiohttp's drain future with the
+                # close frame's write, and cancelling it would cancel that future (and the close)
+                await self._close_slow()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
                 await writer
             if not self.ws.closed:
                 await self.ws.close()
 
+    async def _close_slow(self) -> None:
+        """Close with 4408. The close frame goes out behind everything already in the socket's
+        buffers, so a peer that reads again within ``SLOW_CLOSE_S`` gets it (and resumes from its
+        offsets); one that does not gets the TCP connection closed under it."""
+        try:
+            async with asyncio.timeout(SLOW_CLOSE_S):
+                await self.ws.close(code=CloseCode.SLOW, message=b"slow consumer: resume from your offset")
+        except TimeoutError:
+            transport = self.ws._req.transport if self.ws._req is not None else None
+            if transport is not None:
+                transport.abort()
+
     def send(self, frame: str) -> None:
-        if not self.outbox.force(frame):
-            # not even control frames drain: the peer is not reading. It resumes from its offsets.
+        if not self.outbox.force(frame) and not self.outbox.closed:
+            # not even control frames drain: the peer is not reading. It resumes from its offsets;
+            # ``run`` stops reading its frames and closes with 4408.
+            self.slow = True
             self.outbox.close()
-            self.tasks.spawn(
-                self.ws.close(code=CloseCode.SLOW, message=b"slow consumer: resume from your offset")
-            )
 
     def send_error(self, err: HubError, id: int | str | None = None) -> None:
         self.hub.counters.errors += 1
         self.send(p.error_frame(err, id))
 
     async def handle(self, frame: str) -> None:
-        msg: p.ClientMsg | None = None
         try:
             msg = p.decode(frame)
+        except HubError as e:
+            rid, sid = p.peek(frame)  # a refused frame's error still names its request
+            e.stream = e.stream or sid
+            self.send_error(e, rid)
+            return
+        sid = getattr(msg, "stream", None)
+        prev = self.gates.get(sid) if isinstance(sid, str) else None
+        if prev is not None and isinstance(sid, str):
+            await self.queued.acquire()
+            mine = self.gates[sid] = asyncio.get_running_loop().create_future()
+            self.spawn(self._in_order(sid, prev, mine, msg))
+            return
+        await self.dispatch(msg, None)
+
+    async def _in_order(
+        self, sid: str, prev: asyncio.Future[None], mine: asyncio.Future[None], msg: p.ClientMsg
+    ) -> None:
+        owned = False
+        try:
+            await prev
+            owned = await self.dispatch(msg, mine)
+        finally:
+            self.queued.release()
+            if not owned:
+                self._open_gate(sid, mine)
+
+    def _open_gate(self, sid: str, gate: asyncio.Future[None]) -> None:
+        """The op holding ``gate`` has started: the next op on ``sid`` may start. The op's own first
+        step (an append's offset assignment) runs before anything this wakes, as tasks run in order."""
+        if not gate.done():
+            gate.set_result(None)
+        if self.gates.get(sid) is gate:
+            del self.gates[sid]
+
+    def _gate(self, sid: str, gate: asyncio.Future[None] | None) -> asyncio.Future[None]:
+        """A gate that holds back later ops on ``sid`` until this op's create is done."""
+        if gate is None:
+            gate = self.gates[sid] = asyncio.get_running_loop().create_future()
+        return gate
+
+    async def dispatch(self, msg: p.ClientMsg, gate: asyncio.Future[None] | None) -> bool:
+        """Start ``msg``. True if it took over ``gate`` (a create opens it when it is done)."""
+        try:
             if isinstance(msg, p.Append):
-                await self.append(msg)
+                return await self.append(msg, gate)
             elif isinstance(msg, p.Subscribe):
                 await self.subscribe(msg)
             elif isinstance(msg, p.Unsubscribe):
@@ -149,10 +219,14 @@ class Connection:
                 if self.chats is not None and msg.chat in self.watching:
                     self.watching.discard(msg.chat)
                     self.chats.unwatch(msg.chat, self.on_chat_event)
+            elif isinstance(msg, p.Create):
+                self.spawn(self.control(msg, self._gate(msg.stream, gate)))
+                return True
             else:
-                self.spawn(self.control(msg))
+                self.spawn(self.control(msg, None))
         except HubError as e:
             self.send_error(e, getattr(msg, "id", None))
+        return False
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.tasks.spawn(coro)
@@ -233,17 +307,28 @@ class Connection:
             self.produced.add(stream_id)
             self.hub.watch_cancel(stream_id, self.on_cancel)
 
-    async def append(self, msg: p.Append) -> None:
+    async def append(self, msg: p.Append, gate: asyncio.Future[None] | None) -> bool:
         self.grant.check("write", msg.stream)
         data = [msg.data] if isinstance(msg.data, str) else msg.data
         chunks = [d.encode() for d in data]
         await self._produce(msg.stream)
+        creating = None
+        if msg.create and not await self.hub.exists(msg.stream):
+            creating = self._gate(msg.stream, gate)  # later ops on the stream wait for the create
         await self.inflight.acquire()
         # Started now, in arrival order: the offset is assigned before the task's first await.
-        self.spawn(self._append(msg, chunks))
+        self.spawn(self._append(msg, chunks, creating))
+        return creating is not None
 
-    async def _append(self, msg: p.Append, chunks: list[bytes]) -> None:
+    async def _append(
+        self, msg: p.Append, chunks: list[bytes], creating: asyncio.Future[None] | None
+    ) -> None:
         try:
+            if creating is not None:
+                try:
+                    await self.hub.create(msg.stream, exist_ok=True)
+                finally:
+                    self._open_gate(msg.stream, creating)
             res = await self.hub.append(msg.stream, chunks, msg.producer, msg.seq, create=msg.create)
             cancelled = msg.stream in self.hub.cancel_requested
             self.send(p.encode(p.Ack(msg.id, msg.stream, res.offset, res.count, res.duplicate, cancelled)))
@@ -252,12 +337,18 @@ class Connection:
         finally:
             self.inflight.release()
 
-    async def control(self, msg: p.ClientMsg) -> None:
+    async def control(self, msg: p.ClientMsg, gate: asyncio.Future[None] | None) -> None:
         try:
             if isinstance(msg, p.Create):
-                self.grant.check("write", msg.stream)
-                await self._produce(msg.stream)
-                s = await self.hub.create(msg.stream, ttl=msg.ttl, labels=msg.labels, exist_ok=msg.exist_ok)
+                try:
+                    self.grant.check("write", msg.stream)
+                    await self._produce(msg.stream)
+                    s = await self.hub.create(
+                        msg.stream, ttl=msg.ttl, labels=msg.labels, exist_ok=msg.exist_ok
+                    )
+                finally:
+                    if gate is not None:
+                        self._open_gate(msg.stream, gate)
                 self.send(p.encode(p.Ack(msg.id, msg.stream, s.next_offset)))
             elif isinstance(msg, p.Close):
                 self.grant.check("write", msg.stream)
