@@ -50,7 +50,14 @@ from ..engine import (
     StreamInfo,
     StreamMeta,
 )
-from ..errors import InvalidStreamId, OffsetOutOfRange, StorageUnavailable, StreamExists, StreamGone, StreamNotFound
+from ..errors import (
+    InvalidStreamId,
+    OffsetOutOfRange,
+    StorageUnavailable,
+    StreamExists,
+    StreamGone,
+    StreamNotFound,
+)
 from .archive import ArchivedLog, archivable, pack
 from .catalog import Catalog
 from .log import FANOUT_LOCK, Log, LogOptions
