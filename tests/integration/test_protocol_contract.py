@@ -231,6 +231,10 @@ WS_BAD = [
     ({"op": "subscribe", "stream": "e6", "from": -1, "id": "s"}, "invalid_offset"),
     ({"op": "subscribe", "stream": "e6", "from": "later", "id": 4}, "invalid_offset"),
     ({"stream": "e6", "id": 5}, "malformed_frame"),  # no op
+    ({"op": 5, "stream": "e6", "id": 51}, "malformed_frame"),  # an op that is not a string
+    ({"op": "subscribe", "stream": "e6", "from": None, "id": 31}, "invalid_offset"),
+    ({"op": "subscribe", "stream": "e6", "from": True, "id": 32}, "invalid_offset"),
+    ({"op": "append", "stream": "e6", "data": "x", "producer": "p", "seq": -1, "id": 33}, "bad_request"),
     ({"op": "launch", "stream": "e6", "id": 6}, "unknown_op"),
     ({"op": "append", "stream": "e6", "data": 5, "id": 7}, "malformed_frame"),
     ({"op": "append", "stream": "e6", "data": "x", "bogus": 1, "id": 8}, "malformed_frame"),
