@@ -31,7 +31,7 @@ from ..engine import ProducerState
 from ..errors import CorruptData, OffsetOutOfRange
 from . import codec, record
 from .catalog import OFFSET_MASK, ArchivedAnswer, Catalog, Entry
-from .log import Log, LogOptions, split_mark
+from .log import SEQ_SEP, Log, LogOptions, split_mark
 from .segment import read_file
 
 SMALL_ANSWER = 64 << 10  # raw bytes up to which an answer is recoded (predicted lengths, dictionary)
@@ -44,15 +44,21 @@ ARCHIVE_LEVEL = 19
 Dicts = dict[int, zstandard.ZstdCompressionDict]
 
 
+def short(log: Log) -> bool:
+    """Short enough to be recoded into one block: such an answer need not be sealed first."""
+    return log.raw_bytes <= SMALL_ANSWER
+
+
 def archivable(log: Log) -> bool:
-    """Closed, durable, every segment sealed and undamaged: nothing about it can change any more."""
+    """Closed, durable, undamaged, and sealed unless short: nothing about it can change any more."""
     return (
         not isinstance(log, ArchivedLog)
         and log.close_durable
         and log.close_info is not None
         and not log.failed
         and bool(log.segments)
-        and all(s.sealed and not s.corrupt for s in log.segments)
+        and all(not s.corrupt for s in log.segments)
+        and (short(log) or all(s.sealed for s in log.segments))
         and log.durable_offset == log.next_offset
         and log.durable_offset <= OFFSET_MASK  # offsets must fit a block key's low 32 bits
     )
@@ -90,7 +96,7 @@ def pack(
         return None
     blocks: list[tuple[int, bytes]] = []
     sample = None
-    if log.raw_bytes <= SMALL_ANSWER and records:
+    if short(log) and records:
         chunks: list[bytes] = []
         for h, rec in records:
             chunks += record.decode_data(
@@ -106,9 +112,18 @@ def pack(
         chunks=log.durable_offset,
         raw_bytes=log.raw_bytes,
         close=log.close_info,
-        producers=dict(log.checkpoint.producers),
+        producers=_producers(log),
     )
     return answer, sample
+
+
+def _producers(log: Log) -> dict[str, tuple[int, int, int, int]]:
+    """The producer state to keep, as a checkpoint keeps it (raw records carry it in their marks,
+    which the archive drops; the log in memory has it whole)."""
+    out = {pid: (p.epoch, p.seq, p.first_offset, p.count) for pid, p in log.producers.items()}
+    if log.stream_seq is not None:
+        out[SEQ_SEP + log.stream_seq] = (0, 0, 0, 0)
+    return out
 
 
 def train(samples: Sequence[bytes]) -> bytes:

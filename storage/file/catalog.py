@@ -305,11 +305,12 @@ class Catalog:
                 self._w.execute("DELETE FROM streams WHERE id = ?", (sid,))
                 self.count -= 1
 
-    def archive(self, answers: Sequence[ArchivedAnswer]) -> list[str]:
-        """Move finished answers into ``blocks`` in one fsynced transaction; returns the ids moved
-        (a stream deleted meanwhile has no row any more and is skipped)."""
+    def archive(self, answers: Sequence[ArchivedAnswer], durable: bool = True) -> list[str]:
+        """Move finished answers into ``blocks`` in one transaction (fsynced if ``durable``: always,
+        unless the store's policy is ``never``); returns the ids moved (a stream deleted meanwhile
+        has no row any more and is skipped)."""
         moved = []
-        with self._txn(full=True):
+        with self._txn(full=durable):
             for a in answers:
                 row = self._w.execute(
                     "SELECT 1 FROM streams WHERE id = ? AND arch IS NULL", (a.meta.id,)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import heapq
 import itertools
-import os
 import secrets
 import shutil
 import sqlite3
@@ -88,6 +88,8 @@ class StoreOptions:
     def __post_init__(self) -> None:
         if self.fsync not in POLICIES:
             raise ValueError(f"fsync policy must be one of {', '.join(POLICIES)}, not {self.fsync!r}")
+        if self.fsync == "never" and self.log.sync:
+            object.__setattr__(self, "log", dataclasses.replace(self.log, sync=False))
 
 
 class Tombstone(msgspec.Struct):
@@ -418,11 +420,9 @@ class Store:
         cat.remove(lost, durable=False)  # rows whose create never became durable
 
     def _remove_dir(self, path: Path) -> None:
-        """Move a stream directory to the trash (one rename), empty it, prune empty fan-out dirs."""
-        trash = self.root / "trash" / f"{path.name}.{secrets.token_hex(4)}"
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        """Remove a stream directory that no row names as live any more, then prune empty fan-out
+        dirs. A crash half-way leaves a directory that the next start's reconcile removes."""
+        shutil.rmtree(path, ignore_errors=True)
         self._prune(path.parent)
 
     def _prune(self, fan: Path) -> None:
@@ -864,6 +864,8 @@ class Store:
         seg = s.log.seal_candidate()
         if seg is None or s.sealing or s.id in self._seal_queued:
             return
+        if seg is s.log.active and self.opts.archive_delay_s is not None and archive.short(s.log):
+            return  # a short finished answer goes to the archive, which codes its raw records itself
         delay = self.opts.seal_delay_s if seg is s.log.active else 0.0
         heapq.heappush(self._seal_due, (time.monotonic() + delay, next(self._seal_seq), s.id))
         self._seal_queued.add(s.id)
@@ -1091,7 +1093,9 @@ class Store:
                 if p is not None and p[1] is not None:
                     self._samples.append(p[1])
                     self._since_train += 1
-            moved = await loop.run_in_executor(self._db_pool, self.catalog.archive, answers)
+            moved = await loop.run_in_executor(
+                self._db_pool, self.catalog.archive, answers, self.opts.fsync != "never"
+            )
         except (OSError, sqlite3.Error):
             self.counters["write_errors"] += 1
             return  # the files are untouched; the answers are archived after the next restart
