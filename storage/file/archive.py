@@ -113,6 +113,7 @@ def pack(
         raw_bytes=log.raw_bytes,
         close=log.close_info,
         producers=_producers(log),
+        windows={k: list(w) for k, w in log.windows.items()},
     )
     return answer, sample
 
@@ -164,10 +165,12 @@ class ArchivedLog(Log):
         self.raw_bytes = entry.raw_bytes
         self._stored: int | None = None
         self._block: tuple[int, int, record.Body] | None = None  # (first, count, chunks)
+        windows = entry.windows or {}
         for k, v in (entry.producers or {}).items():
             pid, stream_seq = split_mark(k)
             if pid is not None:
                 self.producers[pid] = ProducerState(*v)
+                self.windows[pid] = [tuple(e) for e in windows.get(pid, [v[1:]])]  # type: ignore[misc]
             if stream_seq is not None:
                 self.stream_seq = stream_seq
         self._save_undo()

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS streams (
     chunks INTEGER,               -- archived only, from here on
     raw_bytes INTEGER,
     error TEXT,
-    producers BLOB                -- msgpack of the checkpoint's producer map, NULL when empty
+    producers BLOB                -- msgpack [producer map, retry windows] as a checkpoint has them
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS streams_open ON streams(id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS streams_live ON streams(id) WHERE arch IS NULL;
@@ -76,9 +76,12 @@ _COLS = (
 )
 
 Producers = dict[str, tuple[int, int, int, int]]
+Windows = dict[str, list[tuple[int, int, int]]]
 _labels_enc = msgspec.msgpack.Encoder()
 _labels_dec = msgspec.msgpack.Decoder(dict[str, str])
-_producers_dec = msgspec.msgpack.Decoder(dict[str, tuple[int, int, int, int]])
+_producers_dec = msgspec.msgpack.Decoder(
+    tuple[dict[str, tuple[int, int, int, int]], dict[str, list[tuple[int, int, int]]]]
+)
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class Entry:
     raw_bytes: int = 0
     error: str | None = None
     producers: Producers | None = None
+    windows: Windows | None = None
 
     @property
     def archived(self) -> bool:
@@ -115,6 +119,7 @@ class ArchivedAnswer:
     raw_bytes: int
     close: CloseInfo
     producers: Producers
+    windows: Windows
 
 
 def deadline(meta: StreamMeta, closed: float | None, default_ttl: float | None) -> float | None:
@@ -335,7 +340,7 @@ class Catalog:
                         a.chunks,
                         a.raw_bytes,
                         a.close.error,
-                        _labels_enc.encode(a.producers) if a.producers else None,
+                        _labels_enc.encode((a.producers, a.windows)) if a.producers else None,
                         a.meta.id,
                     ),
                 )
@@ -402,6 +407,7 @@ def _epoch(epoch: str) -> bytes | str:
 def _entry(row: tuple[Any, ...]) -> Entry:
     (sid, status, created, closed, epoch, ttl, expires_at, idle_ttl, ctype, labels, arch) = row[:11]
     chunks, raw, error, producers = row[11:]
+    states, windows = _producers_dec.decode(producers) if producers else (None, None)
     meta = StreamMeta(
         id=sid,
         created=created,
@@ -420,5 +426,6 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         chunks=chunks or 0,
         raw_bytes=raw or 0,
         error=error,
-        producers=_producers_dec.decode(producers) if producers else None,
+        producers=states,
+        windows=windows,
     )

@@ -67,6 +67,9 @@ async def test_finished_answers_move_into_the_archive_and_read_back(
         last = (len(chunks) + 2) // 3
         retry = await s.append(chunks[(last - 1) * 3 :], "p", last)
         assert retry.duplicate and retry.offset == (last - 1) * 3
+        if last > 2:  # and so is an older one inside the retry window
+            older = await s.append(chunks[(last - 3) * 3 : (last - 2) * 3], "p", last - 2)
+            assert older.duplicate and older.offset == (last - 3) * 3
         info = s.info()
         assert (info.chunks, info.raw_bytes) == (len(chunks), sum(map(len, chunks)))
     assert store.list("chat/3/") == [f"chat/3/{k}" for k in range(8)]
