@@ -42,7 +42,8 @@ def census() -> dict[str, list[int]]:
         counts[name] += 1
         sizes[name] += sys.getsizeof(o)
         if isinstance(o, asyncio.Task):  # and which coroutine each task runs
-            task = f"task:{getattr(o.get_coro(), '__qualname__', '?')}"
+            state = "done, still referenced" if o.done() else "pending"
+            task = f"task:{getattr(o.get_coro(), '__qualname__', '?')} ({state})"
             counts[task] += 1
             sizes[task] += sys.getsizeof(o)
     return {k: [counts[k], sizes[k]] for k in counts}
