@@ -720,8 +720,8 @@ async def live_phase(
 
 
 def token_batches(n: int, batch: int) -> list[list[str]]:
-    """``n`` token-sized chunks of consecutive simulated answers (``hub.llm_sim``), cut into batches."""
-    from hub import llm_sim
+    """``n`` token-sized chunks of consecutive simulated answers (``hub.producers.llm_sim``), cut into batches."""
+    from hub.producers import llm_sim
 
     toks: list[str] = []
     seed = 0

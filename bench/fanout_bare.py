@@ -3,7 +3,7 @@
     python -m bench.fanout_bare --port 9000
 
 It speaks the subset of the hub's WebSocket protocol the benchmark uses (``create``, ``subscribe``,
-``append``, ``close``) with byte-identical frames (it encodes with ``hub.protocol``), and fans out
+``append``, ``close``) with byte-identical frames (it encodes with ``hub.protocols.native.messages``), and fans out
 the naive but reasonable way: each append is encoded once into a ``chunks`` frame, put on every
 subscriber's unbounded ``asyncio.Queue``, and each connection has its own writer task that awaits
 ``send_str``. Appends are acknowledged at once (nothing to make durable). Same aiohttp, same
@@ -21,7 +21,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from hub import protocol as p
+from hub.core.errors import HubError
+from hub.protocols.native import messages as p
 
 HEARTBEAT_S = 20.0
 MAX_MSG = 1 << 20
@@ -93,7 +94,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
                 break
             try:
                 b.handle(c, p.decode(msg.data))
-            except (p.HubError, msgspec.ValidationError):
+            except (HubError, msgspec.ValidationError):
                 continue  # the benchmark never sends a bad frame
     finally:
         b.drop(c)

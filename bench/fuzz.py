@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import HubProcess, Progress
-from hub.protocol import STATUS
+from hub.core.errors import STATUS
 
 OPS = ["subscribe", "unsubscribe", "create", "append", "close", "cancel", "ping"]
 FIELDS = [

@@ -1,8 +1,8 @@
 """Token streams for the storage benchmark, all offline and deterministic.
 
-Two sources, both cut into 1-8 character tokens by ``hub.llm_sim.tokenize`` (the same cutter):
+Two sources, both cut into 1-8 character tokens by ``hub.producers.llm_sim.tokenize`` (the same cutter):
 
-* ``llm_tokens``: answers of the simulated LLM (``hub.llm_sim``). Realistic token sizes and markdown
+* ``llm_tokens``: answers of the simulated LLM (``hub.producers.llm_sim``). Realistic token sizes and markdown
   shape, but assembled from a few hundred fixed fragments, so it is far more repetitive than real
   model output and flatters any compressor.
 * ``prose_tokens``: real English technical prose that ships with Python itself: the language
@@ -19,7 +19,7 @@ import re
 import sysconfig
 from pathlib import Path
 
-from hub import llm_sim
+from hub.producers import llm_sim
 
 _TRIPLE = re.compile(r'"""(.*?)"""', re.S)
 _SKIP = ("test/", "tests/", "site-packages/", "idlelib/idle_test/", "lib2to3/tests/", "unittest/test/")

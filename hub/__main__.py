@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .app import make_app
-from .config import Config
+from hub.app import make_app
+from hub.core.config import Config
 
 
 def main(argv: list[str] | None = None) -> None:

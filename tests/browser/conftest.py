@@ -18,10 +18,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from hub import chats
 from hub.app import make_app
-from hub.config import Config
-from hub.state import HUB, Hub
+from hub.core.config import Config
+from hub.core.service import HUB, Hub
+from hub.protocols import chats
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

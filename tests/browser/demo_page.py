@@ -7,7 +7,7 @@ from typing import Any
 
 from playwright.async_api import Page
 
-from hub.llm_sim import answer_tokens
+from hub.producers.llm_sim import answer_tokens
 
 ANSWERS = ".msg.assistant"
 

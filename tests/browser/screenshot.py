@@ -13,9 +13,9 @@ from pathlib import Path
 from aiohttp import web
 from playwright.async_api import async_playwright
 
-from hub import chats
 from hub.app import make_app
-from hub.config import Config
+from hub.core.config import Config
+from hub.protocols import chats
 
 from .conftest import CHROMIUM, CHROMIUM_ARGS
 from .demo_page import DemoPage, prompt_for

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from aiohttp import web  # noqa: E402
 
 from hub.app import make_app  # noqa: E402
-from hub.config import Config  # noqa: E402
-from hub.durable import DS  # noqa: E402
+from hub.core.config import Config  # noqa: E402
+from hub.protocols.durable import DS  # noqa: E402
 
 LONG_POLL_S = 2.0  # the suite's plain tests time out after 5 s; a long-poll must answer before
 

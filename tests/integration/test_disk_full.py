@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.root  # mounts a tmpfs: skipped when not root (tests/integration/conftest.py)
+
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from hub.app import make_app
 from hub.client import Producer
-from hub.config import Config
+from hub.core.config import Config
 
 CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
 ROOT = CONFORMANCE.parent.parent

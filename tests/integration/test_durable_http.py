@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from hub.client import Producer
-from hub.durable import PENDING, format_offset
+from hub.protocols.durable.wire import PENDING, format_offset
 
 from .conftest import WS, Running
 

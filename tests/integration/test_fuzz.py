@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.fuzz import bombs, fuzz
-from hub import protocol as p
+from hub.core.errors import STATUS, HubError
+from hub.protocols.native import messages as p
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -24,8 +25,8 @@ op_messages = st.fixed_dictionaries(
 def _decode_or_typed_error(frame: str | bytes) -> None:
     try:
         msg = p.decode(frame)
-    except p.HubError as e:
-        assert e.code in p.STATUS, e.code
+    except HubError as e:
+        assert e.code in STATUS, e.code
         return
     assert isinstance(msg, p.Subscribe | p.Unsubscribe | p.Create | p.Append | p.Close | p.Cancel | p.Ping)
 

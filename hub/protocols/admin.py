@@ -13,8 +13,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .auth import bearer
-from .state import HUB, Hub
+from hub.core.auth import bearer
+from hub.core.service import HUB, Hub
 
 routes = web.RouteTableDef()
 
@@ -89,7 +89,7 @@ async def stats(request: web.Request) -> web.Response:
 async def stream_stats(request: web.Request) -> web.Response:
     hub = _admin(request)
     sid = request.match_info["id"]
-    s = hub.stream(sid)
+    s = await hub.get(sid)
     info = msgspec.to_builtins(s.info())
     info["subscribers"] = hub.fanout.count(sid)
     info["resumes"] = hub.resume_counts.get(sid, 0)

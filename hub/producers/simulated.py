@@ -1,6 +1,6 @@
 """Pipe a simulated LLM into a stream through the real producer API: no API key needed.
 
-    python -m hub.demo_producer --stream demo/1 "How do resumable streams work?"
+    python -m hub.producers.simulated --stream demo/1 "How do resumable streams work?"
 
 Then watch it from anywhere, e.g. ``curl -N http://127.0.0.1:8765/streams/demo/1/sse`` or the demo
 page; kill the watcher and start it again: it resumes where it stopped.
@@ -12,8 +12,8 @@ import argparse
 import asyncio
 import sys
 
-from .client import Producer
-from .llm_sim import stream_tokens
+from hub.client import Producer
+from hub.producers.llm_sim import stream_tokens
 
 
 async def run_answer(

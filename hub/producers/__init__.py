@@ -1,0 +1,1 @@
+"""Producers: the simulated LLM (``llm_sim``) and a producer that streams it into the hub (``simulated``)."""

@@ -1,0 +1,1 @@
+"""Client protocols: each module or subpackage is a wire format plus its routes over ``hub.core``."""
