@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hub.config import Config
+from hub.core.config import Config
 
 from .procs import ROOT, clean_env
 

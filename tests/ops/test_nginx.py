@@ -14,8 +14,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from hub.auth import Auth
-from hub.config import Config
+from hub.core.auth import Auth
+from hub.core.config import Config
 
 from .procs import NGINX_CONF, HubProcess, Nginx
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.lease import OPEN_TTL_EXPIRED, PRODUCER_LOST, Leases
+from hub.core.lease import OPEN_TTL_EXPIRED, PRODUCER_LOST, Leases
 
 
 class Clock:

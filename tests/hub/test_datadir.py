@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.datadir import DataDirBusy, DataDirLock
+from hub.core.datadir import DataDirBusy, DataDirLock
 
-HOLD = "import sys; from hub.datadir import DataDirLock; DataDirLock(sys.argv[1]).acquire(); print('held', flush=True); sys.stdin.read()"
+HOLD = "import sys; from hub.core.datadir import DataDirLock; DataDirLock(sys.argv[1]).acquire(); print('held', flush=True); sys.stdin.read()"
 
 
 def test_a_second_lock_on_the_same_dir_fails_at_once_naming_dir_and_pid(tmp_path: Path) -> None:
