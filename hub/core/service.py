@@ -12,8 +12,10 @@ from aiohttp import web
 
 from hub.core.auth import Auth
 from hub.core.config import Config
+from hub.core.datadir import DataDirLock
 from hub.core.errors import STATUS, HubError
 from hub.core.fanout import Fanout
+from hub.core.lease import Leases, expire
 from storage import LogOptions, Store, StoreOptions, Stream
 from storage.errors import StorageError
 
@@ -26,6 +28,7 @@ class Counters:
     reconnects: int = 0  # subscriptions that resumed from a non-zero offset
     cancels: int = 0
     errors: int = 0
+    producer_lost: int = 0  # streams the lease ended (producer_lost or open_ttl_expired)
 
 
 @dataclass
@@ -69,21 +72,30 @@ class Hub:
         self.delivery_rate = Rate()
         self.closing = False
         self._sampler: asyncio.Task[None] | None = None
+        self.lock = DataDirLock(config.data_dir)  # one hub per data dir, held from start to stop
+        self.leases = Leases(config.producer_lease_s, config.open_ttl_s)  # answers end (lease.py)
+        self._lease_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # per-stream bookkeeping ends with the stream, so a hub serving millions keeps none of it
         self.store.on_end.append(lambda st: self._forget(st.id, deleted=False))
         self.store.on_delete.append(lambda sid: self._forget(sid, deleted=True))
+        self.store.on_create.append(lambda st: self._lease(st.id))
+        self.lock.acquire()  # before the store touches a file: a second hub must change nothing
         await self.store.start()
         self._sampler = asyncio.create_task(self._sample())
+        if self.leases.enabled:
+            self._lease_task = asyncio.create_task(self._run_leases())
 
     async def stop(self) -> None:
-        if self._sampler:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+        for task in (self._sampler, self._lease_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.fanout.close_all()
         await self.store.stop()
+        self.lock.release()  # after CLEAN_SHUTDOWN: only the holder ever writes it
 
     async def _sample(self) -> None:
         while True:
@@ -126,6 +138,7 @@ class Hub:
         if not res.duplicate:
             self.counters.appends += 1
             self.counters.appended_chunks += res.count
+        self.leases.renew(stream_id)  # an HTTP producer's lease; a held stream ignores it
         return res.offset, res.count, res.duplicate
 
     async def close_stream(self, stream_id: str, status: str, error: str | None) -> Stream:
@@ -162,12 +175,53 @@ class Hub:
 
     def _forget(self, stream_id: str, deleted: bool) -> None:
         self.cancel_requested.discard(stream_id)
+        self.leases.forget(stream_id)
         for cb in self.cancel_listeners.pop(stream_id, ()):
             forget = getattr(getattr(cb, "__self__", None), "forget_stream", None)
             if forget is not None:
                 forget(stream_id)
         if deleted:
             self.resume_counts.pop(stream_id, None)
+
+    # --- producer leases (hub/core/lease.py) ------------------------------------------------------
+
+    def _lease(self, stream_id: str, age_s: float = 0.0) -> None:
+        """Lease an open stream of ours; Durable Streams streams (content-typed) have no producer
+        session to lose and stay open until closed or expired."""
+        if stream_id in self.leases:
+            return
+        try:
+            s = self.store.get(stream_id)
+        except StorageError:
+            return
+        if not s.ended and s.meta.content_type is None:
+            self.leases.track(stream_id, age_s)
+
+    def hold(self, stream_id: str, holder: object) -> None:
+        """A producer connection created or appended to the stream: it holds it until ``release``."""
+        self._lease(stream_id)
+        self.leases.attach(stream_id, holder)
+
+    def release(self, holder: object) -> None:
+        self.leases.detach(holder)
+
+    def heartbeat(self, stream_id: str) -> None:
+        """An HTTP producer is still there (POST /streams/{id}/heartbeat)."""
+        self._lease(stream_id)
+        self.leases.renew(stream_id)
+
+    async def _run_leases(self) -> None:
+        # A hub restart counts as gone: every open stream gets one lease for its producer to return.
+        now = time.time()
+        for sid in await self.store.open_stream_ids():
+            with contextlib.suppress(StorageError):
+                self._lease(sid, max(0.0, now - self.store.get(sid).meta.created))
+        await expire(self.leases, self._lapse)
+
+    async def _lapse(self, stream_id: str, reason: str) -> None:
+        with contextlib.suppress(HubError):  # ended or deleted meanwhile
+            await self.close_stream(stream_id, "error", reason)
+            self.counters.producer_lost += 1
 
     def note_resume(self, stream_id: str, offset: int) -> None:
         if offset > 0:

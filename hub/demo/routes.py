@@ -54,11 +54,19 @@ def setup(app: web.Application, config: Config) -> None:
     app.router.add_post("/demo/ask", ask)
 
     async def stop_tasks(app: web.Application) -> None:
+        answers = [t.get_name() for t in tasks]
         for t in list(tasks):
             t.cancel()
         for t in list(tasks):
             with contextlib.suppress(BaseException):
                 await t
+        # aiohttp stops reading every connection before on_shutdown runs, so a cancelled answer's
+        # own close over the WebSocket never arrives: end it here, durably, as the Producer would.
+        hub = app[HUB]
+        for stream in answers:
+            with contextlib.suppress(HubError):
+                if not hub.stream(stream).ended:
+                    await hub.close_stream(stream, "cancelled", "the hub shut down mid-answer")
 
     app.on_shutdown.insert(0, stop_tasks)
 
@@ -92,7 +100,8 @@ async def ask(request: web.Request) -> web.Response:
             token=token,
             tokens_per_s=min(max(body.rate, 1.0), 1000.0),
             labels={"chat": body.chat},
-        )
+        ),
+        name=stream,  # stop_tasks ends it by this name
     )
     tasks: set[asyncio.Task[object]] = request.app[TASKS]
     tasks.add(task)

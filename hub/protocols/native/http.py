@@ -145,6 +145,17 @@ async def cancel(request: web.Request) -> web.Response:
     return _json({"stream": sid, "cancel_requested": True, "producer_notified": told}, 202)
 
 
+@routes.post("/streams/{id:.+}/heartbeat")
+async def heartbeat(request: web.Request) -> web.Response:
+    """An HTTP producer renews its lease without appending (a model still thinking)."""
+    hub, sid = _ctx(request, "write")
+    s = hub.stream(sid)
+    if s.ended:
+        raise HubError("stream_closed", f"stream {sid!r} is closed ({s.status})", 409, sid)
+    hub.heartbeat(sid)
+    return _json({"stream": sid, "status": s.status, "lease_s": hub.config.producer_lease_s})
+
+
 @routes.post("/streams/{id:.+}")
 async def append(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")

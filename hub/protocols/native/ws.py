@@ -103,6 +103,7 @@ class Connection:
                 sub.stop()
             for sid in self.produced:
                 self.hub.unwatch_cancel(sid, self.on_cancel)
+            self.hub.release(self)  # streams this connection produced get a lease to be taken up
             if self.chats is not None:
                 for chat in self.watching:
                     self.chats.unwatch(chat, self.on_chat_event)
@@ -259,6 +260,7 @@ class Connection:
     async def _append(self, msg: p.Append, chunks: list[bytes]) -> None:
         try:
             offset, count, dup = await self.hub.append(msg.stream, chunks, msg.producer, msg.seq, msg.create)
+            self.hub.hold(msg.stream, self)  # the producer is here: no lease runs while it stays
             cancelled = msg.stream in self.hub.cancel_requested
             self.send(p.encode(p.Ack(msg.id, msg.stream, offset, count, dup, cancelled)))
         except HubError as e:
@@ -277,6 +279,7 @@ class Connection:
                     )
                 except StorageError as e:
                     raise as_hub_error(e, msg.stream) from None
+                self.hub.hold(msg.stream, self)
                 self.send(p.encode(p.Ack(msg.id, msg.stream, s.next_offset)))
             elif isinstance(msg, p.Close):
                 self.grant.check("write", msg.stream)
