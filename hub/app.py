@@ -14,7 +14,7 @@ from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.errors import HubError
 from hub.core.service import HUB, Hub
-from hub.protocols import admin, chats, durable
+from hub.protocols import admin, chats, durable, health
 from hub.protocols.native import http as http_api
 from hub.protocols.native.ws import close_all, ws_handler
 
@@ -36,6 +36,9 @@ async def errors(
 
 
 CORS_PATHS = ("/streams", "/chats")
+# Where a request from a page on a disallowed origin is refused outright (not only hidden from the page
+# by a missing CORS grant): a form or a text/plain fetch reaches the hub without any preflight.
+GUARDED_PATHS = ("/streams", "/chats", "/v1/", "/demo", "/ws")
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, Producer-Id, Producer-Seq, Last-Event-ID",
@@ -45,14 +48,12 @@ CORS_HEADERS = {
 
 
 def _cors_origin(request: web.Request) -> str | None:
-    """The Access-Control-Allow-Origin for this request, or None (no CORS for it)."""
+    """The Access-Control-Allow-Origin for this request, or None (no CORS for it). Always the
+    origin itself, never ``*``: the grant is for that page, after the same check as the WebSocket."""
     origin = request.headers.get("Origin")
     if origin is None or not request.path.startswith(CORS_PATHS):
         return None
-    allowed = [o.rstrip("/") for o in request.app[HUB].config.allowed_origins]
-    if not allowed:
-        return "*"
-    return origin if origin.rstrip("/") in allowed else None
+    return origin if request.app[HUB].auth.origin_allowed(origin, request.host) else None
 
 
 @web.middleware
@@ -61,8 +62,16 @@ async def cors_preflight(
 ) -> web.StreamResponse:
     """CORS for the stream and chat HTTP APIs, so a page on another origin can use them (and SSE).
     Credentials are bearer tokens, never cookies, so no origin can act with a user's ambient
-    authority; with ``allowed_origins`` set, only those origins are let in. (Durable Streams under
-    /v1 sends its own CORS headers.)"""
+    authority; only the origins ``Auth.origin_allowed`` lets in get a grant, and any other origin's
+    request is refused with 403 before it does anything. (Durable Streams under /v1 sends its own
+    CORS headers, after the same check.)"""
+    origin = request.headers.get("Origin")
+    if origin is not None and request.path.startswith(GUARDED_PATHS):
+        hub = request.app[HUB]
+        if not hub.auth.origin_allowed(origin, request.host):
+            hub.counters.errors += 1
+            msg = f"origin {origin!r} is not allowed (--allowed-origins)"
+            return web.json_response({"error": {"code": "forbidden", "message": msg}}, status=403)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         allow = _cors_origin(request)
         if allow is not None:
@@ -76,10 +85,6 @@ async def cors_headers(request: web.Request, response: web.StreamResponse) -> No
     if allow is not None:
         response.headers.setdefault("Access-Control-Allow-Origin", allow)
         response.headers.setdefault("Vary", "Origin")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
 
 
 def make_app(config: Config) -> web.Application:
@@ -110,7 +115,7 @@ def make_app(config: Config) -> web.Application:
     durable.setup(app)  # the Durable Streams protocol on /v1/stream/{path}
     app.router.add_routes(admin.routes)
     chats.setup(app)  # /chats/{chat} and the WebSocket "watch" op
-    app.router.add_get("/healthz", healthz)
+    app.router.add_routes(health.routes)  # /healthz, /readyz
     demo.setup(app, config)
     app.router.add_static("/static/", STATIC, show_index=False)
     return app

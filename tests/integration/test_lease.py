@@ -48,6 +48,10 @@ async def test_http_producer_renews_by_appending_and_by_heartbeat(start_hub, ses
     assert (body["status"], body["error"]) == ("error", "producer_lost")
     async with session.post(f"{base}/streams/h/1/heartbeat") as r:
         assert r.status == 409 and (await r.json())["error"]["code"] == "stream_closed"
+    async with session.get(f"{base}/admin/stats", headers=hub.admin_headers()) as r:
+        assert (await r.json())["producer_lost"] == 1
+    async with session.get(f"{base}/metrics", headers=hub.admin_headers()) as r:
+        assert "rhub_producer_lost_total 1.0" in await r.text()
 
 
 async def test_ws_producer_back_within_the_lease_keeps_its_stream(start_hub, connect, session) -> None:

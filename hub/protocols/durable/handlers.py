@@ -97,14 +97,10 @@ def _common(request: web.Request, headers: dict[str, str] | Any) -> None:
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    allowed = request.app[HUB].auth.origins  # the hub's Origin allow-list; empty: any origin
-    if not allowed or "*" in allowed:
-        headers["Access-Control-Allow-Origin"] = "*"  # credentials travel as bearer tokens, not cookies
-    elif origin.rstrip("/") in allowed:
-        headers["Access-Control-Allow-Origin"] = origin
-        headers["Vary"] = "Origin"
-    else:
+    if not request.app[HUB].auth.origin_allowed(origin, request.host):  # the WebSocket's allow-list
         return
+    headers["Access-Control-Allow-Origin"] = origin  # never "*": the grant names the page
+    headers["Vary"] = "Origin"
     headers["Access-Control-Expose-Headers"] = EXPOSE
 
 
