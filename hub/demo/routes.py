@@ -7,9 +7,7 @@ own WebSocket API, exactly as an external LLM backend would, so Stop, reload and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -20,12 +18,14 @@ from aiohttp import web
 
 from hub.core.config import Config
 from hub.core.errors import HubError
-from hub.core.service import HUB, as_hub_error
+from hub.core.service import HUB
+from hub.core.tasks import TaskSet
 from hub.producers.simulated import run_answer
-from storage import StorageError
+from hub.protocols.chats import check_chat_id
 
 STATIC = Path(__file__).parent.parent / "static"
-TASKS = web.AppKey("demo_tasks", set)
+TASKS = web.AppKey("demo_tasks", TaskSet)
+ANSWERING: web.AppKey[set[str]] = web.AppKey("demo_answering")  # streams whose answer task runs
 
 
 def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -33,9 +33,6 @@ def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 
     return handler
-
-
-_CHAT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class Ask(msgspec.Struct):
@@ -47,26 +44,23 @@ class Ask(msgspec.Struct):
 def setup(app: web.Application, config: Config) -> None:
     if not config.demo:
         return
-    tasks: set[asyncio.Task[object]] = set()
-    app[TASKS] = tasks
+    tasks = app[TASKS] = TaskSet()
+    answering: set[str] = set()
+    app[ANSWERING] = answering
     app.router.add_get("/", page("index.html"))
     app.router.add_get("/admin", page("admin.html"))
     app.router.add_post("/demo/ask", ask)
 
     async def stop_tasks(app: web.Application) -> None:
-        answers = [t.get_name() for t in tasks]
-        for t in list(tasks):
-            t.cancel()
-        for t in list(tasks):
-            with contextlib.suppress(BaseException):
-                await t
+        answers = list(answering)  # before aclose: each task takes its stream out as it ends
+        await tasks.aclose()
         # aiohttp stops reading every connection before on_shutdown runs, so a cancelled answer's
         # own close over the WebSocket never arrives: end it here, durably, as the Producer would.
         hub = app[HUB]
         for stream in answers:
             with contextlib.suppress(HubError):
-                if not hub.stream(stream).ended:
-                    await hub.close_stream(stream, "cancelled", "the hub shut down mid-answer")
+                if not (await hub.get(stream)).ended:
+                    await hub.close(stream, "cancelled", "the hub shut down mid-answer")
 
     app.on_shutdown.insert(0, stop_tasks)
 
@@ -77,8 +71,7 @@ async def ask(request: web.Request) -> web.Response:
         body = msgspec.json.decode(await request.read(), type=Ask)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise HubError("bad_request", f"expected {{chat, prompt}}: {e}") from None
-    if not _CHAT.match(body.chat):
-        raise HubError("bad_request", "chat id must be 1-64 letters, digits, - or _")
+    check_chat_id(body.chat)
     prefix = f"chat/{body.chat}/"
     # milliseconds first, so ids sort in creation order; a random tail, so concurrent asks never collide
     stream = f"{prefix}{int(time.time() * 1000):013d}-{secrets.token_hex(3)}"
@@ -88,11 +81,10 @@ async def ask(request: web.Request) -> web.Response:
         .with_path("/ws")
         .with_query({})
     )
-    try:
-        await hub.store.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
-    except StorageError as e:
-        raise as_hub_error(e, stream) from None
-    task = asyncio.create_task(
+    await hub.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
+    answering: set[str] = request.app[ANSWERING]
+    answering.add(stream)
+    task = request.app[TASKS].spawn(
         run_answer(
             url,
             stream,
@@ -100,10 +92,7 @@ async def ask(request: web.Request) -> web.Response:
             token=token,
             tokens_per_s=min(max(body.rate, 1.0), 1000.0),
             labels={"chat": body.chat},
-        ),
-        name=stream,  # stop_tasks ends it by this name
+        )
     )
-    tasks: set[asyncio.Task[object]] = request.app[TASKS]
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    task.add_done_callback(lambda _: answering.discard(stream))
     return web.json_response({"stream": stream, "chat": body.chat}, status=201)

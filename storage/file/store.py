@@ -44,7 +44,15 @@ from ..engine import (
     StreamInfo,
     StreamMeta,
 )
-from ..errors import OffsetOutOfRange, StorageUnavailable, StreamExists, StreamGone, StreamNotFound
+from ..errors import (
+    OffsetOutOfRange,
+    SequenceError,
+    StorageUnavailable,
+    StreamClosed,
+    StreamExists,
+    StreamGone,
+    StreamNotFound,
+)
 from .log import Log, LogOptions
 from .segment import Segment, read_file, write_atomic
 
@@ -152,7 +160,11 @@ class Stream:
         whose close did not (a crash between the two records) closes it now."""
         self._check_live()
         self.store._touch(self)
-        res = self.log.append(chunks, producer_id, seq, epoch, stream_seq=stream_seq)
+        try:
+            res = self.log.append(chunks, producer_id, seq, epoch, stream_seq=stream_seq)
+        except (SequenceError, StreamClosed):
+            await self._settle()
+            raise
         self.last_access = time.time()
         if not res.duplicate:
             self._unpublished.append((res.offset, chunks))
@@ -168,9 +180,23 @@ class Stream:
     ) -> None:
         self._check_live()
         self.store._touch(self)
-        self.log.close(status, error, producer)
+        try:
+            self.log.close(status, error, producer)
+        except StreamClosed:
+            await self._settle()
+            raise
         self.last_access = time.time()
         await self.store._durable(self, self.log.next_offset, close=True)
+
+    async def _settle(self) -> None:
+        """Before a refusal is answered, make durable every write it was decided from: a producer's
+        last appends (``sequence_error``, ``sequence_gap``, fenced) or a close (``stream_closed``).
+        Otherwise a crash could undo the state while the client acts on the refusal (issue 11)."""
+        log = self.log
+        if log.close_info is not None and not log.close_durable:
+            await self.store._durable(self, log.next_offset, close=True)
+        elif log.next_offset > log.durable_offset or log._pending:
+            await self.store._durable(self, log.next_offset)
 
     def read(self, from_offset: int, max_chunks: int = 1024, max_bytes: int | None = None) -> list[bytes]:
         self._check_live()
@@ -411,6 +437,7 @@ class Store:
         labels: dict[str, str] | None = None,
         exist_ok: bool = False,
         idle_ttl: float | None = None,
+        replace_gone: bool = False,
     ) -> Stream:
         ids.validate(stream_id)
         while (pending := self._creating.get(stream_id)) is not None:
@@ -419,6 +446,9 @@ class Store:
             if exist_ok:
                 return self.get(stream_id)
             raise StreamExists(f"stream {stream_id!r} already exists")
+        if not replace_gone and self.gone(stream_id):
+            # a reader holding an offset of the deleted stream must never resume into a new one
+            raise StreamGone(f"stream {stream_id!r} was deleted or expired; its id is not reusable yet")
         done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
         try:
             return await self._create(stream_id, ttl, expires_at, content_type, labels, idle_ttl)
@@ -478,6 +508,8 @@ class Store:
             await asyncio.shield(pending)
         if stream_id in self._catalog:
             raise StreamExists(f"stream {stream_id!r} already exists")
+        if self.gone(stream_id):
+            raise StreamGone(f"stream {stream_id!r} was deleted or expired; its id is not reusable yet")
         shared: list[Segment] = []
         for seg in src.log.segments:  # snapshot on the loop: sealing swaps segments in place
             closing = seg is src.log.segments[-1] and src.log.close_info is not None
