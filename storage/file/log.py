@@ -19,6 +19,7 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 import time
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -60,6 +61,10 @@ STATUSES = CLOSE_STATUSES
 # recovery restores the last one from the marks (raw segments) or the checkpoint (sealed ones, under
 # the key ``"\0{stream_seq}"``). Producer ids cannot contain NUL, so old marks read unchanged.
 SEQ_SEP = "\0"
+
+# Held while a stream directory's fan-out parents are made, and while the store removes empty ones
+# (Store._prune), so a create never makes its directory inside a parent that is being removed.
+FANOUT_LOCK = threading.Lock()
 
 
 # A producer's retry window: (seq, first offset, count) of its last ``PRODUCER_WINDOW`` appends in
@@ -165,7 +170,6 @@ class Log:
         self._unsynced_fds: list[int] = []
         self._unsynced_dirs: list[Path] = []
         self._cache: tuple[int, int, record.Body] | None = None  # (segment base, position, block)
-        self._cctx = zstandard.ZstdCompressor(level=opts.seal_level)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -823,10 +827,11 @@ def _make_stream_dir(path: Path, meta: StreamMeta) -> list[Path]:
     """Make a stream's directory and its meta.json (not yet fsynced into their parents): returns
     every directory made, each of whose entries the caller must fsync in its parent."""
     new_dirs = []
-    d = path
-    while not d.exists():
-        new_dirs.append(d)
-        d = d.parent
-    path.mkdir(parents=True, exist_ok=False)
+    with FANOUT_LOCK:
+        d = path
+        while not d.exists():
+            new_dirs.append(d)
+            d = d.parent
+        path.mkdir(parents=True, exist_ok=False)
     write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
     return new_dirs
