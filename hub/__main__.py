@@ -62,6 +62,11 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="(RHUB_LOG_LEVEL, default info)"
     )
+    sv.add_argument(
+        "--archive-delay-s",
+        type=float,
+        help="archive finished answers this long after their close (RHUB_ARCHIVE_DELAY_S)",
+    )
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
     return ap
 
@@ -120,6 +125,7 @@ def configure(args: argparse.Namespace) -> tuple[Config, str]:
         open_ttl_s=args.open_ttl_s,
         access_log=args.access_log,
         log_level=args.log_level,
+        archive_delay_s=args.archive_delay_s,
         demo=args.demo,
     )
     if args.admin_token:
