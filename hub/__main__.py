@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     sv.add_argument("--stream-ttl-s", type=float, help="keep closed streams this long (RHUB_STREAM_TTL_S)")
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
+    sv.add_argument("--generator", help="module:function, an async generator of answers (RHUB_GENERATOR)")
+    sv.add_argument("--llm-base-url", help="an OpenAI-compatible API for answers (RHUB_LLM_BASE_URL)")
+    sv.add_argument("--llm-model", help="the model name for --llm-base-url (RHUB_LLM_MODEL)")
+    sv.add_argument("--aisdk-prefix", help="where the AI SDK endpoints live (RHUB_AISDK_PREFIX, /api/chat)")
     args = ap.parse_args(argv)
     if args.cmd != "serve":
         ap.print_help()
@@ -45,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         allowed_origins=origins,
         stream_ttl_s=args.stream_ttl_s,
         demo=args.demo,
+        generator=args.generator,
+        llm_base_url=args.llm_base_url,
+        llm_model=args.llm_model,
+        aisdk_prefix=args.aisdk_prefix,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = make_app(cfg)

@@ -14,7 +14,7 @@ from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.errors import HubError
 from hub.core.service import HUB, Hub
-from hub.protocols import admin, chats, durable
+from hub.protocols import admin, aisdk, chats, durable
 from hub.protocols.native import http as http_api
 from hub.protocols.native.ws import close_all, ws_handler
 
@@ -47,7 +47,8 @@ CORS_HEADERS = {
 def _cors_origin(request: web.Request) -> str | None:
     """The Access-Control-Allow-Origin for this request, or None (no CORS for it)."""
     origin = request.headers.get("Origin")
-    if origin is None or not request.path.startswith(CORS_PATHS):
+    prefix = request.app[HUB].config.aisdk_prefix.rstrip("/")
+    if origin is None or not request.path.startswith((*CORS_PATHS, prefix)):
         return None
     allowed = [o.rstrip("/") for o in request.app[HUB].config.allowed_origins]
     if not allowed:
@@ -110,6 +111,7 @@ def make_app(config: Config) -> web.Application:
     durable.setup(app)  # the Durable Streams protocol on /v1/stream/{path}
     app.router.add_routes(admin.routes)
     chats.setup(app)  # /chats/{chat} and the WebSocket "watch" op
+    aisdk.setup(app, config)  # the AI SDK's chat transports under config.aisdk_prefix
     app.router.add_get("/healthz", healthz)
     demo.setup(app, config)
     app.router.add_static("/static/", STATIC, show_index=False)

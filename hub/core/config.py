@@ -34,6 +34,14 @@ class Config:
     stream_ttl_s: float | None = None  # how long closed streams are kept; None = forever
     segment_bytes: int = 8 << 20  # raw segments roll (and get sealed) at this size
     demo: bool = False  # serve the demo chat page and the built-in simulated model
+    aisdk_prefix: str = "/api/chat"  # the AI SDK's endpoints: {prefix}, {prefix}/{chat}/stream, ...
+    aisdk_keepalive_s: float = 15.0  # ": keep-alive" comments on an idle AI SDK SSE response
+    aisdk_cookie: str | None = None  # a cookie that carries the token for the AI SDK endpoints (off)
+    generator: str | None = None  # module:function, an async generator of an answer (hub.producers.generator)
+    llm_base_url: str | None = (
+        None  # an OpenAI-compatible API: the built-in generator (key: RHUB_LLM_API_KEY)
+    )
+    llm_model: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
