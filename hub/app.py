@@ -12,27 +12,14 @@ from aiohttp import web
 from hub import demo
 from hub.core.auth import Auth
 from hub.core.config import Config
-from hub.core.errors import HubError
 from hub.core.service import HUB, Hub
 from hub.protocols import admin, aisdk, chats, durable
+from hub.protocols.http_errors import errors
 from hub.protocols.native import http as http_api
 from hub.protocols.native.ws import close_all, ws_handler
 
 log = logging.getLogger("hub")
 STATIC = Path(__file__).parent / "static"
-
-
-@web.middleware
-async def errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except HubError as e:
-        request.app[HUB].counters.errors += 1
-        body = {"error": {"code": e.code, "message": e.message}}
-        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-        return web.json_response(body, status=e.status, headers=headers)
 
 
 CORS_PATHS = ("/streams", "/chats")

@@ -14,7 +14,8 @@
 
 Each append carries (producer id, seq); after a reconnect every unacknowledged append is sent again
 with its original seq, and the hub acknowledges a retry of an append that already landed with its
-original offset instead of writing it twice.
+original offset instead of writing it twice. Frames both ways are the typed messages of
+``hub.protocols.native.messages``; close codes come from ``hub.core.errors``, as the hub's do.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import msgspec
 
-FATAL_CLOSE = {4401}  # unauthorized: retrying with the same token cannot help
+from hub.core.errors import FATAL_CLOSE
+from hub.core.tasks import TaskSet
+from hub.protocols.native import messages as m
+
+Request = m.Create | m.Append | m.Close
 
 
 class ClientError(Exception):
@@ -62,9 +66,9 @@ class _Pending:
 
     __slots__ = ("fut", "gen", "msg", "sends", "text")
 
-    def __init__(self, msg: dict[str, Any], fut: asyncio.Future[dict[str, Any]]) -> None:
+    def __init__(self, msg: Request, fut: asyncio.Future[m.Ack]) -> None:
         self.msg = msg
-        self.text = msgspec.json.encode(msg).decode()
+        self.text = m.encode(msg)
         self.fut = fut
         self.gen = -1  # the connection generation it was last sent on
         self.sends = 0
@@ -132,6 +136,7 @@ class Producer:
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()  # reconnects and on_cancel callbacks, kept referenced until done
         self._lock = asyncio.Lock()
         self._closed = False
         self._next_id = 0
@@ -154,7 +159,7 @@ class Producer:
 
     async def __aenter__(self) -> Producer:
         await self._connect()
-        await self._request({"op": "create", "stream": self.stream, "ttl": self.ttl, "labels": self.labels})
+        await self._request(m.Create(self.stream, ttl=self.ttl, labels=self.labels))
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -168,6 +173,7 @@ class Producer:
             await self.aclose()
 
     async def aclose(self) -> None:
+        await self._tasks.aclose()
         if self._timer is not None:
             self._timer.cancel()
         for t in (self._reader, self._pump_task):
@@ -211,17 +217,14 @@ class Producer:
         if self._failed is not None:
             raise self._failed
 
-    async def close(self, status: str = "done", error: str | None = None) -> None:
+    async def close(self, status: m.CloseStatus = "done", error: str | None = None) -> None:
         with contextlib.suppress(ClientError):
             await self.flush()  # the partial answer is kept even when the close says error
         failed = self._failed if status == "done" else None  # "done" would claim every append landed
         if failed is not None:
             status, error = "error", f"an append was refused: {failed}"
-        msg: dict[str, Any] = {"op": "close", "stream": self.stream, "status": status}
-        if error is not None:
-            msg["error"] = error[:1000]
         try:
-            await self._request(msg)
+            await self._request(m.Close(self.stream, status, error[:1000] if error is not None else None))
         except ClientError as e:
             if e.code != "stream_closed":
                 raise
@@ -266,9 +269,7 @@ class Producer:
             self.seq += 1
             self._inflight += 1
             self.frames_sent += 1
-            msg: dict[str, Any] = {"op": "append", "stream": self.stream, "data": chunks}
-            msg.update(producer=self.producer_id, seq=self.seq)
-            pending = self._submit(msg)
+            pending = self._submit(m.Append(self.stream, chunks, producer=self.producer_id, seq=self.seq))
             pending.fut.add_done_callback(
                 functools.partial(self._frame_done, futs=[f for _, f in futs], where=where)
             )
@@ -276,7 +277,7 @@ class Producer:
             self._idle.set()
 
     def _frame_done(
-        self, frame: asyncio.Future[dict[str, Any]], *, futs: list[asyncio.Future[int]], where: list[int]
+        self, frame: asyncio.Future[m.Ack], *, futs: list[asyncio.Future[int]], where: list[int]
     ) -> None:
         self._inflight -= 1
         if frame.cancelled() or frame.exception() is not None:
@@ -288,7 +289,7 @@ class Producer:
             self._batch, self._batch_futs = [], []
             self._room.set()
         else:
-            first = int(frame.result()["offset"])
+            first = frame.result().offset
             for f, i in zip(futs, where, strict=True):
                 if not f.done():
                     f.set_result(first + i if first >= 0 else -1)
@@ -296,16 +297,16 @@ class Producer:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _submit(self, msg: dict[str, Any]) -> _Pending:
+    def _submit(self, msg: Request) -> _Pending:
         self._next_id += 1
-        rid = msg["id"] = self._next_id
+        rid = msg.id = self._next_id
         pending = _Pending(msg, asyncio.get_running_loop().create_future())
         self._unacked[rid] = pending
         pending.fut.add_done_callback(lambda _: self._unacked.pop(rid, None))
         self._wake.set()
         return pending
 
-    async def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, msg: Request) -> m.Ack:
         return await self._submit(msg).fut
 
     async def _pump(self) -> None:
@@ -346,27 +347,26 @@ class Producer:
         self._wake.set()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for m in ws:
-            if m.type != aiohttp.WSMsgType.TEXT:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
                 break
-            frame = msgspec.json.decode(m.data)
-            op = frame.get("op")
-            if op == "ack":
-                entry = self._unacked.get(frame.get("id"))
-                if frame.get("cancelled"):
+            frame = m.decode_server(msg.data)
+            if isinstance(frame, m.Ack):
+                entry = self._unacked.get(frame.id) if isinstance(frame.id, int) else None
+                if frame.cancelled:
                     self._set_cancelled()
                 if entry and not entry.fut.done():
                     entry.fut.set_result(frame)
-            elif op == "error":
-                entry = self._unacked.get(frame.get("id"))
+            elif isinstance(frame, m.Error):
+                entry = self._unacked.get(frame.id) if isinstance(frame.id, int) else None
                 if entry and not entry.fut.done():
-                    if frame["code"] == "sequence_error" and entry.sends > 1 and entry.msg["op"] == "append":
+                    if frame.code == "sequence_error" and entry.sends > 1 and isinstance(entry.msg, m.Append):
                         # A resent append older than the producer's last accepted seq: the hub takes
                         # seqs in order, so it landed before the drop; only its offset is lost.
-                        entry.fut.set_result({"offset": -1})
+                        entry.fut.set_result(m.Ack(frame.id, self.stream, -1))
                     else:
-                        entry.fut.set_exception(ClientError(frame["code"], frame["message"]))
-            elif op == "cancel" and frame.get("stream") == self.stream:
+                        entry.fut.set_exception(ClientError(frame.code, frame.message))
+            elif isinstance(frame, m.CancelRequested) and frame.stream == self.stream:
                 self._set_cancelled()
         if ws.close_code in FATAL_CLOSE:
             for p in list(self._unacked.values()):
@@ -375,7 +375,7 @@ class Producer:
             return
         # connection lost: reconnect and resend everything unacknowledged, same seqs
         self.reconnects += 1
-        asyncio.get_running_loop().create_task(self._reconnect())
+        self._tasks.spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
         async with self._lock:
@@ -390,7 +390,7 @@ class Producer:
         if not self.cancel_event.is_set():
             self.cancel_event.set()
             if self.on_cancel is not None:
-                asyncio.get_running_loop().create_task(self.on_cancel())
+                self._tasks.spawn(self.on_cancel())
 
 
 class Subscriber:
@@ -439,35 +439,32 @@ class Subscriber:
                     async with session.ws_connect(self.url, heartbeat=20) as ws:
                         self._ws = ws
                         self.connects += 1
-                        sub: dict[str, Any] = {"op": "subscribe", "stream": self.stream, "from": self.offset}
-                        if self.epoch:
-                            sub["epoch"] = self.epoch
-                        if self.coalesce_ms:
-                            sub["coalesce_ms"] = self.coalesce_ms
-                        await ws.send_str(msgspec.json.encode(sub).decode())
-                        async for m in ws:
-                            if m.type != aiohttp.WSMsgType.TEXT:
+                        sub = m.Subscribe(
+                            self.stream, self.offset, epoch=self.epoch, coalesce_ms=self.coalesce_ms
+                        )
+                        await ws.send_str(m.encode(sub))
+                        async for msg in ws:
+                            if msg.type != aiohttp.WSMsgType.TEXT:
                                 break
                             attempt = 0
-                            f = msgspec.json.decode(m.data)
-                            op = f.get("op")
-                            if op == "chunks":
-                                first = f["offset"]
+                            f = m.decode_server(msg.data)
+                            if isinstance(f, m.Chunks):
+                                first = f.offset
                                 if first > self.offset:
                                     raise ClientError("gap", f"expected offset {self.offset}, got {first}")
-                                for i, d in enumerate(f["data"]):
+                                for i, d in enumerate(f.data):
                                     if first + i >= self.offset:  # never yield a chunk twice
                                         self.offset = first + i + 1
                                         yield Chunk(first + i, d)
-                            elif op == "subscribed":
-                                self.epoch = f["epoch"]
-                            elif op == "reset":
-                                self.epoch, self.offset = f["epoch"], 0
-                            elif op == "end":
-                                self.status, self.error = f["status"], f.get("error")
+                            elif isinstance(f, m.Subscribed):
+                                self.epoch = f.epoch
+                            elif isinstance(f, m.Reset):
+                                self.epoch, self.offset = f.epoch, 0
+                            elif isinstance(f, m.End):
+                                self.status, self.error = f.status, f.error
                                 return
-                            elif op == "error":
-                                raise ClientError(f["code"], f["message"])
+                            elif isinstance(f, m.Error):
+                                raise ClientError(f.code, f.message)
                         if ws.close_code in FATAL_CLOSE:
                             raise ClientError("unauthorized", "the hub refused our token")
                 except (TimeoutError, aiohttp.ClientError, OSError):

@@ -21,9 +21,11 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
+from hub.core.errors import HubError, storage_errors
 from hub.protocols.native.messages import Chunks, End, Error, encode
-from storage import CloseInfo, StorageError, Stream, StreamHandle
+from storage import CloseInfo, CloseStatus, StreamHandle
 
 
 class OutboxClosed(Exception):
@@ -111,7 +113,8 @@ class Format:
         return encode(Chunks(stream, offset, data))
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
-        return encode(End(stream, offset, info.status, info.error))
+        # the engine types statuses as str; a CloseInfo only ever holds a CloseStatus
+        return encode(End(stream, offset, cast(CloseStatus, info.status), info.error))
 
     def error(self, stream: str, code: str, message: str) -> str:
         return encode(Error(code, message, stream))
@@ -136,7 +139,7 @@ def _texts(chunks: list[bytes]) -> list[str]:
 @dataclass(eq=False)
 class Subscription:
     fanout: Fanout
-    stream: Stream
+    stream: StreamHandle
     outbox: Outbox
     next: int
     fmt: Format = WS_FORMAT
@@ -174,7 +177,10 @@ class Subscription:
                 await self.outbox.wait_space()
                 if self.next < s.next_offset:
                     # frames a quarter of the outbox: a stalled reader pins at most ~1.5 outboxes of memory
-                    chunks = s.read(self.next, self.replay_batch, max(16 << 10, self.outbox.max_bytes // 4))
+                    with storage_errors(s.id):
+                        chunks = await s.read_chunks(
+                            self.next, self.replay_batch, max(16 << 10, self.outbox.max_bytes // 4)
+                        )
                     texts = _texts(chunks)
                     frame = self.fmt.chunks(s.id, self.next, texts)
                     self.next += len(texts)
@@ -193,8 +199,8 @@ class Subscription:
                 self.mode = "live"
         except (OutboxClosed, asyncio.CancelledError):
             pass
-        except StorageError as e:
-            self.outbox.force(self.fmt.error(s.id, e.code, str(e)))
+        except HubError as e:
+            self.outbox.force(self.fmt.error(s.id, e.code, e.message))
             self.mode = "done"
             self.fanout._remove(self)
 
@@ -291,7 +297,7 @@ class Fanout:
 
     def subscribe(
         self,
-        stream: Stream,
+        stream: StreamHandle,
         outbox: Outbox,
         offset: int,
         fmt: Format = WS_FORMAT,
@@ -299,7 +305,7 @@ class Fanout:
         coalesce_bytes: int = 16384,
     ) -> Subscription:
         sub = Subscription(self, stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
-        stream.listeners.add(self)  # registered before the replay reads anything
+        stream.listen(self)  # registered before the replay reads anything
         self.subs.setdefault(stream.id, set()).add(sub)
         if offset > 0:
             self.stats.resumes += 1
@@ -317,7 +323,7 @@ class Fanout:
         subs.discard(sub)
         if not subs:
             del self.subs[sub.stream.id]
-            sub.stream.listeners.discard(self)
+            sub.stream.unlisten(self)
 
     def count(self, stream_id: str | None = None) -> int:
         if stream_id is not None:

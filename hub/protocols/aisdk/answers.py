@@ -18,12 +18,11 @@ from aiohttp import web
 
 from hub.core.auth import Grant, bearer
 from hub.core.errors import HubError
-from hub.core.service import Hub, as_hub_error
+from hub.core.service import Hub
 from hub.producers.generator import ChatRequest, Generator, Message, Runner
 from hub.protocols.aisdk.chunks import is_ui, message_id
-from hub.protocols.chats import check_chat_id, snapshot
-from hub.protocols.native.messages import ChatStream
-from storage import StorageError, Stream
+from hub.protocols.chats import chat_streams_of, check_chat_id
+from storage import StreamHandle
 
 MAX_HISTORY = 100  # answers read back into a generator's conversation
 MAX_USER_CHARS = 32_000
@@ -43,32 +42,30 @@ def token_of(request: web.Request, cookie: str | None) -> str | None:
     return None
 
 
-def answers(hub: Hub, chat: str, grant: Grant) -> list[ChatStream]:
-    return snapshot(hub, check_chat_id(chat), grant, MAX_HISTORY)
+async def answers(hub: Hub, chat: str, grant: Grant) -> list[StreamHandle]:
+    return await chat_streams_of(hub, check_chat_id(chat), grant, MAX_HISTORY)
 
 
-def active(hub: Hub, chat: str, grant: Grant, after: str | None = None) -> Stream | None:
+async def active(hub: Hub, chat: str, grant: Grant, after: str | None = None) -> StreamHandle | None:
     """The chat's open answer (the newest one); with ``after`` (an answer the client already has),
     the newest answer after it, open or not."""
-    items = answers(hub, chat, grant)
+    items = await answers(hub, chat, grant)
     if after is not None:
-        names = [c.stream.rsplit("/", 1)[-1] for c in items]
+        names = [c.id.rsplit("/", 1)[-1] for c in items]
         later = items[names.index(after) + 1 :] if after in names else items
-        pick = later[-1] if later else None
-    else:
-        pick = items[-1] if items and items[-1].status == "open" else None
-    if pick is None:
-        return None
-    try:
-        return hub.store.get(pick.stream)
-    except StorageError:
-        return None
+        return later[-1] if later else None
+    return items[-1] if items and items[-1].status == "open" else None
 
 
-def answer_text(s: Stream, labels: dict[str, str]) -> tuple[str, str]:
+async def answer_text(hub: Hub, s: StreamHandle) -> tuple[str, str]:
     """(text, reasoning) of a stored answer."""
-    raw = s.read(0, 100_000)
-    if not is_ui(labels):
+    raw: list[bytes] = []
+    while len(raw) < s.next_offset:
+        got = await hub.read(s, len(raw), 10_000)
+        if not got:
+            break
+        raw += got
+    if not is_ui(s.meta.labels):
         return b"".join(raw).decode("utf-8", "replace"), ""
     text, reasoning = [], []
     for c in raw:
@@ -83,44 +80,44 @@ def answer_text(s: Stream, labels: dict[str, str]) -> tuple[str, str]:
     return "".join(text), "".join(reasoning)
 
 
-def ui_messages(hub: Hub, chat: str, grant: Grant) -> tuple[list[dict[str, Any]], str | None]:
+async def ui_messages(hub: Hub, chat: str, grant: Grant) -> tuple[list[dict[str, Any]], str | None]:
     """The chat's ended answers as AI SDK UI messages, and the last one's name (``after``). The
     open answer's user message is included; the answer itself comes by resume."""
     out: list[dict[str, Any]] = []
     last: str | None = None
-    for c in answers(hub, chat, grant):
-        name = c.stream.rsplit("/", 1)[-1]
-        user = c.labels.get("user")
+    for c in await answers(hub, chat, grant):
+        name = c.id.rsplit("/", 1)[-1]
+        user = c.meta.labels.get("user")
         if user is not None:
             out.append({"id": f"user-{name}", "role": "user", "parts": [{"type": "text", "text": user}]})
         if c.status == "open":
             break
         try:
-            text, reasoning = answer_text(hub.store.get(c.stream), c.labels)
-        except StorageError:
-            continue
+            text, reasoning = await answer_text(hub, c)
+        except HubError:
+            continue  # deleted meanwhile
         parts: list[dict[str, Any]] = []
         if reasoning:
             parts.append({"type": "reasoning", "text": reasoning, "state": "done"})
         parts.append({"type": "text", "text": text, "state": "done"})
-        out.append({"id": message_id(c.stream), "role": "assistant", "parts": parts})
+        out.append({"id": message_id(c.id), "role": "assistant", "parts": parts})
         last = name
     return out, last
 
 
-def history(hub: Hub, chat: str, grant: Grant, user: str, regenerate: bool) -> list[Message]:
+async def history(hub: Hub, chat: str, grant: Grant, user: str, regenerate: bool) -> list[Message]:
     msgs: list[Message] = []
-    items = answers(hub, chat, grant)
+    items = await answers(hub, chat, grant)
     if regenerate and items:
         items = items[:-1]  # the answer being regenerated is not part of the conversation
     for c in items:
         if c.status == "open":
             continue
-        if c.labels.get("user") is not None:
-            msgs.append(Message("user", c.labels["user"]))
+        if c.meta.labels.get("user") is not None:
+            msgs.append(Message("user", c.meta.labels["user"]))
         try:
-            text, _ = answer_text(hub.store.get(c.stream), c.labels)
-        except StorageError:
+            text, _ = await answer_text(hub, c)
+        except HubError:
             continue
         msgs.append(Message("assistant", text))
     msgs.append(Message("user", user))
@@ -147,7 +144,7 @@ async def start(
     messages: list[Any],
     trigger: str,
     body: dict[str, Any],
-) -> Stream:
+) -> StreamHandle:
     """Create the answer stream and start the generator on it; returns at once."""
     check_chat_id(chat)
     regenerate = trigger == "regenerate-message"
@@ -155,17 +152,14 @@ async def start(
     # milliseconds first, so names sort in creation order; a random tail, so two never collide
     sid = f"chat/{chat}/{int(time.time() * 1000):013d}-{secrets.token_hex(3)}"
     grant.check("write", sid)
-    convo = history(hub, chat, grant, user, regenerate)
-    try:
-        s = await hub.store.create(sid, labels={"chat": chat, "user": user, "format": "ui"})
-    except StorageError as e:
-        raise as_hub_error(e, sid) from None
+    convo = await history(hub, chat, grant, user, regenerate)
+    s = await hub.create(sid, labels={"chat": chat, "user": user, "format": "ui"})
 
     async def append(stream: str, chunks: list[bytes], producer: str, seq: int) -> None:
         await hub.append(stream, chunks, producer, seq)
 
     async def close(stream: str, status: str, error: str | None) -> None:
-        await hub.close_stream(stream, status, error)
+        await hub.close(stream, status, error)  # type: ignore[arg-type]
 
     req = ChatRequest(chat, sid, convo, trigger, body, messages)
     runner = Runner(gen, req, message_id(sid), append, close)

@@ -34,7 +34,7 @@ from hub.protocols.aisdk import answers
 from hub.protocols.aisdk.chunks import SSE_DONE, SSE_HEADERS, Translator, sse
 from hub.protocols.chats import CHATS
 from hub.protocols.native.messages import ChatEvent
-from storage import CloseInfo, Stream
+from storage import CloseInfo, StreamHandle
 
 GENERATOR = web.AppKey("aisdk_generator", object)
 TASKS = web.AppKey("aisdk_tasks", set)
@@ -73,13 +73,12 @@ def _grant(request: web.Request) -> Any:
     return hub.auth.grant(answers.token_of(request, hub.config.aisdk_cookie))
 
 
-async def serve(request: web.Request, hub: Hub, s: Stream) -> web.StreamResponse:
+async def serve(request: web.Request, hub: Hub, s: StreamHandle) -> web.StreamResponse:
     resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
-    hub.note_resume(s.id, 0)
     outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
     outbox.force(": stream-open\n\n")
-    sub = hub.fanout.subscribe(s, outbox, 0, fmt=UiSse(Translator(s.id, s.info().labels)))
+    sub = hub.subscribe(s, outbox, 0, fmt=UiSse(Translator(s.id, s.meta.labels)))
     writer = asyncio.create_task(outbox.run())
     keepalive = hub.config.aisdk_keepalive_s
     try:
@@ -110,7 +109,7 @@ async def send(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     gen = generator_of(request.app)
     if gen is None:
-        raise HubError("no_generator", "this hub has no generator (serve --generator or --llm-base-url)", 404)
+        raise HubError("no_generator", "this hub has no generator (serve --generator or --llm-base-url)")
     try:
         body = msgspec.json.decode(await request.read(), type=SendBody)
         extra = msgspec.json.decode(await request.read(), type=dict[str, Any])
@@ -136,7 +135,7 @@ async def send(request: web.Request) -> web.StreamResponse:
 async def resume(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     grant = _grant(request)
-    s = answers.active(hub, request.match_info["chat"], grant, request.query.get("after"))
+    s = await answers.active(hub, request.match_info["chat"], grant, request.query.get("after"))
     if s is None:
         return web.Response(status=204)
     return await serve(request, hub, s)
@@ -146,7 +145,7 @@ async def stop(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     grant = _grant(request)
     chat = request.match_info["chat"]
-    s = answers.active(hub, chat, grant)
+    s = await answers.active(hub, chat, grant)
     if s is None:
         return web.Response(status=204)
     grant.check("cancel", s.id)
@@ -159,7 +158,7 @@ async def stop(request: web.Request) -> web.Response:
     watchers = request.app[CHATS]
     watchers.watch(chat, on_event)
     try:
-        told = hub.request_cancel(s.id)
+        told = await hub.cancel(s.id)
         if not s.ended:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), STOP_WAIT_S)
@@ -171,7 +170,7 @@ async def stop(request: web.Request) -> web.Response:
 
 async def messages(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    msgs, after = answers.ui_messages(hub, request.match_info["chat"], _grant(request))
+    msgs, after = await answers.ui_messages(hub, request.match_info["chat"], _grant(request))
     return web.Response(
         body=msgspec.json.encode({"messages": msgs, "after": after}), content_type="application/json"
     )

@@ -36,7 +36,7 @@ from hub.core.service import HUB, Hub
 from hub.protocols.aisdk import answers
 from hub.protocols.aisdk.chunks import Translator
 from hub.protocols.aisdk.http import TASKS, generator_of
-from storage import CloseInfo, Stream
+from storage import CloseInfo, StreamHandle
 
 log = logging.getLogger("hub.aisdk.ws")
 SEP = "\x1e"  # between frames in one outbox entry; JSON text never holds a raw control character
@@ -108,14 +108,14 @@ class ChatSocket:
                     await ws.send_str(f)
 
         self.outbox = Outbox(send, self.hub.config.outbox_bytes)
-        self.requests: dict[str, tuple[Subscription, str]] = {}  # requestId -> (subscription, answer)
+        self.requests: dict[str, tuple[Subscription, str, Grant]] = {}  # requestId -> (sub, answer, grant)
 
     def _grant(self, headers: dict[str, str]) -> Grant:
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
         if auth.lower().startswith("bearer "):
             return self.hub.auth.grant(auth[7:].strip())
         if self.grant is None:
-            raise HubError("unauthorized", "a token is required", 401)
+            raise HubError("unauthorized", "a token is required")
         return self.grant
 
     async def run(self) -> None:
@@ -128,7 +128,7 @@ class ChatSocket:
                 if self.outbox.closed:
                     break
         finally:
-            for sub, _ in self.requests.values():
+            for sub, _, _ in self.requests.values():
                 sub.stop()
             self.requests.clear()
             self.outbox.close()
@@ -148,13 +148,14 @@ class ChatSocket:
             return  # a frame without a requestId cannot be answered: the client would drop it
         try:
             if isinstance(msg, Abort):
-                self.abort(msg.requestId)
+                await self.abort(msg.requestId)
             elif isinstance(msg, Resume):
-                s = answers.active(self.hub, msg.id, self._grant(msg.headers))
+                grant = self._grant(msg.headers)
+                s = await answers.active(self.hub, msg.id, grant)
                 if s is None:
                     self.outbox.force(frame("no-active", msg.requestId))
                 else:
-                    self.attach(msg.requestId, s, msg.lastSequence)
+                    self.attach(msg.requestId, s, msg.lastSequence, grant)
             else:
                 gen = generator_of(self.app)
                 if gen is None:
@@ -170,21 +171,20 @@ class ChatSocket:
                     msg.trigger,
                     msg.body,
                 )
-                self.attach(msg.requestId, s, None)
+                self.attach(msg.requestId, s, None, grant)
         except HubError as e:
             self.outbox.force(frame("error", msg.requestId, errorText=e.message))
 
-    def attach(self, rid: str, s: Stream, last: int | None) -> None:
-        t = Translator(s.id, s.info().labels)
+    def attach(self, rid: str, s: StreamHandle, last: int | None, grant: Grant) -> None:
+        t = Translator(s.id, s.meta.labels)
         last = -1 if last is None else last
         self.outbox.force(frame("start", rid))
         offset = min(max(0, last + 1 - t.lead), s.next_offset)
         old = self.requests.pop(rid, None)
         if old is not None:
             old[0].stop()
-        self.hub.note_resume(s.id, offset)
-        sub = self.hub.fanout.subscribe(s, self.outbox, offset, fmt=WsFormat(t, rid, last))
-        self.requests[rid] = (sub, s.id)
+        sub = self.hub.subscribe(s, self.outbox, offset, fmt=WsFormat(t, rid, last))
+        self.requests[rid] = (sub, s.id, grant)
 
         def done() -> None:
             if self.requests.get(rid, (None,))[0] is sub:
@@ -195,15 +195,15 @@ class ChatSocket:
         else:
             sub.on_done = done
 
-    def abort(self, rid: str) -> None:
+    async def abort(self, rid: str) -> None:
         entry = self.requests.pop(rid, None)
         if entry is None:
             return
-        sub, sid = entry
+        sub, sid, grant = entry
         sub.stop()
-        with contextlib.suppress(HubError):
-            if self.grant is None or self.grant.can("cancel", sid):
-                self.hub.request_cancel(sid)
+        if grant.can("cancel", sid):  # the grant the request was made with
+            with contextlib.suppress(HubError):
+                await self.hub.cancel(sid)
 
 
 async def handler(request: web.Request) -> web.StreamResponse:
