@@ -8,8 +8,9 @@ Invariants:
   it is, is decided once, in ``Hub.__init__`` (start-up wiring).
 * Every ``StorageError`` becomes a ``HubError`` here (``errors.storage_errors``), so no transport catches
   storage errors, and every client of every protocol sees the same code for the same failure.
-* Counters, limits (chunk size), cancel requests and resume counts are kept here, once: a transport
-  never bumps a counter of its own for an operation it asked the service to do.
+* Counters, limits (chunk size), cancel requests, resume counts and the observer hooks
+  (``hub.core.hooks``, for analytics) are kept here, once: a transport never bumps a counter of its
+  own for an operation it asked the service to do.
 * Per-stream bookkeeping ends with the stream (``_forget``), so a hub serving millions keeps none.
 """
 
@@ -27,6 +28,7 @@ from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.errors import HubError, storage_errors
 from hub.core.fanout import WS_FORMAT, Fanout, Format, Outbox, Subscription
+from hub.core.hooks import Hooks
 from hub.core.registry import Registry
 from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
 
@@ -74,6 +76,7 @@ class Hub:
         )
         self.fanout = Fanout()
         self.counters = Counters()
+        self.hooks = Hooks()
         self.started = time.time()
         self.connections: set[object] = set()
         self.per_ip: dict[str, int] = {}
@@ -181,6 +184,7 @@ class Hub:
         if not res.duplicate:
             self.counters.appends += 1
             self.counters.appended_chunks += res.count
+            self.hooks.emit(self.hooks.appended, sid, res)
         return res
 
     async def close(
@@ -194,6 +198,7 @@ class Hub:
         with storage_errors(s.id):
             await s.close(status, error, producer)
         self.cancel_requested.discard(s.id)
+        self.hooks.emit(self.hooks.closed, s.id, status, error)
         return s
 
     async def fork(
@@ -240,7 +245,9 @@ class Hub:
         if offset > 0:
             self.counters.reconnects += 1
             self.resume_counts[stream.id] = self.resume_counts.get(stream.id, 0) + 1
-        return self.fanout.subscribe(stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
+        sub = self.fanout.subscribe(stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
+        self.hooks.emit(self.hooks.subscribed, stream.id, offset)
+        return sub
 
     # --- cancel ------------------------------------------------------------------------------
 
@@ -251,6 +258,7 @@ class Hub:
             return False
         self.counters.cancels += 1
         self.cancel_requested.add(stream_id)
+        self.hooks.emit(self.hooks.cancel_requested, stream_id)
         return self.cancel_listeners.emit(stream_id, stream_id) > 0
 
     def watch_cancel(self, stream_id: str, cb: Callable[[str], None]) -> None:

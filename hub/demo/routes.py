@@ -22,7 +22,7 @@ from hub.core.tasks import TaskSet
 from hub.producers.simulated import run_answer
 from hub.protocols.chats import check_chat_id
 
-STATIC = Path(__file__).parent.parent / "static"
+STATIC = Path(__file__).parent / "static"  # the demo's pages; the browser library is hub/static
 TASKS = web.AppKey("demo_tasks", TaskSet)
 
 
@@ -45,6 +45,7 @@ def setup(app: web.Application, config: Config) -> None:
     tasks = app[TASKS] = TaskSet()
     app.router.add_get("/", page("index.html"))
     app.router.add_get("/admin", page("admin.html"))
+    app.router.add_static("/demo/static/", STATIC, show_index=False)
     app.router.add_post("/demo/ask", ask)
 
     async def stop_tasks(app: web.Application) -> None:

@@ -428,13 +428,21 @@ class Store:
         lost = [sid for sid, _, _ in cat.live_ids() if sid not in on_disk]
         cat.remove(lost, durable=False)  # rows whose create never became durable
 
-    def _remove_dir(self, path: Path) -> None:
-        """Move a stream directory to the trash (one rename), empty it, prune empty fan-out dirs."""
+    def _to_trash(self, path: Path) -> Path:
+        """Move a stream directory to the trash (one rename): its path is free for a new stream."""
         trash = self.root / "trash" / f"{path.name}.{secrets.token_hex(4)}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(path, trash)
+        return trash
+
+    def _empty_trash(self, trash: Path, path: Path) -> None:
+        """Remove a trashed stream directory, then prune the empty fan-out dirs it left."""
         shutil.rmtree(trash, ignore_errors=True)
         self._prune(path.parent)
+
+    def _remove_dir(self, path: Path) -> None:
+        """Move a stream directory to the trash (one rename), empty it, prune empty fan-out dirs."""
+        self._empty_trash(self._to_trash(path), path)
 
     def _prune(self, fan: Path) -> None:
         """Remove the two fan-out levels above a removed stream if they are empty: a million finished
@@ -746,7 +754,11 @@ class Store:
             await loop.run_in_executor(self._db_pool, self.catalog.remove, [stream_id], durable)
             s.log.shutdown()
             if not isinstance(s.log, ArchivedLog):
-                self._spawn(loop.run_in_executor(self._bg_pool, self._remove_dir, s.log.path))
+                # The rename is awaited, so the id's path is free once delete() returns (a create
+                # of the same id must never race a background removal); emptying it is not.
+                path = s.log.path
+                trash = await loop.run_in_executor(self._fsync_pool, self._to_trash, path)
+                self._spawn(loop.run_in_executor(self._bg_pool, self._empty_trash, trash, path))
         finally:
             self._deleting.discard(stream_id)
         s._fail(StreamGone(f"stream {stream_id!r} was {reason}"), -1)

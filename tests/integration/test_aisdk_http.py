@@ -198,3 +198,20 @@ async def test_auth_by_bearer_and_by_cookie(start_hub, session) -> None:
     async with session.get(f"{hub.http}/api/chat/other/messages", headers={"Cookie": f"rhub={tok}"}) as r:
         assert r.status == 200 and (await r.json())["messages"] == []  # only streams it may read
     await asyncio.sleep(0)
+
+
+async def test_a_page_on_another_origin_may_call_the_endpoints(start_hub, session) -> None:
+    hub = await start_hub(generator=GEN + "paced", aisdk_prefix="/ai")
+    origin = {"Origin": "http://localhost:5173"}  # a Vite dev server
+    pre = {
+        **origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    async with session.options(f"{hub.http}/ai", headers=pre) as r:
+        assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Content-Type" in r.headers["Access-Control-Allow-Headers"]
+    async with session.get(f"{hub.http}/ai/x/stream", headers=origin) as r:
+        assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "*"
+    async with session.get(f"{hub.http}/api/chat/x/stream") as r:
+        assert r.status == 404  # the prefix moved

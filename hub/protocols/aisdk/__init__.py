@@ -12,6 +12,7 @@ from hub.producers.generator import Generator
 
 
 def setup(app: web.Application, config: Config) -> None:
+    from hub.protocols import cors
     from hub.protocols.aisdk import http, ws
 
     gen: Generator | None = None
@@ -23,5 +24,7 @@ def setup(app: web.Application, config: Config) -> None:
         from hub.producers.openai_compat import from_config
 
         gen = from_config(config)
+    # a page on another origin (a Vite dev server, say) may call these with a bearer token
+    app[cors.EXTRA] = (cors.Policy((config.aisdk_prefix.rstrip("/"),), "Authorization, Content-Type", 600),)
     http.setup(app, config.aisdk_prefix, gen)
     ws.setup(app, config.aisdk_prefix)

@@ -27,7 +27,7 @@ import msgspec
 from aiohttp import web
 
 from hub.core.errors import HubError
-from hub.core.fanout import Format, Outbox, OutboxClosed
+from hub.core.fanout import Format, Outbox, OutboxClosed, texts
 from hub.core.service import HUB, Hub
 from hub.producers.generator import Generator
 from hub.protocols.aisdk import answers
@@ -51,8 +51,8 @@ class UiSse(Format):
     def __init__(self, t: Translator) -> None:
         self.t = t
 
-    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
-        return sse(self.t.chunks(offset, data))
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        return sse(self.t.chunks(offset, texts(data)))
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
         return sse(self.t.end(offset, info)) + SSE_DONE

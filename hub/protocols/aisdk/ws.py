@@ -31,7 +31,7 @@ from aiohttp import web
 
 from hub.core.auth import Grant
 from hub.core.errors import HubError
-from hub.core.fanout import Format, Outbox, Subscription
+from hub.core.fanout import Format, Outbox, Subscription, texts
 from hub.core.service import HUB, Hub
 from hub.protocols.aisdk import answers
 from hub.protocols.aisdk.chunks import Translator
@@ -82,8 +82,8 @@ class WsFormat(Format):
     def _frames(self, chunks: list[tuple[int, str]]) -> list[str]:
         return [f'{self.head}{seq},"chunk":{c}}}' for seq, c in chunks if seq > self.last]
 
-    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
-        return SEP.join(self._frames(self.t.chunks(offset, data)))
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        return SEP.join(self._frames(self.t.chunks(offset, texts(data))))
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
         tail = self.t.end(offset, info)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from hub.core.auth import bearer
 from hub.core.errors import HubError
-from hub.core.fanout import Format, Outbox, OutboxClosed
+from hub.core.fanout import Format, Outbox, OutboxClosed, texts
 from hub.core.positions import MAX_OFFSET, parse_uint
 from hub.core.service import HUB, Hub
 from storage import CloseInfo, CloseStatus
@@ -229,8 +229,8 @@ END_ID_SUFFIX = ":end"  # the end event's id: "<offset>:end", distinct from the 
 
 
 class SseFormat(Format):
-    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
-        body = msgspec.json.encode({"offset": offset, "data": data}).decode()
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        body = msgspec.json.encode({"offset": offset, "data": texts(data)}).decode()
         return f"id: {offset + len(data)}\ndata: {body}\n\n"
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:

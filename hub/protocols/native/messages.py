@@ -187,7 +187,7 @@ class _Peek(msgspec.Struct):
 
     op: Any = None
     stream: Any = None
-    from_: Any = msgspec.field(default=None, name="from")
+    from_: Any = msgspec.field(default=msgspec.UNSET, name="from")  # UNSET: absent; None: null
     seq: Any = None
     status: Any = None
     id: Any = None
@@ -253,7 +253,7 @@ def _why(frame: str | bytes, e: msgspec.ValidationError) -> HubError:
     def offset_like(v: Any) -> bool:
         return v == "now" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OFFSET)
 
-    if peek.op == "subscribe" and peek.from_ is not None and not offset_like(peek.from_):
+    if peek.op == "subscribe" and peek.from_ is not msgspec.UNSET and not offset_like(peek.from_):
         # 1.5, "later", -1, 2^53: the offset rule, whatever the JSON type
         return HubError("invalid_offset", f'from must be an integer 0..{MAX_OFFSET} or "now"', stream)
     if peek.op == "append" and out_of_range(peek.seq):

@@ -3,6 +3,15 @@
 The reader loop never waits on storage or on the socket: an append is started in order (its offset
 is assigned synchronously) and acknowledged by its own task once durable, and every outgoing frame
 goes through the connection's bounded ``Outbox``.
+
+Invariants (docs/protocol.md, "Order" and "Slow readers"):
+
+* Ops on one stream start in arrival order. An op that cannot start at once (a ``create``, or an
+  ``append`` with ``create`` for a stream not there yet) holds a gate; later ops on that stream queue
+  behind it and start one by one as each predecessor has started, so pipelined creates, appends and
+  subscribes behave as if each had waited for the previous reply.
+* A peer that lets control frames pile up past twice the outbox is closed with 4408: the reader
+  stops, and the close frame is written behind what is already buffered, never instead of it.
 """
 
 from __future__ import annotations
