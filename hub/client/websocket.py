@@ -139,6 +139,7 @@ class Producer:
         self._tasks = TaskSet()  # reconnects and on_cancel callbacks, kept referenced until done
         self._lock = asyncio.Lock()
         self._closed = False
+        self._started = False
         self._next_id = 0
         # the batch: tokens appended but not yet in a frame, with the caller's future for each call
         self._batch: list[str] = []
@@ -157,10 +158,17 @@ class Producer:
         """True once a reader asked this stream to stop (within one round trip of their cancel)."""
         return self.cancel_event.is_set()
 
-    async def __aenter__(self) -> Producer:
-        await self._connect()
-        await self._request(m.Create(self.stream, ttl=self.ttl, labels=self.labels))
+    async def start(self) -> Producer:
+        """Connect and create the stream (``async with`` does it; call it first to have the stream
+        exist before you hand its id out, then enter the block later)."""
+        if not self._started:
+            self._started = True
+            await self._connect()
+            await self._request(m.Create(self.stream, ttl=self.ttl, labels=self.labels))
         return self
+
+    async def __aenter__(self) -> Producer:
+        return await self.start()
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
