@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> None:
         "--allowed-origins", help="comma-separated WebSocket Origin allow-list (RHUB_ALLOWED_ORIGINS)"
     )
     sv.add_argument("--stream-ttl-s", type=float, help="keep closed streams this long (RHUB_STREAM_TTL_S)")
+    sv.add_argument(
+        "--archive-delay-s",
+        type=float,
+        help="archive finished answers this long after their close (RHUB_ARCHIVE_DELAY_S)",
+    )
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
     sv.add_argument("--generator", help="module:function, an async generator of answers (RHUB_GENERATOR)")
     sv.add_argument("--llm-base-url", help="an OpenAI-compatible API for answers (RHUB_LLM_BASE_URL)")
@@ -48,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         jwt_secret=args.jwt_secret,
         allowed_origins=origins,
         stream_ttl_s=args.stream_ttl_s,
+        archive_delay_s=args.archive_delay_s,
         demo=args.demo,
         generator=args.generator,
         llm_base_url=args.llm_base_url,

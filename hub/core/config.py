@@ -33,6 +33,7 @@ class Config:
     heartbeat_s: float = 20.0
     stream_ttl_s: float | None = None  # how long closed streams are kept; None = forever
     segment_bytes: int = 8 << 20  # raw segments roll (and get sealed) at this size
+    archive_delay_s: float | None = 10.0  # a finished answer moves into the archive this long after its close
     demo: bool = False  # serve the demo chat page and the built-in simulated model
     aisdk_prefix: str = "/api/chat"  # the AI SDK's endpoints: {prefix}, {prefix}/{chat}/stream, ...
     aisdk_keepalive_s: float = 15.0  # ": keep-alive" comments on an idle AI SDK SSE response
