@@ -5,6 +5,7 @@ bundled with esbuild and served from another origin, streams an answer from the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -20,22 +21,10 @@ from tests.browser.conftest import DemoHub, Pages
 STATIC = Path(__file__).resolve().parents[2] / "hub" / "static"
 BIN = Path(__file__).parent / "aisdk-fixture" / "node_modules" / ".bin"
 
-APP = """
-import { connect, type StreamSnapshot } from "resumable-hub-client";
-import { openChat, newChatId } from "resumable-hub-client/chat";
-import { createHooks } from "resumable-hub-client/react";
-
-const hub = new URLSearchParams(location.search).get("hub") ?? "ws://127.0.0.1:8765/ws";
-const client = connect(hub, { token: () => null });
-const out = document.getElementById("out") as HTMLElement;
-const sub = client.subscribe("npm/1", {
-  onChunk: (data: string, offset: number) => { out.textContent += data; out.dataset.offset = String(offset); },
-  onEnd: (status, error) => { out.dataset.status = status; if (error) out.title = error; },
-});
-const snap: StreamSnapshot | null = client.getStream("npm/1");
-const off: () => void = client.onState((s) => { document.body.dataset.state = s; });
-export const ids = [newChatId(), snap?.offset ?? 0, typeof openChat, typeof createHooks, sub.stream, off];
-"""
+DOC = Path(__file__).resolve().parents[2] / "docs" / "browser.md"
+_m = re.search(r"<!-- file: main.ts -->\n```ts\n(.*?)```", DOC.read_text(), re.S)
+assert _m, "docs/browser.md lost its main.ts block"
+APP = _m.group(1)  # the guide's code, as written
 WRONG = """
 import { connect } from "resumable-hub-client";
 connect(42);
