@@ -33,6 +33,7 @@ STATUS: dict[str, int] = {
     "forbidden": 403,
     "producer_fenced": 403,
     "stream_not_found": 404,
+    "no_generator": 404,  # the AI SDK send endpoint on a hub without --generator / --llm-base-url
     "stream_gone": 410,
     "stream_exists": 409,
     "stream_closed": 409,
