@@ -28,9 +28,10 @@ from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.datadir import DataDirLock
 from hub.core.errors import HubError, storage_errors
-from hub.core.fanout import WS_FORMAT, Fanout, Format, Outbox, Subscription
+from hub.core.fanout import WS_FORMAT, Fanout, Format, Subscription
 from hub.core.hooks import Hooks
 from hub.core.lease import Leases, expire
+from hub.core.outbox import Outbox
 from hub.core.registry import Registry
 from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
 

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from hub.core.auth import bearer
 from hub.core.errors import HubError
-from hub.core.fanout import Format, Outbox, OutboxClosed, texts
+from hub.core.fanout import Format, texts
+from hub.core.outbox import Outbox, OutboxClosed
 from hub.core.positions import MAX_OFFSET, parse_uint
 from hub.core.service import HUB, Hub
 from hub.protocols.native.messages import NOTHING_TO_APPEND

@@ -28,7 +28,8 @@ from aiohttp import web
 
 from hub.core.auth import Grant, bearer
 from hub.core.errors import CloseCode, HubError
-from hub.core.fanout import Outbox, Subscription
+from hub.core.fanout import Subscription
+from hub.core.outbox import Outbox
 from hub.core.service import HUB, Hub
 from hub.core.tasks import TaskSet
 from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
