@@ -92,7 +92,9 @@ class Hub:
         self.delivery_rate = Rate()
         self.closing = False
         self._sampler: asyncio.Task[None] | None = None
-        self.lock = DataDirLock(config.data_dir)  # one hub per data dir, held from start to stop
+        # One hub per data dir, held from start to stop. It guards the file engine's directory: an
+        # engine shared by design (Redis, several hubs) must not take it.
+        self.lock = DataDirLock(config.data_dir)
         self.leases = Leases(config.producer_lease_s, config.open_ttl_s)  # answers end (lease.py)
         self._lease_task: asyncio.Task[None] | None = None
 
