@@ -131,14 +131,10 @@ ROLES: list[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None]] = [
         ),
         None,
     ),
+    ("aiohttp: permessage-deflate (zlib compressor, decompressor)", ("aiohttp/compression_utils.py",), None),
     (
         "aiohttp: the WebSocket (response, reader queue, frame parser, writer)",
-        (
-            "aiohttp/web_ws.py",
-            "aiohttp/_websocket/",
-            "aiohttp/web_response.py",
-            "aiohttp/compression_utils.py",
-        ),
+        ("aiohttp/web_ws.py", "aiohttp/_websocket/", "aiohttp/web_response.py"),
         None,
     ),
     ("asyncio: the socket transport and its callbacks", ("asyncio/", "socket.py"), None),
