@@ -19,6 +19,7 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 import time
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -60,6 +61,10 @@ STATUSES = CLOSE_STATUSES
 # recovery restores the last one from the marks (raw segments) or the checkpoint (sealed ones, under
 # the key ``"\0{stream_seq}"``). Producer ids cannot contain NUL, so old marks read unchanged.
 SEQ_SEP = "\0"
+
+# Held while a stream directory's fan-out parents are made, and while the store removes empty ones
+# (Store._prune), so a create never makes its directory inside a parent that is being removed.
+FANOUT_LOCK = threading.Lock()
 
 
 # A producer's retry window: (seq, first offset, count) of its last ``PRODUCER_WINDOW`` appends in
@@ -129,6 +134,9 @@ class LogOptions:
     max_chunk_bytes: int = 1 << 20
     max_append_bytes: int = 8 << 20
     max_read_bytes: int = 4 << 20
+    # False under the store's ``never`` policy: creates and seals skip their fsyncs too (the OS
+    # decides; a process crash still loses nothing, an OS crash may lose what was not written back)
+    sync: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +173,6 @@ class Log:
         self._unsynced_fds: list[int] = []
         self._unsynced_dirs: list[Path] = []
         self._cache: tuple[int, int, record.Body] | None = None  # (segment base, position, block)
-        self._cctx = zstandard.ZstdCompressor(level=opts.seal_level)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -176,9 +183,10 @@ class Log:
         seg = Segment(0, path / seg_name(0, False), sealed=False)
         log._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # empty: no data to fsync
         log.segments.append(seg)
-        fsync_dir(path)  # meta.json's rename and the segment's entry, in one fsync
-        for made in new_dirs:
-            fsync_dir(made.parent)
+        if opts.sync:
+            fsync_dir(path)  # meta.json's rename and the segment's entry, in one fsync
+            for made in new_dirs:
+                fsync_dir(made.parent)
         return log
 
     @classmethod
@@ -754,7 +762,8 @@ class Log:
             view = memoryview(bytes(out))
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if self.opts.sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         # the index is derived data, validated and rebuilt by recovery: no fsync of its own
@@ -765,9 +774,10 @@ class Log:
             new_ck = Checkpoint(
                 upto=seg.end, raw_bytes=ck.raw_bytes + raw, producers=producers, windows=windows
             )
-        write_atomic(self.path / "checkpoint.json", msgspec.json.encode(new_ck))
+        write_atomic(self.path / "checkpoint.json", msgspec.json.encode(new_ck), durable=self.opts.sync)
         os.replace(tmp, new.path)
-        fsync_dir(self.path)
+        if self.opts.sync:
+            fsync_dir(self.path)
         return new, new_ck
 
     def apply_seal(self, old: Segment, new: Segment, ck: Checkpoint) -> None:
@@ -823,10 +833,11 @@ def _make_stream_dir(path: Path, meta: StreamMeta) -> list[Path]:
     """Make a stream's directory and its meta.json (not yet fsynced into their parents): returns
     every directory made, each of whose entries the caller must fsync in its parent."""
     new_dirs = []
-    d = path
-    while not d.exists():
-        new_dirs.append(d)
-        d = d.parent
-    path.mkdir(parents=True, exist_ok=False)
+    with FANOUT_LOCK:
+        d = path
+        while not d.exists():
+            new_dirs.append(d)
+            d = d.parent
+        path.mkdir(parents=True, exist_ok=False)
     write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
     return new_dirs

@@ -1,0 +1,431 @@
+"""The catalog and the archive: one SQLite database per data dir (``store.db``). No asyncio here.
+
+``streams`` has one row per stream that exists (live or archived): id, status, times, the meta
+fields, and for an archived answer what its files used to say (chunk count, raw bytes, close,
+producer state). ``blocks`` holds archived answers: one row per sealed block, keyed by (stream key,
+first offset), so a seek is one B-tree lookup (O(log n)) and a long answer keeps its block
+structure. A block is a whole framed record (``record.py``: length, CRC32, first offset, count,
+payload), so an archived byte is checked exactly as a segment byte is, and a flipped bit answers
+``corrupt_data``, never wrong text.
+
+Invariants:
+
+* One writer: every write method runs on the store's single database thread (``Store._db``); reads
+  use their own connection on the event loop (WAL lets them run beside the writer).
+* A live stream's files are the truth about it; its row is an index that recovery re-derives (the
+  store reconciles rows with stream directories after an unclean shutdown, and on first start
+  over a data dir of the old layout). An archived answer's row and blocks are the truth: they are
+  committed with ``synchronous=FULL`` (fsynced) before its directory is removed.
+* A chat listing is a range query on the primary key, open streams and deadlines have partial
+  indexes: nothing here reads every row, so start-up and memory follow the live streams.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..engine import CloseInfo, StreamMeta
+
+SCHEMA_VERSION = 1
+OFFSET_MASK = (1 << 32) - 1  # a block's first offset in the low 32 bits of its key
+STATUS_CODES = {"open": 0, "done": 1, "error": 2, "cancelled": 3}
+STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    id TEXT PRIMARY KEY NOT NULL, -- WITHOUT ROWID: the id is the B-tree key, no second index of it
+    status INTEGER NOT NULL,      -- STATUS_CODES
+    created REAL NOT NULL,
+    closed REAL,
+    deadline REAL,                -- min(expires_at, closed + ttl or the default ttl); NULL = never
+    epoch NOT NULL,               -- 8 bytes when it is 16 hex digits (as the store makes them), else text
+    ttl REAL,
+    expires_at REAL,
+    idle_ttl REAL,
+    content_type TEXT,
+    labels BLOB,                  -- msgpack map, NULL when empty
+    arch INTEGER,                 -- archived: its blocks' key (in archive order); NULL: live, in files
+    chunks INTEGER,               -- archived only, from here on
+    raw_bytes INTEGER,
+    error TEXT,
+    producers BLOB                -- msgpack [producer map, retry windows] as a checkpoint has them
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS streams_open ON streams(id) WHERE status = 0;
+CREATE INDEX IF NOT EXISTS streams_live ON streams(id) WHERE arch IS NULL;
+CREATE INDEX IF NOT EXISTS streams_deadline ON streams(deadline) WHERE deadline IS NOT NULL;
+CREATE INDEX IF NOT EXISTS streams_idle ON streams(id) WHERE idle_ttl IS NOT NULL;
+CREATE TABLE IF NOT EXISTS blocks (
+    -- (streams.arch << 32) | first chunk offset of the block: one integer key, so the table is
+    -- SQLite's rowid B-tree, and answers archived in order are appended to full pages
+    pos INTEGER PRIMARY KEY,
+    data BLOB NOT NULL            -- one framed block (codec.py), checksum included
+);
+CREATE TABLE IF NOT EXISTS dicts (id INTEGER PRIMARY KEY, data BLOB NOT NULL, trained REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""
+
+_COLS = (
+    "id, status, created, closed, epoch, ttl, expires_at, idle_ttl, content_type, labels,"
+    " arch, chunks, raw_bytes, error, producers"
+)
+
+Producers = dict[str, tuple[int, int, int, int]]
+Windows = dict[str, list[tuple[int, int, int]]]
+_labels_enc = msgspec.msgpack.Encoder()
+_labels_dec = msgspec.msgpack.Decoder(dict[str, str])
+_producers_dec = msgspec.msgpack.Decoder(
+    tuple[dict[str, tuple[int, int, int, int]], dict[str, list[tuple[int, int, int]]]]
+)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One row of ``streams``."""
+
+    meta: StreamMeta
+    status: str
+    closed: float | None
+    arch: int | None  # the archive key of its blocks; None while the stream lives in files
+    chunks: int = 0
+    raw_bytes: int = 0
+    error: str | None = None
+    producers: Producers | None = None
+    windows: Windows | None = None
+
+    @property
+    def archived(self) -> bool:
+        return self.arch is not None
+
+    @property
+    def close_info(self) -> CloseInfo | None:
+        if self.status == "open":
+            return None
+        return CloseInfo(self.status, self.error, self.closed or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedAnswer:
+    """What moving one finished answer into the archive writes."""
+
+    meta: StreamMeta  # as the stream's files say now (recovery may have renewed the epoch)
+    blocks: Sequence[tuple[int, bytes]]  # (first offset, framed block: codec.py)
+    chunks: int
+    raw_bytes: int
+    close: CloseInfo
+    producers: Producers
+    windows: Windows
+
+
+def deadline(meta: StreamMeta, closed: float | None, default_ttl: float | None) -> float | None:
+    ttl = meta.ttl if meta.ttl is not None else default_ttl
+    times = [meta.expires_at, closed + ttl if closed is not None and ttl is not None else None]
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; writes say BEGIN/COMMIT themselves
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=64)
+    # WAL: readers (the event loop) never wait for the writer, and a commit is one append to -wal
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL: a commit survives a process crash; an OS crash may drop the last commits, which is
+    # safe only for what the stream files can re-derive, so archive moves and deletes use FULL
+    conn.execute("PRAGMA synchronous=NORMAL")
+    # a reader may meet a checkpoint or WAL recovery in progress: wait for it rather than fail
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class Catalog:
+    def __init__(self, path: Path, default_ttl: float | None = None) -> None:
+        self.path = path
+        self.created = not path.exists()
+        self.default_ttl = default_ttl
+        self._w = _connect(path)
+        self._w.executescript(_SCHEMA)
+        version = self._w.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            self._w.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: catalog schema {version}, this code knows {SCHEMA_VERSION}")
+        self._apply_default_ttl(default_ttl)
+        row = self._w.execute("SELECT value FROM settings WHERE name = 'next_arch'").fetchone()
+        self._next_arch = row[0] if row is not None else 1
+        self._r = _connect(path)
+        self.count = self._r.execute("SELECT count(*) FROM streams").fetchone()[0]
+
+    def _apply_default_ttl(self, ttl: float | None) -> None:
+        """Deadlines include the store's default TTL; when it changes, recompute the ones it sets
+        (one pass, only on the start that changes the setting)."""
+        row = self._w.execute("SELECT value FROM settings WHERE name = 'default_ttl'").fetchone()
+        if row is not None and row[0] == ttl:
+            return
+        with self._txn():
+            self._w.execute(
+                "UPDATE streams SET deadline = CASE"
+                " WHEN closed IS NULL OR ?1 IS NULL THEN expires_at"
+                " WHEN expires_at IS NULL THEN closed + ?1 ELSE min(expires_at, closed + ?1) END"
+                " WHERE ttl IS NULL",
+                (ttl,),
+            )
+            self._w.execute("INSERT OR REPLACE INTO settings VALUES ('default_ttl', ?)", (ttl,))
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()
+
+    # --- reads (event loop) --------------------------------------------------------------------
+
+    def get(self, stream_id: str) -> Entry | None:
+        row = self._r.execute(f"SELECT {_COLS} FROM streams WHERE id = ?", (stream_id,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def exists(self, stream_id: str) -> bool:
+        return self._r.execute("SELECT 1 FROM streams WHERE id = ?", (stream_id,)).fetchone() is not None
+
+    def list_ids(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        """Ids starting with ``prefix``, sorted: a range scan of the primary key, O(log n + k)."""
+        out: list[str] = []
+        cur = self._r.execute("SELECT id FROM streams WHERE id >= ? ORDER BY id", (prefix,))
+        for (sid,) in cur:
+            if not sid.startswith(prefix) or (limit is not None and len(out) >= limit):
+                break
+            out.append(sid)
+        cur.close()
+        return out
+
+    def open_ids(self) -> list[str]:
+        return [r[0] for r in self._r.execute("SELECT id FROM streams WHERE status = 0 ORDER BY id")]
+
+    def live_ids(self) -> list[tuple[str, str, float | None]]:
+        """(id, status, closed) of every stream that still has files (not archived)."""
+        rows = self._r.execute("SELECT id, status, closed FROM streams WHERE arch IS NULL ORDER BY id")
+        return [(sid, STATUS_NAMES[st], closed) for sid, st, closed in rows]
+
+    def due(self, now: float, limit: int = 4096) -> list[str]:
+        """Ids whose deadline has passed, earliest first."""
+        rows = self._r.execute(
+            "SELECT id FROM streams WHERE deadline <= ? ORDER BY deadline LIMIT ?", (now, limit)
+        )
+        return [r[0] for r in rows]
+
+    def idle_ttls(self) -> list[tuple[str, float]]:
+        return list(self._r.execute("SELECT id, idle_ttl FROM streams WHERE idle_ttl IS NOT NULL"))
+
+    def block_at(self, key: int, offset: int) -> tuple[int, bytes] | None:
+        """The block holding ``offset``: the last one starting at or before it."""
+        row = self._r.execute(
+            "SELECT pos, data FROM blocks WHERE pos BETWEEN ? AND ? ORDER BY pos DESC LIMIT 1",
+            (key << 32, (key << 32) | offset),
+        ).fetchone()
+        return None if row is None else (row[0] & OFFSET_MASK, bytes(row[1]))
+
+    def stored_bytes(self, key: int) -> int:
+        row = self._r.execute(
+            "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?",
+            (key << 32, (key << 32) | OFFSET_MASK),
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def dicts(self) -> dict[int, bytes]:
+        """Every trained dictionary (a few: one per retraining), kept as long as the store lives."""
+        return {i: bytes(d) for i, d in self._r.execute("SELECT id, data FROM dicts")}
+
+    # --- writes (the database thread only) -----------------------------------------------------
+
+    def _txn(self, full: bool = False) -> _Txn:
+        return _Txn(self._w, full)
+
+    def add(self, meta: StreamMeta, status: str = "open", closed: float | None = None) -> None:
+        with self._txn():
+            self._insert(meta, status, closed)
+
+    def add_many(self, rows: Sequence[tuple[StreamMeta, str, float | None]]) -> None:
+        with self._txn():
+            for meta, status, closed in rows:
+                self._insert(meta, status, closed)
+
+    def _insert(self, meta: StreamMeta, status: str, closed: float | None) -> None:
+        """A new row, or (reconciling after a crash) the files' word over an existing live row."""
+        known = self._w.execute("SELECT 1 FROM streams WHERE id = ?", (meta.id,)).fetchone()
+        self._w.execute(
+            "INSERT INTO streams (id, status, created, closed, deadline, epoch, ttl, expires_at,"
+            " idle_ttl, content_type, labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            " ON CONFLICT (id) DO UPDATE SET status = ?2, created = ?3, closed = ?4, deadline = ?5,"
+            " epoch = ?6, ttl = ?7, expires_at = ?8, idle_ttl = ?9, content_type = ?10, labels = ?11"
+            " WHERE arch IS NULL",
+            (
+                meta.id,
+                STATUS_CODES[status],
+                meta.created,
+                closed,
+                deadline(meta, closed, self.default_ttl),
+                _epoch(meta.epoch),
+                meta.ttl,
+                meta.expires_at,
+                meta.idle_ttl,
+                meta.content_type,
+                _labels_enc.encode(meta.labels) if meta.labels else None,
+            ),
+        )
+        if known is None:
+            self.count += 1
+
+    def set_status(self, meta: StreamMeta, status: str, closed: float | None) -> None:
+        with self._txn():
+            self._w.execute(
+                "UPDATE streams SET status = ?, closed = ?, deadline = ?, epoch = ? WHERE id = ?",
+                (
+                    STATUS_CODES[status],
+                    closed,
+                    deadline(meta, closed, self.default_ttl),
+                    _epoch(meta.epoch),
+                    meta.id,
+                ),
+            )
+
+    def set_labels(self, stream_id: str, labels: dict[str, str]) -> None:
+        with self._txn():
+            self._w.execute(
+                "UPDATE streams SET labels = ? WHERE id = ?",
+                (_labels_enc.encode(labels) if labels else None, stream_id),
+            )
+
+    def remove(self, stream_ids: Sequence[str], durable: bool) -> None:
+        """Forget streams (and their archived blocks). ``durable``: fsynced before returning."""
+        with self._txn(full=durable):
+            for sid in stream_ids:
+                row = self._w.execute("SELECT arch FROM streams WHERE id = ?", (sid,)).fetchone()
+                if row is None:
+                    continue
+                if row[0] is not None:
+                    k = row[0] << 32
+                    self._w.execute("DELETE FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK))
+                self._w.execute("DELETE FROM streams WHERE id = ?", (sid,))
+                self.count -= 1
+
+    def archive(self, answers: Sequence[ArchivedAnswer], durable: bool = True) -> list[str]:
+        """Move finished answers into ``blocks`` in one transaction (fsynced if ``durable``: always,
+        unless the store's policy is ``never``); returns the ids moved (a stream deleted meanwhile
+        has no row any more and is skipped)."""
+        moved = []
+        with self._txn(full=durable):
+            for a in answers:
+                row = self._w.execute(
+                    "SELECT 1 FROM streams WHERE id = ? AND arch IS NULL", (a.meta.id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                key = self._next_arch
+                self._next_arch += 1
+                self._w.executemany(
+                    "INSERT OR REPLACE INTO blocks (pos, data) VALUES (?, ?)",
+                    [((key << 32) | first, data) for first, data in a.blocks],
+                )
+                self._w.execute(
+                    "UPDATE streams SET arch = ?, status = ?, closed = ?, deadline = ?, epoch = ?,"
+                    " chunks = ?, raw_bytes = ?, error = ?, producers = ? WHERE id = ?",
+                    (
+                        key,
+                        STATUS_CODES[a.close.status],
+                        a.close.at,
+                        deadline(a.meta, a.close.at, self.default_ttl),
+                        _epoch(a.meta.epoch),
+                        a.chunks,
+                        a.raw_bytes,
+                        a.close.error,
+                        _labels_enc.encode((a.producers, a.windows)) if a.producers else None,
+                        a.meta.id,
+                    ),
+                )
+                moved.append(a.meta.id)
+            self._w.execute("INSERT OR REPLACE INTO settings VALUES ('next_arch', ?)", (self._next_arch,))
+        return moved
+
+    def blocks_between(self, lo: int, hi: int) -> list[tuple[int, int, bytes]]:
+        """(key, first, data) of the blocks of archive keys lo..hi-1 (the recoding pass)."""
+        rows = self._r.execute(
+            "SELECT pos, data FROM blocks WHERE pos >= ? AND pos < ?", (lo << 32, hi << 32)
+        )
+        return [(p >> 32, p & OFFSET_MASK, bytes(d)) for p, d in rows]
+
+    @property
+    def next_arch(self) -> int:
+        return self._next_arch
+
+    def replace_blocks(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        """Swap blocks for equivalent ones (recoded): the old bytes stay valid until the commit."""
+        with self._txn():
+            self._w.executemany(
+                "UPDATE blocks SET data = ? WHERE pos = ?", [(d, (k << 32) | f) for k, f, d in rows]
+            )
+
+    def vacuum(self) -> None:
+        """Rewrite the database compactly (after the first recoding pass, while it is still small)."""
+        self._w.execute("VACUUM")
+
+    def add_dict(self, data: bytes, trained: float) -> int:
+        with self._txn(full=True):
+            cur = self._w.execute("INSERT INTO dicts (data, trained) VALUES (?, ?)", (data, trained))
+            return int(cur.lastrowid or 0)
+
+
+class _Txn:
+    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error); ``full`` fsyncs the commit."""
+
+    def __init__(self, conn: sqlite3.Connection, full: bool = False) -> None:
+        self.conn, self.full = conn, full
+
+    def __enter__(self) -> None:
+        if self.full:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        finally:
+            if self.full:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _epoch(epoch: str) -> bytes | str:
+    if len(epoch) == 16 and epoch == epoch.lower():
+        try:
+            return bytes.fromhex(epoch)
+        except ValueError:
+            pass
+    return epoch
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    (sid, status, created, closed, epoch, ttl, expires_at, idle_ttl, ctype, labels, arch) = row[:11]
+    chunks, raw, error, producers = row[11:]
+    states, windows = _producers_dec.decode(producers) if producers else (None, None)
+    meta = StreamMeta(
+        id=sid,
+        created=created,
+        epoch=epoch.hex() if isinstance(epoch, bytes) else epoch,
+        ttl=ttl,
+        expires_at=expires_at,
+        content_type=ctype,
+        labels=_labels_dec.decode(labels) if labels else {},
+        idle_ttl=idle_ttl,
+    )
+    return Entry(
+        meta=meta,
+        status=STATUS_NAMES[status],
+        closed=closed,
+        arch=arch,
+        chunks=chunks or 0,
+        raw_bytes=raw or 0,
+        error=error,
+        producers=states,
+        windows=windows,
+    )
