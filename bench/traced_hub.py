@@ -139,7 +139,11 @@ ROLES: list[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None]] = [
     ),
     ("asyncio: the socket transport and its callbacks", ("asyncio/", "socket.py"), None),
     ("ours: Connection (hub/protocols/native/ws.py)", ("hub/protocols/native/ws.py", "hub/ws.py"), None),
-    ("ours: Outbox and Subscription (hub/core/fanout.py)", ("hub/core/fanout.py", "hub/fanout.py"), None),
+    (
+        "ours: Outbox and Subscription (hub/core/outbox.py, fanout.py)",
+        ("hub/core/outbox.py", "hub/core/fanout.py", "hub/fanout.py"),
+        None,
+    ),
     ("ours: the rest of hub/ and storage/", ("hub/", "storage/"), None),
 ]
 
