@@ -82,6 +82,7 @@ async def test_no_decision_before_durable_across_kill_9(tmp_path: Path):
     gap, seq 5) while A's appends wait for the 2 s group commit; the hub is killed. Nothing B was
     told may be contradicted by what the restarted hub holds, and resending what was not
     acknowledged ends with exactly one, two, three."""
+
     def process() -> HubProcess:  # a fresh free port per start: another test may take a freed one
         args = ["--fsync-interval-ms", "2000"]
         return HubProcess(tmp_path / "data", fsync="interval", args=args, log=tmp_path / "hub.log")
