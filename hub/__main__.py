@@ -67,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="archive finished answers this long after their close (RHUB_ARCHIVE_DELAY_S)",
     )
+    sv.add_argument(
+        "--ws-compress",
+        action="store_true",
+        default=None,
+        help="accept permessage-deflate on WebSockets, ~100 KiB more per connection (RHUB_WS_COMPRESS)",
+    )
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
     sv.add_argument("--generator", help="module:function, an async generator of answers (RHUB_GENERATOR)")
     sv.add_argument("--llm-base-url", help="an OpenAI-compatible API for answers (RHUB_LLM_BASE_URL)")
@@ -130,6 +136,7 @@ def configure(args: argparse.Namespace) -> tuple[Config, str]:
         access_log=args.access_log,
         log_level=args.log_level,
         archive_delay_s=args.archive_delay_s,
+        ws_compress=args.ws_compress,
         demo=args.demo,
         generator=args.generator,
         llm_base_url=args.llm_base_url,

@@ -31,6 +31,8 @@ class Config:
     max_inflight_appends: int = 1024  # per connection
     max_connections_per_ip: int = 10_000
     heartbeat_s: float = 20.0
+    # permessage-deflate on WebSockets: aiohttp's zlib state costs ~100 KiB of RSS per browser tab
+    ws_compress: bool = False
     stream_ttl_s: float | None = None  # how long closed streams are kept; None = forever
     segment_bytes: int = 8 << 20  # raw segments roll (and get sealed) at this size
     archive_delay_s: float | None = 10.0  # a finished answer moves into the archive this long after its close

@@ -4,13 +4,17 @@ Invariants: ``offer`` never waits and refuses (queues nothing) past ``max_bytes`
 a slow reader is dropped to replay instead of buffered without bound; ``force`` lets small control
 frames (acks, errors) through up to twice the limit; ``put`` (replay) waits until the buffer has
 drained below half. At most about ``2 * max_bytes`` is ever held per connection.
+
+Every idle connection holds one, so it holds no deque while empty and no ``asyncio.Event`` (each
+allocates a 760-byte waiter deque up front): ``Signal``s create a future only while someone waits.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+from hub.core.signal import Signal
 
 
 class OutboxClosed(Exception):
@@ -23,10 +27,10 @@ class Outbox:
     def __init__(self, send: Callable[[str], Awaitable[None]], max_bytes: int = 1 << 20) -> None:
         self._send = send
         self.max_bytes = max_bytes
-        self._q: deque[str] = deque()
+        self._q: deque[str] | None = None  # created by the first frame, dropped once drained
         self.bytes = 0
-        self._ready = asyncio.Event()
-        self._space = asyncio.Event()
+        self._ready = Signal()
+        self._space = Signal()
         self._space.set()
         self.closed = False
         self.sent_frames = 0
@@ -62,6 +66,8 @@ class Outbox:
             raise OutboxClosed
 
     def _push(self, frame: str) -> None:
+        if self._q is None:
+            self._q = deque()
         self._q.append(frame)
         self.bytes += len(frame)
         self._ready.set()
@@ -70,6 +76,7 @@ class Outbox:
         try:
             while True:
                 while not self._q:
+                    self._q = None
                     if self.closed:
                         return
                     self._ready.clear()
@@ -85,7 +92,7 @@ class Outbox:
 
     def close(self) -> None:
         self.closed = True
-        self._q.clear()
+        self._q = None
         self.bytes = 0
         self._ready.set()
         self._space.set()
