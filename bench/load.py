@@ -125,8 +125,10 @@ async def run(
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rhub-load-") as tmp:
         entry = ("-m", "bench.traced_hub", str(trace)) if trace is not None else ("-m", "hub")
-        # every connection comes from 127.0.0.1: the per-address limit (10,000) must not be what is measured
-        env = {"RHUB_MAX_CONNECTIONS_PER_IP": str(connections + 100)}
+        # every connection comes from 127.0.0.1: the per-address limit (10,000) must not be what is
+        # measured; and the quiet and hot streams have no producer while 10,000 clients connect, which
+        # can take longer than the producer lease (30 s): without this they end mid-run
+        env = {"RHUB_MAX_CONNECTIONS_PER_IP": str(connections + 100), "RHUB_PRODUCER_LEASE_S": "off"}
         hub = HubProcess(
             Path(tmp) / "data", fsync="interval", log=Path(tmp) / "hub.log", entry=entry, env=env
         )

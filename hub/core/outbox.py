@@ -7,10 +7,14 @@ drained below half. At most about ``2 * max_bytes`` is ever held per connection.
 
 Every idle connection holds one, so it holds no deque while empty and no ``asyncio.Event`` (each
 allocates a 760-byte waiter deque up front): ``Signal``s create a future only while someone waits.
+With ``autostart`` it holds no writer task either: one is started by the first queued frame and ends
+once the queue is empty (a task and its coroutine frames are about 1 KiB per idle connection).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +38,8 @@ class Outbox:
         self._space.set()
         self.closed = False
         self.sent_frames = 0
+        self._auto = False
+        self._writer: asyncio.Task[None] | None = None
 
     def offer(self, frame: str) -> bool:
         """Queue without waiting; False (and nothing queued) if the buffer is full."""
@@ -71,6 +77,41 @@ class Outbox:
         self._q.append(frame)
         self.bytes += len(frame)
         self._ready.set()
+        if self._auto and self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    def autostart(self) -> None:
+        """Send from a task that runs only while frames are queued (instead of awaiting ``run``)."""
+        self._auto = True
+        if self._q and self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._q and not self.closed:
+                await self._send_one(self._q.popleft())
+            if not self._q:
+                self._q = None
+        except (ConnectionError, RuntimeError):  # the peer is gone: as ``run`` ending, nothing more goes out
+            self.close()
+        finally:
+            self._writer = None
+
+    async def stop(self) -> None:
+        """Close, and end the writer task ``autostart`` may have running (it may be blocked in a send)."""
+        self.close()
+        w = self._writer
+        if w is not None:
+            w.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+                await w
+
+    async def _send_one(self, frame: str) -> None:
+        await self._send(frame)
+        self.bytes -= len(frame)
+        self.sent_frames += 1
+        if self.bytes <= self.max_bytes // 2:
+            self._space.set()
 
     async def run(self) -> None:
         try:
@@ -81,12 +122,7 @@ class Outbox:
                         return
                     self._ready.clear()
                     await self._ready.wait()
-                frame = self._q.popleft()
-                await self._send(frame)
-                self.bytes -= len(frame)
-                self.sent_frames += 1
-                if self.bytes <= self.max_bytes // 2:
-                    self._space.set()
+                await self._send_one(self._q.popleft())
         finally:
             self.close()
 

@@ -42,6 +42,10 @@ from storage import Status
 
 log = logging.getLogger("hub.ws")
 
+# What a stalled reader pins in user space besides the outbox (whose frames are shared with every
+# other subscriber): asyncio's transport buffer and aiohttp's drain interval, 64 KiB each by default,
+# hold private copies of sent frames. The kernel's SO_SNDBUF (``socket_sndbuf``) is the real buffer.
+WRITE_BUFFER = 16 << 10
 SLOW_CLOSE_S = 5.0  # how long a 4408 close frame may wait behind unread data before the socket is dropped
 
 
@@ -55,9 +59,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             "too_many_connections", f"at most {cfg.max_connections_per_ip} connections per address"
         )
     ws = web.WebSocketResponse(
-        heartbeat=cfg.heartbeat_s, max_msg_size=cfg.max_message_bytes, compress=cfg.ws_compress
+        heartbeat=cfg.heartbeat_s,
+        max_msg_size=cfg.max_message_bytes,
+        compress=cfg.ws_compress,
+        writer_limit=WRITE_BUFFER,
     )
     await ws.prepare(request)
+    if request.transport is not None:
+        request.transport.set_write_buffer_limits(high=WRITE_BUFFER)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None and cfg.socket_sndbuf:
         # A bounded kernel buffer makes a stalled reader visible to the outbox within ~100 KB instead
@@ -116,7 +125,7 @@ class Connection:
         return self._produced if self._produced is not None else set()
 
     async def run(self) -> None:
-        writer = asyncio.create_task(self.outbox.run())
+        self.outbox.autostart()  # a writer task only while frames are queued
         try:
             async for msg in self.ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
@@ -148,9 +157,7 @@ class Connection:
                 # not cancelled: a writer blocked in a drain shares aiohttp's drain future with the
                 # close frame's write, and cancelling it would cancel that future (and the close)
                 await self._close_slow()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
-                await writer
+            await self.outbox.stop()
             if not self.ws.closed:
                 await self.ws.close()
 
