@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import math
 import os
 import resource
@@ -164,11 +165,17 @@ async def run(
                 if trace is not None:
                     await traced_hub.take(pid, trace, 2)
                     report = traced_hub.breakdown(trace, 1, 2, idle_n - warm)
+                # this process's 10,000 client connections are long-lived: keep its full collections
+                # (hundreds of ms over them) out of the latencies it measures for the hub
+                gc.collect()
+                gc.freeze()
                 note("phase A: fast subscribers only")
                 lat_a = await phase(url, session, fast, seconds, rate)
                 loop = asyncio.get_running_loop()
                 for _ in range(slow):
                     slow_socks.append(await loop.run_in_executor(None, never_reader, port, "load/hot"))
+                gc.collect()
+                gc.freeze()
                 note(f"phase B: + {slow} never-reading sockets")
                 lat_b = await phase(url, session, fast, seconds, rate)
                 rss_b = rss_kb(pid)

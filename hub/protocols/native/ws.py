@@ -94,7 +94,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
 class Connection:
     __slots__ = (
-        "hub", "chats", "ws", "grant", "outbox", "subs", "inflight", "tasks", "slow", "gates", "queued",
+        "hub", "chats", "ws", "grant", "outbox", "subs", "_inflight", "tasks", "slow", "gates", "_queued",
         "_watching", "_produced",
     )  # fmt: skip
 
@@ -109,7 +109,7 @@ class Connection:
         self.outbox = Outbox(ws.send_str, hub.config.outbox_bytes)
         self.subs: dict[str, Subscription] = {}
         self._produced: set[str] | None = None  # streams this connection produces; by the first append
-        self.inflight = asyncio.Semaphore(hub.config.max_inflight_appends)
+        self._inflight: asyncio.Semaphore | None = None  # appends not yet acked; by the first append
         self.tasks = TaskSet()
         self.slow = False  # the peer let its control frames pile up past twice the outbox: 4408
         # Arrival order per stream: while an op on a stream cannot start at once (a create in flight,
@@ -117,7 +117,19 @@ class Connection:
         # resolves once the last queued op on ``sid`` has started (its offset assigned, its stream
         # created, its subscription registered); ``queued`` bounds how many may wait.
         self.gates: dict[str, asyncio.Future[None]] = {}
-        self.queued = asyncio.Semaphore(hub.config.max_inflight_appends)
+        self._queued: asyncio.Semaphore | None = None  # ops queued behind a gate; by the first one
+
+    @property
+    def inflight(self) -> asyncio.Semaphore:
+        if self._inflight is None:
+            self._inflight = asyncio.Semaphore(self.hub.config.max_inflight_appends)
+        return self._inflight
+
+    @property
+    def queued(self) -> asyncio.Semaphore:
+        if self._queued is None:
+            self._queued = asyncio.Semaphore(self.hub.config.max_inflight_appends)
+        return self._queued
 
     @property
     def produced(self) -> set[str]:
