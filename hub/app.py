@@ -50,8 +50,8 @@ def make_app(config: Config) -> web.Application:
     durable.setup(app)  # the Durable Streams protocol on /v1/stream/{path}
     app.router.add_routes(admin.routes)
     chats.setup(app)  # /chats/{chat} and the WebSocket "watch" op
-    aisdk.setup(app, config)  # the AI SDK's chat transports under config.aisdk_prefix
     app.router.add_routes(health.routes)  # /healthz, /readyz
+    aisdk.setup(app, config)  # the AI SDK's chat transports under config.aisdk_prefix
     demo.setup(app, config)
     app.router.add_static("/static/", STATIC, show_index=False)
     return app

@@ -14,7 +14,15 @@
 
 Each append carries (producer id, seq); after a reconnect every unacknowledged append is sent again
 with its original seq, and the hub acknowledges a retry of an append that already landed with its
-original offset instead of writing it twice. Frames both ways are the typed messages of
+original offset instead of writing it twice.
+
+Tokens: ``token`` is a string or a callable (sync or async) returning one, called again on every
+(re)connect, so an app can hand out short-lived tokens. A token refused at connect, or one that expires
+under an open connection (the hub refuses writes with ``token_expired``), ends a Producer with a
+``ClientError`` whose code says which (``unauthorized`` or ``token_expired``) and closes its session,
+unless the token is a callable: then the Producer reconnects with a fresh one and resends, as after a
+network drop. A ``Subscriber`` never restarts from 0 silently: a ``reset`` (the hub lost data this
+reader may have seen) raises ``StreamReset`` unless ``on_reset`` takes it. Frames both ways are the typed messages of
 ``hub.protocols.native.messages``; close codes come from ``hub.core.errors``, as the hub's do.
 """
 
@@ -23,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +47,8 @@ from hub.protocols.native import messages as m
 
 Request = m.Create | m.Append | m.Close
 CANCEL_CLOSE_S = 5.0  # how long a cancelled Producer tries to close its stream as cancelled
+REFUSED = ("unauthorized", "token_expired")
+Token = str | Callable[[], str | Awaitable[str]] | None
 
 
 class ClientError(Exception):
@@ -44,6 +56,22 @@ class ClientError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class StreamReset(ClientError):
+    """The hub renewed the stream's epoch: offsets this reader holds are void (the text it showed may
+    differ from the stream's now). Start over from 0 with ``epoch``, or pass ``on_reset``."""
+
+    def __init__(self, stream: str, epoch: str) -> None:
+        super().__init__("reset", f"stream {stream!r} was reset to epoch {epoch}: read it again from 0")
+        self.stream, self.epoch = stream, epoch
+
+
+async def _current(token: Token) -> str | None:
+    if token is None or isinstance(token, str):
+        return token
+    got = token()
+    return await got if inspect.isawaitable(got) else got
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +125,7 @@ class Producer:
         url: str,
         stream: str,
         *,
-        token: str | None = None,
+        token: Token = None,
         producer_id: str | None = None,
         ttl: float | None = None,
         labels: dict[str, str] | None = None,
@@ -112,7 +140,8 @@ class Producer:
     ) -> None:
         if not 1 <= window <= 5:
             raise ValueError("window must be 1-5 (the hub answers retries of a producer's last 5 appends)")
-        self.url = _ws_url(url, token)
+        self.url = url
+        self.token = token
         self.stream = stream
         self.producer_id = producer_id or uuid.uuid4().hex
         self.ttl = ttl
@@ -153,6 +182,9 @@ class Producer:
         self._room = asyncio.Event()  # the batch is below max_batch
         self._room.set()
         self._failed: BaseException | None = None
+        self._refused: ClientError | None = None  # the hub refused our token: nothing more is sent
+        self._refusals_in_a_row = 0  # a fresh token refused again: give up rather than loop
+        self._next_offset = 0  # as far as this producer's acks tell
 
     @property
     def cancelled(self) -> bool:
@@ -164,8 +196,12 @@ class Producer:
         exist before you hand its id out, then enter the block later)."""
         if not self._started:
             self._started = True
-            await self._connect()
-            await self._request(m.Create(self.stream, ttl=self.ttl, labels=self.labels))
+            try:
+                await self._connect()
+                await self._request(m.Create(self.stream, ttl=self.ttl, labels=self.labels))
+            except BaseException:
+                await self.aclose()  # refused or unreachable: leave no connection or session behind
+                raise
         return self
 
     async def __aenter__(self) -> Producer:
@@ -173,7 +209,9 @@ class Producer:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if not self._closed and exc_type is asyncio.CancelledError:
+            if self._refused is not None:
+                pass  # the hub will not take a close from us either; the lease will end the stream
+            elif not self._closed and exc_type is asyncio.CancelledError:
                 # The task was cancelled (a shutdown, a timeout, a user's Stop): end the stream as
                 # such now, rather than leave readers waiting for the hub's lease to end it.
                 with contextlib.suppress(Exception):
@@ -204,9 +242,14 @@ class Producer:
         """Queue one chunk (or several) and return at once with a future of its first offset,
         resolved when the hub says it is durable (-1 if its ack was lost with a connection and the
         hub could only tell that it had landed). Waits only when ``max_batch`` tokens are queued.
-        Raises the error of an earlier append that the hub refused."""
+        Raises the error of an earlier append that the hub refused. Empty data (a model's empty
+        delta) is skipped, without a seq: its future gives the next offset once all before it landed."""
+        if self._refused is not None:
+            raise self._refused
         if self._failed is not None:
             raise self._failed
+        if data in ("", []):
+            return self._tasks.spawn(self._offset_when_idle())
         while len(self._batch) >= self.max_batch:
             self._room.clear()
             await self._room.wait()
@@ -230,6 +273,10 @@ class Producer:
         await self._idle.wait()
         if self._failed is not None:
             raise self._failed
+
+    async def _offset_when_idle(self) -> int:
+        await self._idle.wait()
+        return self._next_offset
 
     async def close(self, status: m.CloseStatus = "done", error: str | None = None) -> None:
         with contextlib.suppress(ClientError):
@@ -285,13 +332,13 @@ class Producer:
             self.frames_sent += 1
             pending = self._submit(m.Append(self.stream, chunks, producer=self.producer_id, seq=self.seq))
             pending.fut.add_done_callback(
-                functools.partial(self._frame_done, futs=[f for _, f in futs], where=where)
+                functools.partial(self._frame_done, futs=[f for _, f in futs], where=where, count=len(chunks))
             )
         if not self._batch and not self._inflight:
             self._idle.set()
 
     def _frame_done(
-        self, frame: asyncio.Future[m.Ack], *, futs: list[asyncio.Future[int]], where: list[int]
+        self, frame: asyncio.Future[m.Ack], *, futs: list[asyncio.Future[int]], where: list[int], count: int
     ) -> None:
         self._inflight -= 1
         if frame.cancelled() or frame.exception() is not None:
@@ -304,6 +351,8 @@ class Producer:
             self._room.set()
         else:
             first = frame.result().offset
+            if first >= 0:
+                self._next_offset = max(self._next_offset, first + count)
             for f, i in zip(futs, where, strict=True):
                 if not f.done():
                     f.set_result(first + i if first >= 0 else -1)
@@ -321,6 +370,8 @@ class Producer:
         return pending
 
     async def _request(self, msg: Request) -> m.Ack:
+        if self._refused is not None:
+            raise self._refused
         return await self._submit(msg).fut
 
     async def _pump(self) -> None:
@@ -346,7 +397,8 @@ class Producer:
         attempt = 0
         while True:
             try:
-                ws = await self._session.ws_connect(self.url, heartbeat=20)
+                url = _ws_url(self.url, await _current(self.token))
+                ws = await self._session.ws_connect(url, heartbeat=20)
                 break
             except (aiohttp.ClientError, OSError):
                 attempt += 1
@@ -361,11 +413,22 @@ class Producer:
         self._wake.set()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        refusal: ClientError | None = None
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             frame = m.decode_server(msg.data)
+            if isinstance(frame, m.Error) and frame.code in REFUSED:
+                refusal = ClientError(frame.code, frame.message)
+                if frame.id is None or not callable(self.token):
+                    # at connect (no id: close 4401 follows), or a fixed token that expired
+                    break
+                # a callable token: drop this connection; the reconnect asks for a fresh token and
+                # resends every unacknowledged request (this one too) with its original seq
+                await ws.close()
+                break
             if isinstance(frame, m.Ack):
+                self._refusals_in_a_row = 0
                 entry = self._unacked.get(frame.id) if isinstance(frame.id, int) else None
                 if frame.cancelled:
                     self._set_cancelled()
@@ -382,11 +445,14 @@ class Producer:
                         entry.fut.set_exception(ClientError(frame.code, frame.message))
             elif isinstance(frame, m.CancelRequested) and frame.stream == self.stream:
                 self._set_cancelled()
-        if ws.close_code in FATAL_CLOSE:
-            for p in list(self._unacked.values()):
-                if not p.fut.done():
-                    p.fut.set_exception(ClientError("unauthorized", "the hub refused our token"))
+        if refusal is None and ws.close_code in FATAL_CLOSE:
+            refusal = ClientError("unauthorized", "the hub refused our token")
+        if refusal is not None and (not callable(self.token) or self._refusals_in_a_row >= 2):
+            self._refuse(refusal)
+            with contextlib.suppress(Exception):
+                await ws.close()
             return
+        self._refusals_in_a_row = self._refusals_in_a_row + 1 if refusal is not None else 0
         # connection lost: reconnect and resend everything unacknowledged, same seqs
         self.reconnects += 1
         self._tasks.spawn(self._reconnect())
@@ -400,6 +466,13 @@ class Producer:
                     if not p.fut.done():
                         p.fut.set_exception(ClientError("unavailable", f"cannot reconnect: {e}"))
 
+    def _refuse(self, err: ClientError) -> None:
+        """The hub will not take our token: fail everything pending with its reason, send nothing more."""
+        self._refused = err
+        for p in list(self._unacked.values()):
+            if not p.fut.done():
+                p.fut.set_exception(err)
+
     def _set_cancelled(self) -> None:
         if not self.cancel_event.is_set():
             self.cancel_event.set()
@@ -408,7 +481,12 @@ class Producer:
 
 
 class Subscriber:
-    """Async iterator over a stream's chunks, from ``from_`` on, surviving reconnects."""
+    """Async iterator over a stream's chunks, from ``from_`` on, surviving reconnects.
+
+    ``wait_s``: how long to wait for a stream that does not exist yet (a page that subscribes before
+    the producer created it); 0 raises ``stream_not_found`` at once. ``on_reset(epoch)``: called when
+    the hub reset the stream (delivery then starts again at 0, so drop what you showed); without it
+    a reset raises ``StreamReset``."""
 
     def __init__(
         self,
@@ -416,13 +494,18 @@ class Subscriber:
         stream: str,
         *,
         from_: int = 0,
-        token: str | None = None,
+        token: Token = None,
+        wait_s: float = 0.0,
+        on_reset: Callable[[str], None] | None = None,
         coalesce_ms: float = 0.0,
         backoff: tuple[float, float] = (0.05, 2.0),
         max_attempts: int = 50,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        self.url = _ws_url(url, token)
+        self.url = url
+        self.token = token
+        self.wait_s = wait_s
+        self.on_reset = on_reset
         self.stream = stream
         self.offset = from_
         self.epoch: str | None = None
@@ -447,10 +530,13 @@ class Subscriber:
         own = self._session is None
         session = self._session or aiohttp.ClientSession()
         attempt = 0
+        refused = 0
+        wait_until = time.monotonic() + self.wait_s
         try:
             while self.status is None:
                 try:
-                    async with session.ws_connect(self.url, heartbeat=20) as ws:
+                    url = _ws_url(self.url, await _current(self.token))
+                    async with session.ws_connect(url, heartbeat=20) as ws:
                         self._ws = ws
                         self.connects += 1
                         sub = m.Subscribe(
@@ -473,13 +559,24 @@ class Subscriber:
                             elif isinstance(f, m.Subscribed):
                                 self.epoch = f.epoch
                             elif isinstance(f, m.Reset):
+                                if self.on_reset is None:
+                                    raise StreamReset(self.stream, f.epoch)
                                 self.epoch, self.offset = f.epoch, 0
+                                self.on_reset(f.epoch)
                             elif isinstance(f, m.End):
                                 self.status, self.error = f.status, f.error
                                 return
                             elif isinstance(f, m.Error):
+                                if f.code == "stream_not_found" and time.monotonic() < wait_until:
+                                    # not created yet: ask again shortly, on the same connection
+                                    await asyncio.sleep(min(0.2, max(0.0, wait_until - time.monotonic())))
+                                    await ws.send_str(m.encode(sub))
+                                    continue
+                                if f.code in REFUSED and callable(self.token) and refused < 2:
+                                    refused += 1
+                                    break  # reconnect with a fresh token
                                 raise ClientError(f.code, f.message)
-                        if ws.close_code in FATAL_CLOSE:
+                        if ws.close_code in FATAL_CLOSE and not (callable(self.token) and 0 < refused < 3):
                             raise ClientError("unauthorized", "the hub refused our token")
                 except (TimeoutError, aiohttp.ClientError, OSError):
                     pass

@@ -30,6 +30,7 @@ STATUS: dict[str, int] = {
     "invalid_offset": 400,
     "invalid_json": 400,
     "unauthorized": 401,
+    "token_expired": 401,
     "forbidden": 403,
     "producer_fenced": 403,
     "stream_not_found": 404,

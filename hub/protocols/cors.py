@@ -86,8 +86,8 @@ async def preflight(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     origin = request.headers.get("Origin")
-    extra: tuple[Policy, ...] = request.app.get(EXTRA, ())
-    guarded = (*GUARDED, *(q for p in extra for q in p.prefixes))
+    extra = request.app.get(EXTRA, ())
+    guarded = GUARDED + tuple(prefix for p in extra for prefix in p.prefixes)  # an app's routes too
     if origin is not None and request.method != "OPTIONS" and request.path.startswith(guarded):
         hub = request.app[HUB]
         if not hub.auth.origin_allowed(origin, request.host):
@@ -95,7 +95,7 @@ async def preflight(
             return error_response(
                 HubError("forbidden", f"origin {origin!r} is not allowed (--allowed-origins)")
             )
-    policy = policy_for(request.path, request.app.get(EXTRA, ())) if request.method == "OPTIONS" else None
+    policy = policy_for(request.path, extra) if request.method == "OPTIONS" else None
     if policy is not None:
         is_preflight = "Access-Control-Request-Method" in request.headers
         cors = _cors(request, policy)
