@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hub.app import make_app
-from hub.core.config import Config, ConfigError
+from hub.core.config import Config, ConfigError, seconds_or_off
 from hub.core.datadir import DataDirBusy, DataDirLock
 from hub.core.logs import access_logger, setup_logging
 
@@ -47,13 +47,17 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--allowed-origins", help="comma-separated browser Origin allow-list (RHUB_ALLOWED_ORIGINS)"
     )
-    sv.add_argument("--stream-ttl-s", type=float, help="keep closed streams this long (RHUB_STREAM_TTL_S)")
+    sv.add_argument(
+        "--stream-ttl-s", type=seconds_or_off, help="keep closed streams this long (RHUB_STREAM_TTL_S)"
+    )
     sv.add_argument(
         "--producer-lease-s",
-        type=float,
+        type=seconds_or_off,
         help="end an open stream whose producer is gone this long (RHUB_PRODUCER_LEASE_S, default 30)",
     )
-    sv.add_argument("--open-ttl-s", type=float, help="end a stream still open this long (RHUB_OPEN_TTL_S)")
+    sv.add_argument(
+        "--open-ttl-s", type=seconds_or_off, help="end a stream still open this long (RHUB_OPEN_TTL_S)"
+    )
     sv.add_argument(
         "--access-log",
         choices=["off", "on", "json"],
@@ -64,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sv.add_argument(
         "--archive-delay-s",
-        type=float,
+        type=seconds_or_off,
         help="archive finished answers this long after their close (RHUB_ARCHIVE_DELAY_S)",
     )
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
