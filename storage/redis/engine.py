@@ -26,17 +26,22 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import ids
 from ..engine import (
@@ -69,6 +74,7 @@ from .sealed import Sealed, seal, unseal
 
 log = logging.getLogger(__name__)
 
+IDEMPOTENT = frozenset({"load", "access", "seal", "labels"})  # safe to run twice
 ERRORS: dict[str, type[StorageError]] = {
     "sequence_error": SequenceError,
     "sequence_gap": SequenceGap,
@@ -538,8 +544,8 @@ class RedisStream:
         if self._sealed is not None:
             w = self._sealed.producers.get(producer_id)
         else:
-            raw = await self.engine._r.hget(self.k.meta, f"p:{producer_id}")
-            if raw is None and not await self.engine._r.exists(self.k.meta):
+            raw = await self.engine._retrying(lambda: self.engine._r.hget(self.k.meta, f"p:{producer_id}"))
+            if raw is None and not await self.engine._retrying(lambda: self.engine._r.exists(self.k.meta)):
                 await self.refresh()
                 return await self.producer_state(producer_id) if self._sealed is not None else None
             w = raw.decode() if raw is not None else None
@@ -625,7 +631,14 @@ class RedisEngine:
 
     async def start(self) -> None:
         self._pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=self.opts.max_connections + 1, timeout=30
+            self.url,
+            max_connections=self.opts.max_connections + 1,
+            timeout=30,
+            socket_connect_timeout=2.0,
+            # No silent retries: a write whose reply was lost may have run, and only a producer
+            # (id, seq) makes its retry safe. The caller sees storage_unavailable and decides;
+            # reads, which are safe to repeat, retry in ``_retrying``.
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 0),
         )
         self._r = aioredis.Redis(connection_pool=self._pool)
         self._scripts = scripts.register(self._r)
@@ -686,18 +699,35 @@ class RedisEngine:
         t.add_done_callback(self._bg.discard)
 
     async def _run(self, name: str, keys_: list[str], args: list[Any]) -> Any:
+        script = self._scripts[name]
+        if name in IDEMPOTENT:
+            return await self._retrying(lambda: script(keys=keys_, args=args))
         try:
-            return await self._scripts[name](keys=keys_, args=args)
+            return await script(keys=keys_, args=args)
         except (RedisError, OSError) as e:
             self.counters["redis_errors"] += 1
             raise StorageUnavailable(f"redis: {e}") from e
 
+    async def _retrying(self, call: Callable[[], Awaitable[Any]], attempts: int = 6) -> Any:
+        """A command that is safe to repeat, retried across a short Redis outage (a restart)."""
+        delay = 0.05
+        for attempt in range(attempts):
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                self.counters["redis_errors"] += 1
+                if attempt == attempts - 1 or not self._running:
+                    raise StorageUnavailable(f"redis: {e}") from e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except RedisError as e:
+                raise StorageUnavailable(f"redis: {e}") from e
+        raise AssertionError("unreachable")
+
     async def _xrange(self, s: RedisStream, from_offset: int, count: int) -> list[bytes]:
-        try:
-            entries = await self._r.xrange(s.k.data, f"0-{from_offset + 1}", "+", count=count)
-        except (RedisError, OSError) as e:
-            self.counters["redis_errors"] += 1
-            raise StorageUnavailable(f"redis: {e}") from e
+        entries = await self._retrying(
+            lambda: self._r.xrange(s.k.data, f"0-{from_offset + 1}", "+", count=count)
+        )
         out: list[bytes] = []
         for i, (eid, f) in enumerate(entries):
             if int(eid.split(b"-")[1]) != from_offset + 1 + i:  # never serve across a hole
@@ -751,10 +781,7 @@ class RedisEngine:
 
     async def stream_exists(self, stream_id: str) -> bool:
         k = self.space.stream(ids.validate(stream_id))
-        try:
-            return bool(await self._r.exists(k.meta, k.sealed))
-        except (RedisError, OSError) as e:
-            raise StorageUnavailable(f"redis: {e}") from e
+        return bool(await self._retrying(lambda: self._r.exists(k.meta, k.sealed)))
 
     async def list_streams(self, prefix: str = "", limit: int | None = None) -> builtins.list[str]:
         sp = self.space
@@ -775,11 +802,13 @@ class RedisEngine:
     async def _range(self, key: str, prefix: str, limit: int | None) -> builtins.list[str]:
         lo = b"[" + prefix.encode() if prefix else b"-"
         hi = b"[" + prefix.encode() + b"\xff" if prefix else b"+"
-        got = await self._r.zrangebylex(key, lo, hi, 0 if limit is not None else None, limit)
+        got = await self._retrying(
+            lambda: self._r.zrangebylex(key, lo, hi, 0 if limit is not None else None, limit)
+        )
         return [x.decode() for x in got]
 
     async def open_stream_ids(self) -> builtins.list[str]:
-        return [x.decode() for x in await self._r.zrange(self.space.open, 0, -1)]
+        return [x.decode() for x in await self._retrying(lambda: self._r.zrange(self.space.open, 0, -1))]
 
     async def create(
         self,
@@ -917,7 +946,7 @@ class RedisEngine:
             old = new = b""
             if s._sealed is not None:
                 z = s._sealed
-                old = await self._r.get(s.k.sealed) or b""
+                old = await self._retrying(lambda: self._r.get(s.k.sealed)) or b""
                 new = seal(msgspec.structs.replace(z, meta=meta), self.opts.seal_level)
             r = await self._run("labels", [s.k.meta, s.k.sealed], [mj, old, new])
             if r == b"ok":
@@ -1014,13 +1043,15 @@ class RedisEngine:
     async def seal_stream(self, stream_id: str) -> bool:
         """Turn a closed stream into one compressed value; False if it is not (or no longer) that."""
         k = self.space.stream(stream_id)
-        h = await self._r.hgetall(k.meta)
+        h = await self._retrying(lambda: self._r.hgetall(k.meta))
         if not h or b"cl" not in h:
             return False
         n = int(h[b"n"])
         chunks: list[bytes] = []
         while len(chunks) < n:
-            entries = await self._r.xrange(k.data, f"0-{len(chunks) + 1}", "+", count=4096)
+            entries = await self._retrying(
+                functools.partial(self._r.xrange, k.data, f"0-{len(chunks) + 1}", "+", 4096)
+            )
             if not entries:
                 return False
             chunks += [f[b"c"] for _, f in entries]
@@ -1060,7 +1091,9 @@ class RedisEngine:
 
     async def expire(self, now: float | None = None) -> builtins.list[str]:
         now = time.time() if now is None else now
-        due = await self._r.zrangebyscore(self.space.deadlines, "-inf", now, start=0, num=256)
+        due = await self._retrying(
+            lambda: self._r.zrangebyscore(self.space.deadlines, "-inf", now, start=0, num=256)
+        )
         expired = []
         for raw in due:
             sid = raw.decode()

@@ -63,6 +63,7 @@ class Recorder:
         self.ended: list[CloseInfo] = []
         self.gone = 0
         self.resets: list[str] = []
+        self.reset_at: list[int] = []  # len(runs) at each reset: offsets restart meaning there
         self.changed = asyncio.Event()
 
     def on_chunks(self, stream: StreamHandle, offset: int, chunks: list[bytes]) -> None:
@@ -79,6 +80,7 @@ class Recorder:
 
     def on_reset(self, stream: StreamHandle, epoch: str) -> None:
         self.resets.append(epoch)
+        self.reset_at.append(len(self.runs))
         self.changed.set()
 
     @property
