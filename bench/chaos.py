@@ -22,11 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,66 +31,8 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.common import HubProcess, Progress
 from hub.client import ClientError, Producer, Subscriber
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class HubProcess:
-    def __init__(self, data_dir: Path, port: int, fsync: str, segment_bytes: int) -> None:
-        self.data_dir, self.port, self.fsync, self.segment_bytes = data_dir, port, fsync, segment_bytes
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    async def start(self) -> None:
-        env = dict(os.environ, RHUB_SEGMENT_BYTES=str(self.segment_bytes), RHUB_ADMIN_TOKEN="chaos")
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; we poll /healthz
-            [
-                sys.executable,
-                "-m",
-                "hub",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data_dir),
-                "--fsync",
-                self.fsync,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.starts += 1
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as s:
-            while True:
-                try:
-                    async with s.get(f"http://127.0.0.1:{self.port}/healthz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"hub did not start (exit {self.proc.poll()})")
-                await asyncio.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass
@@ -204,10 +142,12 @@ async def chaos(
     runs: int, streams: int, subscribers: int, rate: float, fsync: str, seed: int, progress: bool = True
 ) -> tuple[Verdict, History, int]:
     rng = random.Random(seed)
-    port = free_port()
-    url, base = f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="rhub-chaos-") as tmp:
-        hub = HubProcess(Path(tmp) / "data", port, fsync, segment_bytes=2048)
+        # 2 KiB segments: rolls and seals all the time, so kills land in the middle of them
+        hub = HubProcess(
+            Path(tmp) / "data", fsync=fsync, env={"RHUB_SEGMENT_BYTES": "2048"}, log=Path(tmp) / "hub.log"
+        )
+        url, base = hub.ws_url, hub.url
         await hub.start()
         h = History()
         stop = asyncio.Event()
@@ -220,14 +160,14 @@ async def chaos(
         subs = [
             asyncio.create_task(subscribe(url, s, h)) for s in ids[len(ttl_ids) : len(ttl_ids) + subscribers]
         ]
+        bar = Progress("kill -9 runs", runs) if progress else None
         try:
             for r in range(runs):
                 await asyncio.sleep(rng.uniform(0.2, 1.2))
                 hub.kill()
                 await hub.start()
-                if progress:
-                    acked = sum(len(a) for a in h.acked.values())
-                    print(f"\rrun {r + 1}/{runs}  acked {acked}", end="", file=sys.stderr, flush=True)
+                if bar is not None:
+                    bar.update(r + 1, f"acked {sum(len(a) for a in h.acked.values()):,}")
             stop.set()
             done, pending = await asyncio.wait(prods + subs, timeout=120)
             for t in pending:
@@ -243,9 +183,9 @@ async def chaos(
                 t.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*prods, *subs, return_exceptions=True)
-            hub.stop()
-        if progress:
-            print(file=sys.stderr)
+            if bar is not None:
+                bar.close()
+            await hub.stop()
         return v, h, hub.starts - 1
 
 

@@ -34,10 +34,8 @@ import contextlib
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -50,50 +48,32 @@ from typing import Any
 import aiohttp
 import msgspec
 
-HOST = "127.0.0.1"  # every socket this benchmark opens is on the loopback interface
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import (
+    HOST,
+    ROOT,
+    HubProcess,
+    ServerProcess,
+    die_with_parent,
+    free_port,
+    git_revision,
+    note,
+    pct,
+    table,
+)
+
 STAMP = 20  # digits of the send stamp at the start of every chunk text
 
 
 # --- small helpers -------------------------------------------------------------------------------
 
-_T0 = time.perf_counter()
 
-
-def progress(msg: str) -> None:
-    print(f"[{time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(xs: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence."""
-    if not xs:
-        return float("nan")
-    return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs)) - 1))]
-
-
-def table(
-    title: str, header: Sequence[str], rows: Sequence[Sequence[object]], notes: Sequence[str] = ()
-) -> str:
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    out = [f"\n## {title}", "  ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True))]
-    out.append("  ".join("-" * w for w in widths))
-    for r in cells[1:]:
-        out.append(
-            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        )
-    out += [f"  * {n}" for n in notes]
-    return "\n".join(out)
+def nan_pct(xs: Sequence[float], p: float) -> float:
+    """``common.pct``, or NaN for a window where nothing arrived (the report prints it as nan)."""
+    return pct(xs, p) if xs else float("nan")
 
 
 def ms(ns: float) -> str:
     return f"{ns / 1e6:.2f}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -321,18 +301,17 @@ def child_stats(rec: Recorder, windows: list[tuple[int, int]]) -> dict[str, Any]
                     first[s] = d
                 if d > last.get(s, -1):
                     last[s] = d
-    lat.sort()
-    firsts, lasts = sorted(first.values()), sorted(last.values())
+    firsts, lasts = list(first.values()), list(last.values())
     return {
         "received_in_window": in_window,
         "delivered_of_window": len(lat),
-        "p50": pct(lat, 50),
-        "p90": pct(lat, 90),
-        "p99": pct(lat, 99),
-        "max": lat[-1] if lat else float("nan"),
-        "first_p50": pct(firsts, 50),
-        "last_p50": pct(lasts, 50),
-        "last_p99": pct(lasts, 99),
+        "p50": nan_pct(lat, 50),
+        "p90": nan_pct(lat, 90),
+        "p99": nan_pct(lat, 99),
+        "max": max(lat, default=float("nan")),
+        "first_p50": nan_pct(firsts, 50),
+        "last_p50": nan_pct(lasts, 50),
+        "last_p99": nan_pct(lasts, 99),
         "frames": rec.frames,
         "chunks": len(recv),
         "anomalies": rec.anomalies,
@@ -371,20 +350,18 @@ async def child_main() -> None:
 # --- the conductor: processes, producer, phases --------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Children get SIGKILL if the benchmark dies without reaching its finally (Linux only)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class Procs:
     """Every child process this run starts; ``stop_all`` ends each one, by its own handle."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.procs: list[asyncio.subprocess.Process] = []
+        self.servers: list[ServerProcess] = []
+
+    async def start_server(self, srv: ServerProcess) -> ServerProcess:
+        self.servers.append(srv)
+        await srv.start()
+        return srv
 
     async def spawn(
         self, name: str, *args: str, pipes: bool = False, program: str = sys.executable
@@ -398,7 +375,7 @@ class Procs:
                 stdin=asyncio.subprocess.PIPE if pipes else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE if pipes else log,
                 stderr=log,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
                 limit=1 << 20,
             )
         finally:
@@ -425,6 +402,9 @@ class Procs:
             self.procs.remove(proc)
 
     async def stop_all(self) -> None:
+        for srv in self.servers:
+            with contextlib.suppress(Exception):
+                await srv.stop(grace=3.0)
         for proc in list(self.procs):
             with contextlib.suppress(Exception):
                 await self.stop(proc, grace=3.0)
@@ -436,39 +416,33 @@ class Procs:
 @dataclass
 class Server:
     kind: str  # "hub" | "bare"
-    port: int
-    proc: asyncio.subprocess.Process
-    data_dir: Path | None = None
-    admin_token: str = ""
+    proc: ServerProcess  # a HubProcess for the hub
+
+    @property
+    def port(self) -> int:
+        return self.proc.port
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return self.proc.url
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self.proc.data_dir if isinstance(self.proc, HubProcess) else None
+
+    @property
+    def admin_token(self) -> str:
+        return self.proc.admin_token if isinstance(self.proc, HubProcess) else ""
 
 
-async def start_server(
-    procs: Procs, kind: str, session: aiohttp.ClientSession, tmp: Path, mode: Mode
-) -> Server:
-    port = free_port()
+async def start_server(procs: Procs, kind: str, tmp: Path, mode: Mode) -> Server:
+    log = tmp / f"{kind}.log"
     if kind == "hub":
         data = Path(tempfile.mkdtemp(prefix="hub-", dir=tmp))
-        token = secrets.token_urlsafe(12)
-        args = ["-m", "hub", "serve", "--host", HOST, "--port", str(port), "--data-dir", str(data)]
-        args += ["--fsync", mode.hub_fsync, "--admin-token", token]
-        srv = Server(kind, port, await procs.spawn("hub", *args), data, token)
-    else:
-        args = ["-m", "bench.fanout_bare", "--host", HOST, "--port", str(port)]
-        srv = Server(kind, port, await procs.spawn("bare", *args))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if srv.proc.returncode is not None:
-            raise RuntimeError(f"{kind} server exited with {srv.proc.returncode}; see {tmp}/{kind}.log")
-        with contextlib.suppress(aiohttp.ClientError, OSError):
-            async with session.get(f"{srv.url}/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
-                if r.status == 200:
-                    return srv
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"{kind} server did not answer /healthz within 20 s; see {tmp}/{kind}.log")
+        return Server(kind, await procs.start_server(HubProcess(data, fsync=mode.hub_fsync, log=log)))
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.fanout_bare", "--host", HOST, "--port", str(port)]
+    return Server(kind, await procs.start_server(ServerProcess(argv, port, log=log, start_timeout=20)))
 
 
 class Child:
@@ -540,7 +514,7 @@ class Producer:
             if delay > 0:
                 await asyncio.sleep(delay)
             if time.monotonic() > deadline:
-                progress(f"  producer: over its time bound after {i} of {n} appends")
+                note(f"  producer: over its time bound after {i} of {n} appends")
                 break
             stamp = time.monotonic_ns()
             in_window += t_win[0] <= stamp < t_win[1]
@@ -569,18 +543,18 @@ class Side:
 
 
 async def open_side(procs: Procs, session: aiohttp.ClientSession, kind: str, mode: Mode, tmp: Path) -> Side:
-    srv = await start_server(procs, kind, session, tmp, mode)
+    srv = await start_server(procs, kind, tmp, mode)
     child_proc = await procs.spawn(f"subscribers-{kind}", "-m", "bench.fanout", "--child", pipes=True)
     child = Child(child_proc)
     stream = "fanout"
     prod = Producer(await session.ws_connect(f"{srv.url}/ws", max_msg_size=1 << 24), stream)
     side = Side(kind, srv, child_proc, child, prod)
     await prod.request({"op": "create", "stream": stream})
-    progress(f"{kind}: connecting {mode.subscribers} subscribers")
+    note(f"{kind}: connecting {mode.subscribers} subscribers")
     c = await child.call(60, cmd="connect", port=srv.port, n=mode.subscribers, stream=stream, timeout=45)
     if c["subscribed"] < mode.subscribers:
         raise RuntimeError(f"{kind}: only {c['subscribed']} of {mode.subscribers} subscribed: {c}")
-    progress(f"  {c['connected']} connected and subscribed in {c['secs']:.2f} s")
+    note(f"  {c['connected']} connected and subscribed in {c['secs']:.2f} s")
     return side
 
 
@@ -692,12 +666,9 @@ def cpu_sample(srv: Server, child: asyncio.subprocess.Process) -> tuple[float, f
 
 
 async def admin_stats(session: aiohttp.ClientSession, srv: Server) -> dict[str, Any]:
-    if srv.kind != "hub":
+    if not isinstance(srv.proc, HubProcess):
         return {}
-    h = {"Authorization": f"Bearer {srv.admin_token}"}
-    async with session.get(f"{srv.url}/admin/stats", headers=h) as r:
-        out: dict[str, Any] = await r.json()
-        return out
+    return await srv.proc.admin_stats(session)
 
 
 async def py_spy(procs: Procs, out: Path, pid: int, secs: float) -> None:
@@ -724,7 +695,7 @@ async def live_phase(
         for r in range(rounds):
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             for kind in order:
-                progress(
+                note(
                     f"{kind}: {label} window {r + 1}/{rounds}: {rate:g} appends/s x {mode.subscribers} "
                     f"subscribers, {secs:g} s"
                 )
@@ -736,12 +707,12 @@ async def live_phase(
             run = LiveRun(kind, label, rate, mode.subscribers, wins[kind], st, ack)
             runs.append(run)
             lost = run.appends * run.subs - st["delivered_of_window"]
-            progress(
+            note(
                 f"  {kind} {label}: delivered {run.delivered_per_s:,.0f}/s of {run.offered_per_s:,.0f}/s "
                 f"offered, p50 {ms(st['p50'])} ms, p99 {ms(st['p99'])} ms, {lost:,} late/lost"
             )
             if st["errors"] or side.prod.errors:
-                progress(f"  errors: {st['errors']} {side.prod.errors[:3]}")
+                note(f"  errors: {st['errors']} {side.prod.errors[:3]}")
     return runs
 
 
@@ -785,7 +756,7 @@ async def build_big(session: aiohttp.ClientSession, srv: Server, stream: str, n:
             sent += 1
             if time.perf_counter() - last > 2:
                 last = time.perf_counter()
-                progress(f"  appended {prod.acks * batch:,}/{n:,} chunks")
+                note(f"  appended {prod.acks * batch:,}/{n:,} chunks")
         while prod.acks < sent and time.perf_counter() < deadline:
             await asyncio.sleep(0.005)
         await prod.request({"op": "close", "stream": stream}, timeout=60)
@@ -852,11 +823,11 @@ class ResumeResult:
 
 async def resume_phase(session: aiohttp.ClientSession, srv: Server, mode: Mode) -> ResumeResult:
     stream = "resume-1m"
-    progress(f"resume: appending {mode.big_chunks:,} chunks in batches of 1,000 over WebSocket")
+    note(f"resume: appending {mode.big_chunks:,} chunks in batches of 1,000 over WebSocket")
     build_s = await build_big(session, srv, stream, mode.big_chunks)
-    progress(f"  built and closed in {build_s:.1f} s; waiting for sealing (<= {mode.seal_timeout_s:g} s)")
+    note(f"  built and closed in {build_s:.1f} s; waiting for sealing (<= {mode.seal_timeout_s:g} s)")
     sealed, seal_s = await wait_sealed(srv, stream, mode.seal_timeout_s)
-    progress(f"  sealed: {sealed} after {seal_s:.1f} s")
+    note(f"  sealed: {sealed} after {seal_s:.1f} s")
     h = {"Authorization": f"Bearer {srv.admin_token}"}
     async with session.get(f"{srv.url}/admin/streams/{stream}", headers=h) as r:
         info = await r.json()
@@ -865,21 +836,21 @@ async def resume_phase(session: aiohttp.ClientSession, srv: Server, mode: Mode) 
     ws = await session.ws_connect(f"{srv.url}/ws", max_msg_size=1 << 24)
     stop = time.perf_counter() + mode.resume_budget_s * 0.8
     try:
-        progress(f"resume: {mode.resume_n} subscribes at random offsets on one connection")
+        note(f"resume: {mode.resume_n} subscribes at random offsets on one connection")
         for _ in range(mode.resume_n):
             same.append(await first_chunk(ws, stream, rng.randrange(info["chunks"])))
             await unsubscribe(ws, stream)
             if time.perf_counter() > stop:
-                progress(f"  time budget spent after {len(same)} subscribes")
+                note(f"  time budget spent after {len(same)} subscribes")
                 break
     finally:
         await ws.close()
     fresh: list[float] = []
     stop = time.perf_counter() + mode.resume_budget_s * 0.2
-    progress(f"resume: {mode.resume_fresh_n} reconnects (connect + subscribe) at random offsets")
+    note(f"resume: {mode.resume_fresh_n} reconnects (connect + subscribe) at random offsets")
     for _ in range(mode.resume_fresh_n):
         if time.perf_counter() > stop:
-            progress(f"  time budget spent after {len(fresh)} reconnects")
+            note(f"  time budget spent after {len(fresh)} reconnects")
             break
         t = time.perf_counter()
         ws = await session.ws_connect(f"{srv.url}/ws", max_msg_size=1 << 24)
@@ -915,7 +886,7 @@ def live_rows(runs: Sequence[LiveRun]) -> list[list[str]]:
                 ms(st["last_p50"]),
                 ms(st["last_p99"]),
                 f"{r.appends * r.subs - st['delivered_of_window']:,}",
-                f"{ms(pct(r.ack, 50))} / {ms(pct(r.ack, 99))}",
+                f"{ms(nan_pct(r.ack, 50))} / {ms(nan_pct(r.ack, 99))}",
             ]
         )
     return rows
@@ -952,29 +923,6 @@ CPU_HEADER = ["server (run)", "server", "server us/deliv", "subscribers", "produ
               "rest", "chunks/frame", "slow drops", "gaps/dups", "closed conns"]  # fmt: skip
 
 
-def git_revision() -> str:
-    import subprocess
-
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "hub", "storage"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "git revision unknown"
-    if head.returncode:
-        return "git revision unknown"
-    return f"commit {head.stdout.strip()}" + (
-        " + uncommitted hub/storage changes" if dirty.stdout.strip() else ""
-    )
-
-
 async def background_load(secs: float = 1.0) -> float:
     """Share of all cores busy while this benchmark does nothing: other tenants of the machine."""
     b0, t0 = machine_busy_seconds(), time.monotonic()
@@ -995,16 +943,16 @@ async def run(mode: Mode, tmp: Path) -> int:
     try:
         async with aiohttp.ClientSession() as session:
             idle = await background_load()
-            progress(f"background load before the run: {100 * idle:.0f}% of one core")
+            note(f"background load before the run: {100 * idle:.0f}% of one core")
             for kind in ("bare", "hub"):
                 sides[kind] = await open_side(procs, session, kind, mode, tmp)
             live = await live_phase(procs, session, sides, mode)
             for side in sides.values():
                 await close_side(procs, side)
-            await procs.stop(sides["bare"].srv.proc)
+            await sides["bare"].srv.proc.stop()
             if mode.resume_n:
                 res = await resume_phase(session, sides["hub"].srv, mode)
-            await procs.stop(sides["hub"].srv.proc)
+            await sides["hub"].srv.proc.stop()
     finally:
         await procs.stop_all()
     report(mode, live, res, idle)
@@ -1024,7 +972,7 @@ def report(mode: Mode, live: list[LiveRun], res: ResumeResult | None, idle: floa
     ratio = hub.delivered_per_s / bare.delivered_per_s
     print(
         f"# bench.fanout ({mode.name}) - {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
-        f"aiohttp {aiohttp.__version__}, Python {sys.version.split()[0]}, {git_revision()}"
+        f"aiohttp {aiohttp.__version__}, Python {sys.version.split()[0]}, {git_revision('hub', 'storage')}"
     )
     busiest = max(max(0.0, r.cpu(3) - r.cpu(0) - r.cpu(1) - r.cpu(2)) for r in live)
     if max(idle, busiest) > 0.3:
@@ -1150,11 +1098,11 @@ def main(argv: list[str] | None = None) -> int:
         mode.profile_dir = Path(args.py_spy).resolve()
         mode.profile_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-", dir=args.tmp))
-    progress(f"mode {mode.name}, scratch dir {tmp}, {os.cpu_count()} CPUs")
+    note(f"mode {mode.name}, scratch dir {tmp}, {os.cpu_count()} CPUs")
     try:
         rc = asyncio.run(run(mode, tmp))
     except BaseException:
-        progress(f"failed; the servers' and subscribers' logs are in {tmp}")
+        note(f"failed; the servers' and subscribers' logs are in {tmp}")
         raise
     shutil.rmtree(tmp, ignore_errors=True)
     return rc

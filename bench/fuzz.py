@@ -1,6 +1,6 @@
 """Fuzz the running hub's WebSocket decoder and HTTP handlers with hostile input.
 
-    python -m bench.fuzz --inputs 100000        # the long run (starts its own hub on 127.0.0.1)
+    python -m bench.fuzz --inputs 100000        # the long run (starts its own hub subprocess on 127.0.0.1)
     python -m bench.fuzz --quick                # 5,000 inputs
 
 Inputs: random bytes and text, JSON of the wrong shape, every op with wrong field types, huge and
@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import HubProcess, Progress
 from hub.core.errors import STATUS
 
 OPS = ["subscribe", "unsubscribe", "create", "append", "close", "cancel", "ping"]
@@ -161,6 +162,7 @@ async def fuzz(base: str, n: int, seed: int, progress: bool = False) -> Tally:
     rng = random.Random(seed)
     t = Tally()
     ws_url = base.replace("http://", "ws://") + "/ws"
+    bar = Progress("fuzz inputs", n) if progress else None
     async with aiohttp.ClientSession() as session:
         for sid in ("fuzz/0", "fuzz/1"):
             async with session.put(f"{base}/streams/{sid}"):
@@ -210,11 +212,13 @@ async def fuzz(base: str, n: int, seed: int, progress: bool = False) -> Tally:
             if i % 500 == 499:
                 await _healthy(session, base, ws_url, i)
                 t.checks += 1
-                if progress:
-                    print(f"\r{i + 1}/{n}", end="", file=sys.stderr, flush=True)
+            if bar is not None:
+                bar.update(i + 1)
         await ws.close()
         await _healthy(session, base, ws_url, n)
         t.checks += 1
+    if bar is not None:
+        bar.close()
     return t
 
 
@@ -239,23 +243,14 @@ async def bombs(base: str) -> list[str]:
 
 
 async def _main(n: int, seed: int) -> int:
-    from aiohttp.test_utils import TestServer
-
-    from hub.app import make_app
-    from hub.core.config import Config
-
     with tempfile.TemporaryDirectory(prefix="rhub-fuzz-") as tmp:
-        server = TestServer(make_app(Config(data_dir=Path(tmp))), host="127.0.0.1", port=0)
-        await server.start_server()
-        base = str(server.make_url("")).rstrip("/")
-        t0 = time.perf_counter()
-        try:
-            t = await fuzz(base, n, seed, progress=True)
-            problems = await bombs(base)
-        finally:
-            await server.close()
+        async with HubProcess(Path(tmp) / "data", log=Path(tmp) / "hub.log") as hub:
+            t0 = time.perf_counter()
+            t = await fuzz(hub.url, n, seed, progress=True)
+            problems = await bombs(hub.url)
+            if hub.returncode is not None:
+                problems.append(f"the hub exited with {hub.returncode}")
     dt = time.perf_counter() - t0
-    print(file=sys.stderr)
     print(f"{'code':<28}{'count':>8}")
     for code, c in t.codes.most_common():
         print(f"{code:<28}{c:>8}")

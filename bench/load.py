@@ -15,16 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import math
 import os
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from bench.chaos import HubProcess, free_port
+from bench import traced_hub
+from bench.common import HubProcess, git_revision, note, pct, progress
 
 
 def rss_kb(pid: int) -> int:
@@ -51,9 +53,12 @@ def never_reader(port: int, stream: str, start: str = '"now"') -> socket.socket:
     return s
 
 
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
+async def settle(session: aiohttp.ClientSession, base: str) -> None:
+    """One HTTP round trip after the last subscribe: every frame sent before it has been handled
+    (one event loop, frames in order per connection; a short pause covers the other connections)."""
+    await asyncio.sleep(0.5)
+    async with session.get(f"{base}/healthz") as r:
+        await r.read()
 
 
 async def phase(
@@ -94,65 +99,79 @@ async def phase(
     return lat
 
 
-async def run(connections: int, slow: int, fast: int, seconds: float, rate: float) -> dict[str, float]:
-    port = free_port()
-    url = f"ws://127.0.0.1:{port}/ws"
+async def run(
+    connections: int,
+    slow: int,
+    fast: int,
+    seconds: float,
+    rate: float,
+    trace: Path | None = None,
+    idle_compress: int = 0,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rhub-load-") as tmp:
-        hub = HubProcess(Path(tmp) / "data", port, "interval", 8 << 20)
+        entry = ("-m", "bench.traced_hub", str(trace)) if trace is not None else ("-m", "hub")
+        hub = HubProcess(Path(tmp) / "data", fsync="interval", log=Path(tmp) / "hub.log", entry=entry)
+        port, url = hub.port, hub.ws_url
         await hub.start()
-        assert hub.proc is not None
-        pid = hub.proc.pid
+        pid = hub.pid
         slow_socks: list[socket.socket] = []
         conn = aiohttp.TCPConnector(limit=0)
         try:
             async with aiohttp.ClientSession(connector=conn) as session:
-                async with session.put(f"http://127.0.0.1:{port}/streams/load/hot"):
+                async with session.put(f"{hub.url}/streams/load/hot"):
                     pass
-                async with session.put(f"http://127.0.0.1:{port}/streams/load/quiet"):
+                async with session.put(f"{hub.url}/streams/load/quiet"):
                     pass
                 rss0 = rss_kb(pid)
                 idle_n = connections - slow - fast
                 idle = []
-                for k in range(idle_n):
-                    ws = await session.ws_connect(url)
-                    await ws.send_json({"op": "subscribe", "stream": "load/quiet"})
-                    idle.append(ws)
-                    if k % 500 == 0:
-                        print(f"\ridle connections {k}/{idle_n}", end="", file=sys.stderr, flush=True)
-                print(file=sys.stderr)
+                warm = min(50, idle_n // 10)  # --trace: the baseline follows these (lazy set-up, caches)
+                with progress("idle connections", idle_n) as bar:
+                    for k in range(idle_n):
+                        if trace is not None and k == warm:
+                            await settle(session, hub.url)
+                            await traced_hub.take(pid, trace, 1)
+                        ws = await session.ws_connect(url, compress=idle_compress)
+                        await ws.send_json({"op": "subscribe", "stream": "load/quiet"})
+                        idle.append(ws)
+                        bar.update(k + 1)
+                await settle(session, hub.url)
                 rss_idle = rss_kb(pid)
-                print("phase A: fast subscribers only", file=sys.stderr)
+                report = ""
+                if trace is not None:
+                    await traced_hub.take(pid, trace, 2)
+                    report = traced_hub.breakdown(trace, 1, 2, idle_n - warm)
+                note("phase A: fast subscribers only")
                 lat_a = await phase(url, session, fast, seconds, rate)
                 loop = asyncio.get_running_loop()
                 for _ in range(slow):
                     slow_socks.append(await loop.run_in_executor(None, never_reader, port, "load/hot"))
-                print(f"phase B: + {slow} never-reading sockets", file=sys.stderr)
+                note(f"phase B: + {slow} never-reading sockets")
                 lat_b = await phase(url, session, fast, seconds, rate)
                 rss_b = rss_kb(pid)
-                async with session.get(
-                    f"http://127.0.0.1:{port}/admin/stats", headers={"Authorization": "Bearer chaos"}
-                ) as r:
-                    stats = await r.json()
+                stats = await hub.admin_stats(session)
                 for ws in idle:
                     await ws.close()
         finally:
             for s in slow_socks:
                 s.close()
-            hub.stop()
+            await hub.stop()
     return {
         "connections": connections,
         "rss_start_mb": rss0 / 1024,
         "rss_idle_mb": rss_idle / 1024,
         "rss_loaded_mb": rss_b / 1024,
         "rss_per_conn_kb": (rss_b - rss0) / connections,
-        "fast_p50_ms_a": pct(lat_a, 0.5),
-        "fast_p99_ms_a": pct(lat_a, 0.99),
-        "fast_p50_ms_b": pct(lat_b, 0.5),
-        "fast_p99_ms_b": pct(lat_b, 0.99),
+        "fast_p50_ms_a": pct(lat_a, 50) if lat_a else math.nan,
+        "fast_p99_ms_a": pct(lat_a, 99) if lat_a else math.nan,
+        "fast_p50_ms_b": pct(lat_b, 50) if lat_b else math.nan,
+        "fast_p99_ms_b": pct(lat_b, 99) if lat_b else math.nan,
         "samples_a": len(lat_a),
         "samples_b": len(lat_b),
         "slow_drops": stats["slow_consumer_drops"],
         "subscribers": stats["subscribers"],
+        "idle_kb_per_conn": (rss_idle - rss0) / max(1, idle_n),
+        "trace_report": report,
     }
 
 
@@ -164,10 +183,30 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rate", type=float, default=100, help="hot-stream appends per second")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--trace",
+        type=Path,
+        metavar="DIR",
+        help="run the hub under tracemalloc (bench.traced_hub), snapshots into DIR, and print where the "
+        "idle connections' memory goes (RSS then includes the tracing overhead)",
+    )
+    ap.add_argument(
+        "--idle-compress",
+        type=int,
+        default=0,
+        metavar="WBITS",
+        help="idle connections offer permessage-deflate with this window (15 = what browsers offer; "
+        "0 = none, the default)",
+    )
     a = ap.parse_args()
     if a.quick:
         a.connections, a.slow, a.fast, a.seconds = 1000, 100, 50, 5
-    r = asyncio.run(run(a.connections, a.slow, a.fast, a.seconds, a.rate))
+    load0 = os.getloadavg()[0]
+    r = asyncio.run(run(a.connections, a.slow, a.fast, a.seconds, a.rate, a.trace, a.idle_compress))
+    print(
+        f"# bench.load{' (quick)' if a.quick else ''} - {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+        f"{git_revision('hub', 'storage')}, load average {load0:.2f} at start / {os.getloadavg()[0]:.2f} at end"
+    )
     print(f"{'':<34}{'without slow':>14}{'with slow':>14}")
     print(f"{'fast subscriber p50 (ms)':<34}{r['fast_p50_ms_a']:>14.2f}{r['fast_p50_ms_b']:>14.2f}")
     print(f"{'fast subscriber p99 (ms)':<34}{r['fast_p99_ms_a']:>14.2f}{r['fast_p99_ms_b']:>14.2f}")
@@ -177,6 +216,14 @@ def main() -> None:
         f"{a.connections - a.slow - a.fast} idle connections, {r['rss_loaded_mb']:.1f} MB at the end; "
         f"slow-consumer drops {r['slow_drops']}, subscribers at the end {r['subscribers']}"
     )
+    idle_n = a.connections - a.slow - a.fast
+    if r["trace_report"]:
+        print(r["trace_report"])
+        print(
+            "  * hub RSS above includes tracemalloc's memory and its snapshots: compare with a run without --trace"
+        )
+    else:
+        print(f"idle subscribed connection: {r['idle_kb_per_conn']:.1f} KB of hub RSS each ({idle_n} idle)")
     print(f"load_connections: {a.connections}")
     print(f"rss_per_conn_kb: {r['rss_per_conn_kb']:.1f}")
     print(f"fast_p99_ms_without_slow: {r['fast_p99_ms_a']:.2f}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.chaos import HubProcess, free_port
+from bench.common import HubProcess, Progress
 
 DEBUG = False
 FSYNC = "interval"
@@ -123,15 +123,15 @@ async def lifecycle(
 
 
 async def run(total: int, concurrency: int, progress: bool = True) -> dict[str, Any]:
-    port = free_port()
-    url, base = f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}"
     samples: list[tuple[int, dict[str, Any]]] = []
     quiet: dict[str, dict[str, Any]] = {}  # samples at rest after the first 10% and at the end
     counts: dict[str, int] = defaultdict(int)
     with tempfile.TemporaryDirectory(prefix="rhub-soak-") as tmp:
-        hub = HubProcess(Path(tmp) / "data", port, FSYNC, 8 << 20)
+        hub = HubProcess(Path(tmp) / "data", fsync=FSYNC, log=Path(tmp) / "hub.log")
+        url = hub.ws_url
         await hub.start()
         t0 = time.perf_counter()
+        bar = Progress("lifecycles", total) if progress else None
         try:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
                 prods = [Conn(await session.ws_connect(url)) for _ in range(8)]
@@ -142,10 +142,7 @@ async def run(total: int, concurrency: int, progress: bool = True) -> dict[str, 
                 sample_every = max(1, total // 100)
 
                 async def sample(done: int) -> None:
-                    async with session.get(
-                        f"{base}/admin/stats", headers={"Authorization": "Bearer chaos"}
-                    ) as r:
-                        samples.append((done, await r.json()))
+                    samples.append((done, await hub.admin_stats(session)))
 
                 async def quiesce(label: str) -> dict[str, Any]:
                     """Let every lifecycle finish and retention remove its streams, then sample."""
@@ -182,23 +179,20 @@ async def run(total: int, concurrency: int, progress: bool = True) -> dict[str, 
                     finished = counts["lifecycles"] + counts["errors"]
                     if finished // sample_every > len(samples) - 1 or not samples:
                         await sample(finished)
-                        if progress:
+                        if bar is not None:
                             s = samples[-1][1]
-                            rate = finished / (time.perf_counter() - t0)
-                            print(
-                                f"\r{finished}/{total} lifecycles ({rate:.0f}/s)  rss {s['rss_bytes'] / 2**20:.1f} MB"
-                                f"  fds {s['open_fds']}  tasks {s['tasks']}  streams {s['streams']}  ",
-                                end="",
-                                file=sys.stderr,
-                                flush=True,
+                            bar.update(
+                                finished,
+                                f"rss {s['rss_bytes'] / 2**20:.1f} MB  fds {s['open_fds']}  tasks {s['tasks']}"
+                                f"  streams {s['streams']}",
                             )
                 await quiesce("last")
                 for c in prods + subs:
                     await c.ws.close()
         finally:
-            hub.stop()
-    if progress:
-        print(file=sys.stderr)
+            if bar is not None:
+                bar.close()
+            await hub.stop()
     dt = time.perf_counter() - t0
     first, last = quiet["first"], quiet["last"]
     peak = max(samples, key=lambda x: x[1]["rss_bytes"])[1]

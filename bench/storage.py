@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,54 +35,13 @@ import zstandard
 from storage import Log, LogOptions, Store, StoreOptions, Stream, StreamMeta, record
 
 from . import textgen
+from .common import Progress, git_revision, note, pct, table
 
 DEFAULT = LogOptions()
 KIB = 1024
 
 
 # --- small helpers -------------------------------------------------------------------------------
-
-_T0 = time.perf_counter()
-
-
-def progress(msg: str) -> None:
-    print(f"[{time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-class Ticker:
-    """Prints ``label i/n`` on stderr at most every ``every`` seconds."""
-
-    def __init__(self, label: str, n: int, every: float = 2.0) -> None:
-        self.label, self.n, self.every = label, n, every
-        self.last = time.perf_counter()
-
-    def __call__(self, i: int) -> None:
-        now = time.perf_counter()
-        if now - self.last >= self.every:
-            self.last = now
-            progress(f"  {self.label} {i:,}/{self.n:,}")
-
-
-def pct(xs: Sequence[float], p: float) -> float:
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
-
-
-def table(
-    title: str, header: Sequence[str], rows: Sequence[Sequence[object]], notes: Sequence[str] = ()
-) -> str:
-    cells = [[str(c) for c in header]] + [[c if isinstance(c, str) else f"{c}" for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    out = [f"\n## {title}", "  ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)), line]
-    for r in cells[1:]:
-        out.append(
-            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        )
-    out += [f"  * {n}" for n in notes]
-    return "\n".join(out)
 
 
 def new_log(path: Path, opts: LogOptions = DEFAULT, sid: str = "bench") -> Log:
@@ -319,7 +277,7 @@ def bench_appends(mode: Mode) -> tuple[list[AppendRun], list[str]]:
         pair = [("ours", "interval", 16, *STRESS), ("raw", "interval", 16, *STRESS)]
         plan += pair if rep % 2 == 0 else pair[::-1]
     for k, (impl, policy, size, prod, nst) in enumerate(plan):
-        progress(
+        note(
             f"appends {k + 1}/{len(plan)}: {impl} fsync={policy} {size} B, {prod} producers, {mode.append_secs:.1f} s"
         )
         root = Path(tempfile.mkdtemp(prefix="run-", dir=mode.tmp))
@@ -387,7 +345,7 @@ def time_seeks(
 ) -> list[float]:
     """Latencies of ``log.read(random offset, 1)``; ``cold_block`` empties the Log's one-block decode cache
     before each read (a short stream has so few blocks that random seeks would otherwise mostly hit it)."""
-    tick = Ticker(label, n)
+    tick = Progress(label, n)
     out = []
     for i in range(n):
         off = rng.randrange(total)
@@ -398,20 +356,22 @@ def time_seeks(
         out.append(time.perf_counter() - t)
         if len(got) != 1:
             raise AssertionError(f"read({off}, 1) returned {len(got)} chunks")
-        tick(i)
+        tick.update(i + 1)
+    tick.close()
     return out
 
 
 def time_replay(log: Log, total: int, expect_bytes: int, label: str) -> float:
-    tick = Ticker(label, total)
+    tick = Progress(label, total)
     t = time.perf_counter()
     off = size = 0
     while off < total:
         got = log.read(off, min(1024, total - off))
         off += len(got)
         size += sum(map(len, got))
-        tick(off)
+        tick.update(off)
     dt = time.perf_counter() - t
+    tick.close()
     if off != total or size != expect_bytes:
         raise AssertionError(f"replay read {off} chunks / {size} B, expected {total} / {expect_bytes}")
     return total / dt
@@ -467,20 +427,21 @@ def decode_breakdown(log: Log) -> tuple[int, float, float, float]:
 
 def bench_big(mode: Mode) -> tuple[BigResult, list[str]]:
     n = mode.big_chunks
-    progress(f"1M stream: generating {n:,} simulated-LLM tokens")
+    note(f"1M stream: generating {n:,} simulated-LLM tokens")
     toks = textgen.llm_tokens(n)
     expect = sum(map(len, toks))
     root = Path(tempfile.mkdtemp(prefix="big-", dir=mode.tmp))
     try:
         log = new_log(root / "s")
-        progress(f"1M stream: {n:,} Log.append calls of one token each (the layout a live stream has)")
-        tick = Ticker("appended", n)
+        note(f"1M stream: {n:,} Log.append calls of one token each (the layout a live stream has)")
+        tick = Progress("appended", n)
         t = time.perf_counter()
         for i, tok in enumerate(toks):
             log.append([tok])
             if i % 4096 == 4095:
                 log.commit()
-                tick(i + 1)
+                tick.update(i + 1)
+        tick.close()
         log.close("done")
         log.commit()
         build_s = time.perf_counter() - t
@@ -488,14 +449,14 @@ def bench_big(mode: Mode) -> tuple[BigResult, list[str]]:
         assert info.chunks == n, info
         stored_raw, segments_raw = info.stored_bytes, info.segments
         rng = random.Random(1)
-        progress(f"1M stream: {mode.seek_raw:,} random seeks while still raw")
+        note(f"1M stream: {mode.seek_raw:,} random seeks while still raw")
         seek_raw = time_seeks(log, mode.seek_raw, n, rng, "raw seeks")
         m = mode.replay_raw
-        progress(f"1M stream: replay of the first {m:,} chunks while still raw")
+        note(f"1M stream: replay of the first {m:,} chunks while still raw")
         replay_raw = time_replay(log, m, sum(map(len, toks[:m])), "raw replay")
         for b in mode.alt_blocks:
             shutil.copytree(root / "s", root / f"s{b}")
-        progress("1M stream: seal_all (default LogOptions: 256 KiB blocks, zstd 19)")
+        note("1M stream: seal_all (default LogOptions: 256 KiB blocks, zstd 19)")
         t = time.perf_counter()
         log.seal_all()
         seal_s = time.perf_counter() - t
@@ -504,7 +465,7 @@ def bench_big(mode: Mode) -> tuple[BigResult, list[str]]:
         info = log.info()
         assert info.chunks == n and info.status == "done", info
         blocks = sum(len(s.index) for s in log.segments)
-        progress(f"1M stream: {mode.seek_sealed:,} random seeks on the sealed stream")
+        note(f"1M stream: {mode.seek_sealed:,} random seeks on the sealed stream")
         hits = [0]
         orig = log._decode_at
 
@@ -517,14 +478,14 @@ def bench_big(mode: Mode) -> tuple[BigResult, list[str]]:
         log._decode_at = counting  # type: ignore[method-assign]
         seek_sealed = time_seeks(log, mode.seek_sealed, n, rng, "sealed seeks")
         log._decode_at = orig  # type: ignore[method-assign]
-        progress("1M stream: replay of the sealed stream")
+        note("1M stream: replay of the sealed stream")
         replay_sealed = time_replay(log, n, expect, "sealed replay")
         bd = decode_breakdown(log)
         res = BigResult(seek_raw, seek_sealed, replay_raw, replay_sealed, build_s, seal_s, info.raw_bytes,
                         stored_raw, info.stored_bytes, segments_raw, blocks, hits[0], *bd)  # fmt: skip
         log.shutdown()
         for b in mode.alt_blocks:
-            progress(f"1M stream: sealing a copy with {b // KIB} KiB blocks, then {mode.seek_sealed:,} seeks")
+            note(f"1M stream: sealing a copy with {b // KIB} KiB blocks, then {mode.seek_sealed:,} seeks")
             alt, secs = seal_copy(root / f"s{b}", None, LogOptions(block_bytes=b))
             lat = time_seeks(alt, mode.seek_sealed, n, rng, "sealed seeks")
             ai = alt.info()
@@ -645,7 +606,7 @@ def column_cost(toks: list[bytes], block: int, level: int) -> tuple[int, int]:
 
 
 def bench_sweep(mode: Mode) -> tuple[list[SweepRow], list[str]]:
-    progress("compression: loading corpora (stdlib prose, simulated LLM)")
+    note("compression: loading corpora (stdlib prose, simulated LLM)")
     prose_all = textgen.prose_tokens()
     prose: list[bytes] = []
     size = 0
@@ -661,7 +622,7 @@ def bench_sweep(mode: Mode) -> tuple[list[SweepRow], list[str]]:
             break
         llm.append(t)
         lsize += len(t)
-    progress("compression: text vs chunk-length column at the default block/level")
+    note("compression: text vs chunk-length column at the default block/level")
     split = {
         c: column_cost(t, DEFAULT.block_bytes, DEFAULT.seal_level)
         for c, t in (("prose", prose), ("llm-sim", llm))
@@ -673,7 +634,7 @@ def bench_sweep(mode: Mode) -> tuple[list[SweepRow], list[str]]:
         for corpus, toks in (("prose", prose), ("llm-sim", llm)):
             src = build_raw_stream(root / corpus, toks)
             for k, (block, level) in enumerate(configs):
-                progress(
+                note(
                     f"compression sweep {corpus}: block {block // KIB} KiB, zstd {level} ({k + 1}/{len(configs)})"
                 )
                 log, secs = seal_copy(
@@ -751,8 +712,8 @@ def bench_short(mode: Mode) -> tuple[list[ShortResult], list[str]]:
             samples: list[bytes | bytearray | memoryview] = [b"".join(a) for a in train]
             dict_data = zstandard.train_dictionary(110 * KIB, samples)
             for level in (3, 19):
-                progress(f"short responses {corpus}, zstd {level}: {n} streams of one answer each")
-                tick = Ticker("streams", n)
+                note(f"short responses {corpus}, zstd {level}: {n} streams of one answer each")
+                tick = Progress("streams", n)
                 raw = stored = disk = files = 0
                 ratios = []
                 for i, toks in enumerate(answers):
@@ -772,7 +733,8 @@ def bench_short(mode: Mode) -> tuple[list[ShortResult], list[str]]:
                     files += f
                     log.shutdown()
                     shutil.rmtree(p)
-                    tick(i + 1)
+                    tick.update(i + 1)
+                tick.close()
                 texts = [b"".join(a) for a in answers]
                 plain = zstandard.ZstdCompressor(level=level)
                 with_dict = zstandard.ZstdCompressor(
@@ -814,25 +776,6 @@ def bench_short(mode: Mode) -> tuple[list[ShortResult], list[str]]:
                         "zstd alone", "zstd +dict"], rows, notes)]  # fmt: skip
 
 
-def git_revision() -> str:
-    """The commit measured, and whether storage/ had uncommitted changes at the time."""
-    here = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "storage"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "git revision unknown"
-    if head.returncode:
-        return "git revision unknown"
-    return f"commit {head.stdout.strip()}" + (
-        " + uncommitted storage/ changes" if dirty.stdout.strip() else ""
-    )
-
-
 # --- main ---------------------------------------------------------------------------------------------
 
 
@@ -845,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-storage-", dir=args.tmp))
     mode.tmp = tmp
     load0 = os.getloadavg()[0]
-    progress(f"mode {mode.name}, scratch dir {tmp}, {os.cpu_count()} CPUs, zstandard {zstandard.__version__}")
+    note(f"mode {mode.name}, scratch dir {tmp}, {os.cpu_count()} CPUs, zstandard {zstandard.__version__}")
     sections: list[str] = []
     try:
         runs, s = bench_appends(mode)
@@ -871,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = next(r for r in sweep if r.corpus == "llm-sim" and (r.block, r.level) == (256 * KIB, 19))
     print(f"# bench.storage ({mode.name}) - {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
           f"Python {sys.version.split()[0]}, zstandard {zstandard.__version__}, scratch on {args.tmp}, "
-          f"{git_revision()}, load average {load0:.2f} at start / {os.getloadavg()[0]:.2f} at end")  # fmt: skip
+          f"{git_revision('storage')}, load average {load0:.2f} at start / {os.getloadavg()[0]:.2f} at end")  # fmt: skip
     for section in sections:
         print(section)
     print("\n## summary")
@@ -888,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seek_p99_ms: {pct(big.seek_sealed, 99) * 1e3:.3f}")
     print(f"replay_chunks_per_s: {big.replay_sealed:.0f}")
     print(f"compression_ratio: {headline.ratio:.3f}")
-    progress("done")
+    note("done")
     return 0
 
 

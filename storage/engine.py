@@ -20,7 +20,10 @@ Invariants every engine keeps (the contract tests check each):
   the state it was made from is durable (a crash must not undo what a refusal implied).
 * The close (status ``done``, ``error`` or ``cancelled``) is itself durable; afterwards appends are
   refused with ``stream_closed`` and every reader learns the status.
-* A deleted or expired id answers ``stream_gone`` (not ``stream_not_found``) while its tombstone lives.
+* A deleted or expired id answers ``stream_gone`` (not ``stream_not_found``) while its tombstone lives,
+  to ``create`` and ``fork`` too: an id is never reused while a reader may still hold offsets of the
+  old stream. ``create(replace_gone=True)`` (the Durable Streams PUT, whose protocol lets a deleted
+  id be created again at once) is the one exception.
 * A stream's ``epoch`` changes whenever the engine may have lost chunks that were already delivered
   (recovery truncated them, Redis lost writes): a reader holding an offset of an older epoch must
   start again (``reset``), never continue silently across a gap.
@@ -196,6 +199,7 @@ class Engine(Protocol):
         labels: dict[str, str] | None = None,
         exist_ok: bool = False,
         idle_ttl: float | None = None,
+        replace_gone: bool = False,
     ) -> StreamHandle: ...
 
     async def get_stream(self, stream_id: str) -> StreamHandle:

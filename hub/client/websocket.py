@@ -13,7 +13,8 @@
 
 Each append carries (producer id, seq); after a reconnect every unacknowledged append is sent again
 with its original seq, and the hub acknowledges a retry of an append that already landed with its
-original offset instead of writing it twice.
+original offset instead of writing it twice. Frames both ways are the typed messages of
+``hub.protocols.native.messages``; close codes come from ``hub.core.errors``, as the hub's do.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import msgspec
 
-FATAL_CLOSE = {4401}  # unauthorized: retrying with the same token cannot help
+from hub.core.errors import FATAL_CLOSE
+from hub.core.tasks import TaskSet
+from hub.protocols.native import messages as m
+
+Request = m.Create | m.Append | m.Close
 
 
 class ClientError(Exception):
@@ -84,8 +88,9 @@ class Producer:
         self._own_session = session is None
         self._session = session
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._unacked: dict[int | str, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        self._unacked: dict[int | str, tuple[Request, asyncio.Future[m.Ack]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()  # reconnects and on_cancel callbacks, kept referenced until done
         self._lock = asyncio.Lock()
         self._closed = False
         self._next_id = 0
@@ -97,7 +102,7 @@ class Producer:
 
     async def __aenter__(self) -> Producer:
         await self._connect()
-        await self._request({"op": "create", "stream": self.stream, "ttl": self.ttl, "labels": self.labels})
+        await self._request(m.Create(self.stream, ttl=self.ttl, labels=self.labels))
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -111,6 +116,7 @@ class Producer:
             await self.aclose()
 
     async def aclose(self) -> None:
+        await self._tasks.aclose()
         if self._reader:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -123,23 +129,12 @@ class Producer:
     async def append(self, data: str | list[str]) -> int:
         """Append one chunk (or several); returns the first offset once the hub says it is durable."""
         self.seq += 1
-        ack = await self._request(
-            {
-                "op": "append",
-                "stream": self.stream,
-                "data": data,
-                "producer": self.producer_id,
-                "seq": self.seq,
-            }
-        )
-        return int(ack["offset"])
+        ack = await self._request(m.Append(self.stream, data, producer=self.producer_id, seq=self.seq))
+        return ack.offset
 
-    async def close(self, status: str = "done", error: str | None = None) -> None:
-        msg: dict[str, Any] = {"op": "close", "stream": self.stream, "status": status}
-        if error is not None:
-            msg["error"] = error[:1000]
+    async def close(self, status: m.CloseStatus = "done", error: str | None = None) -> None:
         try:
-            await self._request(msg)
+            await self._request(m.Close(self.stream, status, error[:1000] if error is not None else None))
         except ClientError as e:
             if e.code != "stream_closed":
                 raise
@@ -162,38 +157,37 @@ class Producer:
                 await asyncio.sleep(_backoff(attempt, *self.backoff))
         self._reader = asyncio.create_task(self._read(self._ws))
         for msg, _ in list(self._unacked.values()):  # same seq: the hub dedupes what already landed
-            await self._ws.send_str(msgspec.json.encode(msg).decode())
+            await self._ws.send_str(m.encode(msg))
 
-    async def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, msg: Request) -> m.Ack:
         self._next_id += 1
-        rid = msg["id"] = self._next_id
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        rid = msg.id = self._next_id
+        fut: asyncio.Future[m.Ack] = asyncio.get_running_loop().create_future()
         self._unacked[rid] = (msg, fut)
         try:
             if self._ws is not None and not self._ws.closed:
                 with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
-                    await self._ws.send_str(msgspec.json.encode(msg).decode())
+                    await self._ws.send_str(m.encode(msg))
             return await fut
         finally:
             self._unacked.pop(rid, None)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for m in ws:
-            if m.type != aiohttp.WSMsgType.TEXT:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
                 break
-            frame = msgspec.json.decode(m.data)
-            op = frame.get("op")
-            if op == "ack":
-                entry = self._unacked.get(frame.get("id"))
+            frame = m.decode_server(msg.data)
+            if isinstance(frame, m.Ack):
+                entry = self._unacked.get(frame.id) if frame.id is not None else None
                 if entry and not entry[1].done():
                     entry[1].set_result(frame)
-                if frame.get("cancelled"):
+                if frame.cancelled:
                     self._set_cancelled()
-            elif op == "error":
-                entry = self._unacked.get(frame.get("id"))
+            elif isinstance(frame, m.Error):
+                entry = self._unacked.get(frame.id) if frame.id is not None else None
                 if entry and not entry[1].done():
-                    entry[1].set_exception(ClientError(frame["code"], frame["message"]))
-            elif op == "cancel" and frame.get("stream") == self.stream:
+                    entry[1].set_exception(ClientError(frame.code, frame.message))
+            elif isinstance(frame, m.CancelRequested) and frame.stream == self.stream:
                 self._set_cancelled()
         if ws.close_code in FATAL_CLOSE:
             for _, fut in self._unacked.values():
@@ -202,7 +196,7 @@ class Producer:
             return
         # connection lost: reconnect and resend everything unacknowledged, same seqs
         self.reconnects += 1
-        asyncio.get_running_loop().create_task(self._reconnect())
+        self._tasks.spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
         async with self._lock:
@@ -217,7 +211,7 @@ class Producer:
         if not self.cancel_event.is_set():
             self.cancel_event.set()
             if self.on_cancel is not None:
-                asyncio.get_running_loop().create_task(self.on_cancel())
+                self._tasks.spawn(self.on_cancel())
 
 
 class Subscriber:
@@ -266,35 +260,32 @@ class Subscriber:
                     async with session.ws_connect(self.url, heartbeat=20) as ws:
                         self._ws = ws
                         self.connects += 1
-                        sub: dict[str, Any] = {"op": "subscribe", "stream": self.stream, "from": self.offset}
-                        if self.epoch:
-                            sub["epoch"] = self.epoch
-                        if self.coalesce_ms:
-                            sub["coalesce_ms"] = self.coalesce_ms
-                        await ws.send_str(msgspec.json.encode(sub).decode())
-                        async for m in ws:
-                            if m.type != aiohttp.WSMsgType.TEXT:
+                        sub = m.Subscribe(
+                            self.stream, self.offset, epoch=self.epoch, coalesce_ms=self.coalesce_ms
+                        )
+                        await ws.send_str(m.encode(sub))
+                        async for msg in ws:
+                            if msg.type != aiohttp.WSMsgType.TEXT:
                                 break
                             attempt = 0
-                            f = msgspec.json.decode(m.data)
-                            op = f.get("op")
-                            if op == "chunks":
-                                first = f["offset"]
+                            f = m.decode_server(msg.data)
+                            if isinstance(f, m.Chunks):
+                                first = f.offset
                                 if first > self.offset:
                                     raise ClientError("gap", f"expected offset {self.offset}, got {first}")
-                                for i, d in enumerate(f["data"]):
+                                for i, d in enumerate(f.data):
                                     if first + i >= self.offset:  # never yield a chunk twice
                                         self.offset = first + i + 1
                                         yield Chunk(first + i, d)
-                            elif op == "subscribed":
-                                self.epoch = f["epoch"]
-                            elif op == "reset":
-                                self.epoch, self.offset = f["epoch"], 0
-                            elif op == "end":
-                                self.status, self.error = f["status"], f.get("error")
+                            elif isinstance(f, m.Subscribed):
+                                self.epoch = f.epoch
+                            elif isinstance(f, m.Reset):
+                                self.epoch, self.offset = f.epoch, 0
+                            elif isinstance(f, m.End):
+                                self.status, self.error = f.status, f.error
                                 return
-                            elif op == "error":
-                                raise ClientError(f["code"], f["message"])
+                            elif isinstance(f, m.Error):
+                                raise ClientError(f.code, f.message)
                         if ws.close_code in FATAL_CLOSE:
                             raise ClientError("unauthorized", "the hub refused our token")
                 except (TimeoutError, aiohttp.ClientError, OSError):

@@ -30,7 +30,7 @@ class Grant:
 
     def check(self, action: str, stream_id: str) -> None:
         if not self.can(action, stream_id):
-            raise HubError("forbidden", f"token does not grant {action} on {stream_id!r}", 403, stream_id)
+            raise HubError("forbidden", f"token does not grant {action} on {stream_id!r}", stream_id)
 
 
 OPEN = Grant(read=("*",), write=("*",), cancel=("*",))
@@ -68,7 +68,7 @@ class Auth:
         if not self.enabled:
             return OPEN
         if not token:
-            raise HubError("unauthorized", "a bearer token is required", 401)
+            raise HubError("unauthorized", "a bearer token is required")
         try:
             claims = jwt.decode(
                 token,
@@ -78,9 +78,9 @@ class Auth:
                 options={"require": ["exp"]},
             )
         except jwt.ExpiredSignatureError:
-            raise HubError("unauthorized", "token expired", 401) from None
+            raise HubError("unauthorized", "token expired") from None
         except jwt.PyJWTError as e:
-            raise HubError("unauthorized", f"invalid token: {e}", 401) from None
+            raise HubError("unauthorized", f"invalid token: {e}") from None
 
         def pats(name: str) -> tuple[str, ...]:
             v = claims.get(name, [])
@@ -100,7 +100,7 @@ class Auth:
 
     def check_admin(self, token: str | None) -> None:
         if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            raise HubError("unauthorized", "admin endpoints need the admin bearer token", 401)
+            raise HubError("unauthorized", "admin endpoints need the admin bearer token")
 
     def check_origin(self, origin: str | None, host: str | None) -> None:
         """Refuse cross-site WebSocket hijacking: browsers always send Origin on upgrades."""
@@ -113,4 +113,4 @@ class Auth:
             o = urlsplit(origin)
             if o.hostname in ("localhost", "127.0.0.1", "::1") or (host and o.netloc == host):
                 return
-        raise HubError("forbidden", f"origin {origin!r} is not allowed", 403)
+        raise HubError("forbidden", f"origin {origin!r} is not allowed")

@@ -21,9 +21,11 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
+from hub.core.errors import HubError, storage_errors
 from hub.protocols.native.messages import Chunks, End, Error, encode
-from storage import CloseInfo, StorageError, Stream, StreamHandle
+from storage import CloseInfo, CloseStatus, StreamHandle
 
 
 class OutboxClosed(Exception):
@@ -105,13 +107,16 @@ class Outbox:
 
 
 class Format:
-    """How frames look on a transport. The WebSocket protocol is the default; SSE overrides it."""
+    """How frames look on a transport: the WebSocket protocol's by default; each SSE flavour (ours,
+    Durable Streams') overrides it. ``chunks`` gets the chunks' bytes: a format that shows text
+    decodes them (and the fan-out builds each run's frame once per format, however many subscribe)."""
 
-    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
-        return encode(Chunks(stream, offset, data))
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        return encode(Chunks(stream, offset, texts(data)))
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
-        return encode(End(stream, offset, info.status, info.error))
+        # the engine types statuses as str; a CloseInfo only ever holds a CloseStatus
+        return encode(End(stream, offset, cast(CloseStatus, info.status), info.error))
 
     def error(self, stream: str, code: str, message: str) -> str:
         return encode(Error(code, message, stream))
@@ -129,14 +134,14 @@ class FanoutStats:
     resumes: int = 0  # subscriptions that started past offset 0
 
 
-def _texts(chunks: list[bytes]) -> list[str]:
+def texts(chunks: list[bytes]) -> list[str]:
     return [c.decode("utf-8", "replace") for c in chunks]
 
 
 @dataclass(eq=False)
 class Subscription:
     fanout: Fanout
-    stream: Stream
+    stream: StreamHandle
     outbox: Outbox
     next: int
     fmt: Format = WS_FORMAT
@@ -144,7 +149,7 @@ class Subscription:
     coalesce_bytes: int = 16384
     replay_batch: int = 1024
     mode: str = "replay"  # replay -> live -> done
-    _pending: list[str] = field(default_factory=list)
+    _pending: list[bytes] = field(default_factory=list)
     _pending_from: int = 0
     _pending_bytes: int = 0
     _timer: asyncio.TimerHandle | None = None
@@ -174,12 +179,14 @@ class Subscription:
                 await self.outbox.wait_space()
                 if self.next < s.next_offset:
                     # frames a quarter of the outbox: a stalled reader pins at most ~1.5 outboxes of memory
-                    chunks = s.read(self.next, self.replay_batch, max(16 << 10, self.outbox.max_bytes // 4))
-                    texts = _texts(chunks)
-                    frame = self.fmt.chunks(s.id, self.next, texts)
-                    self.next += len(texts)
-                    st.replayed += len(texts)
-                    st.deliveries += len(texts)
+                    with storage_errors(s.id):
+                        chunks = await s.read_chunks(
+                            self.next, self.replay_batch, max(16 << 10, self.outbox.max_bytes // 4)
+                        )
+                    frame = self.fmt.chunks(s.id, self.next, chunks)
+                    self.next += len(chunks)
+                    st.replayed += len(chunks)
+                    st.deliveries += len(chunks)
                     st.frames += 1
                     await self.outbox.put(frame)
                     await asyncio.sleep(0)  # let the writer send this frame before we build the next
@@ -193,8 +200,8 @@ class Subscription:
                 self.mode = "live"
         except (OutboxClosed, asyncio.CancelledError):
             pass
-        except StorageError as e:
-            self.outbox.force(self.fmt.error(s.id, e.code, str(e)))
+        except HubError as e:
+            self.outbox.force(self.fmt.error(s.id, e.code, e.message))
             self.mode = "done"
             self.fanout._remove(self)
 
@@ -213,37 +220,37 @@ class Subscription:
 
     # --- live --------------------------------------------------------------------------------
 
-    def on_chunks(self, offset: int, texts: list[str], frames: dict[Format, str]) -> None:
+    def on_chunks(self, offset: int, chunks: list[bytes], frames: dict[Format, str]) -> None:
         """A durable chunk run from storage; ``frames`` caches the encoded frame per format."""
         if self.mode != "live":
             return
-        end = offset + len(texts)
+        end = offset + len(chunks)
         if end <= self.next:
             return
         if offset > self.next:  # cannot happen while storage publishes in order; recover anyway
             self._to_replay()
             return
         if offset < self.next:
-            texts = texts[self.next - offset :]
+            chunks = chunks[self.next - offset :]
             offset = self.next
-            frame = self.fmt.chunks(self.stream.id, offset, texts)
+            frame = self.fmt.chunks(self.stream.id, offset, chunks)
         elif self.coalesce_ms <= 0:
             frame = frames.get(self.fmt) or frames.setdefault(
-                self.fmt, self.fmt.chunks(self.stream.id, offset, texts)
+                self.fmt, self.fmt.chunks(self.stream.id, offset, chunks)
             )
         if self.coalesce_ms > 0:
             if not self._pending:
                 self._pending_from = offset
                 self._timer = asyncio.get_running_loop().call_later(self.coalesce_ms / 1000, self.flush)
-            self._pending += texts
-            self._pending_bytes += sum(map(len, texts))
+            self._pending += chunks
+            self._pending_bytes += sum(map(len, chunks))
             self.next = end
             if self._pending_bytes >= self.coalesce_bytes:
                 self.flush()
             return
         if self.outbox.offer(frame):
             self.next = end
-            self.fanout.stats.deliveries += len(texts)
+            self.fanout.stats.deliveries += len(chunks)
             self.fanout.stats.frames += 1
         else:
             self._to_replay()
@@ -291,7 +298,7 @@ class Fanout:
 
     def subscribe(
         self,
-        stream: Stream,
+        stream: StreamHandle,
         outbox: Outbox,
         offset: int,
         fmt: Format = WS_FORMAT,
@@ -299,7 +306,7 @@ class Fanout:
         coalesce_bytes: int = 16384,
     ) -> Subscription:
         sub = Subscription(self, stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
-        stream.listeners.add(self)  # registered before the replay reads anything
+        stream.listen(self)  # registered before the replay reads anything
         self.subs.setdefault(stream.id, set()).add(sub)
         if offset > 0:
             self.stats.resumes += 1
@@ -317,7 +324,7 @@ class Fanout:
         subs.discard(sub)
         if not subs:
             del self.subs[sub.stream.id]
-            sub.stream.listeners.discard(self)
+            sub.stream.unlisten(self)
 
     def count(self, stream_id: str | None = None) -> int:
         if stream_id is not None:
@@ -330,10 +337,9 @@ class Fanout:
         subs = self.subs.get(stream.id)
         if not subs:
             return
-        texts = _texts(chunks)
         frames: dict[Format, str] = {}
         for sub in list(subs):
-            sub.on_chunks(offset, texts, frames)
+            sub.on_chunks(offset, chunks, frames)
 
     def on_end(self, stream: StreamHandle, info: CloseInfo) -> None:
         for sub in list(self.subs.get(stream.id, ())):

@@ -1,21 +1,36 @@
-"""The hub's shared state: storage, fan-out, auth, cancel requests and counters (one per app)."""
+"""The hub's one service API: every transport (WebSocket, HTTP + SSE, Durable Streams, the AI SDK
+adapters to come) creates, appends, closes, reads, subscribes, cancels, forks, deletes and watches
+through these methods, and through nothing else of storage.
+
+Invariants:
+
+* Storage is reached only through the engine Protocol (``Engine`` / ``StreamHandle``); which engine
+  it is, is decided once, in ``Hub.__init__`` (start-up wiring).
+* Every ``StorageError`` becomes a ``HubError`` here (``errors.storage_errors``), so no transport catches
+  storage errors, and every client of every protocol sees the same code for the same failure.
+* Counters, limits (chunk size), cancel requests, resume counts and the observer hooks
+  (``hub.core.hooks``, for analytics) are kept here, once: a transport never bumps a counter of its
+  own for an operation it asked the service to do.
+* Per-stream bookkeeping ends with the stream (``_forget``), so a hub serving millions keeps none.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from hub.core.auth import Auth
 from hub.core.config import Config
-from hub.core.errors import STATUS, HubError
-from hub.core.fanout import Fanout
-from storage import LogOptions, Store, StoreOptions, Stream
-from storage.errors import StorageError
+from hub.core.errors import HubError, storage_errors
+from hub.core.fanout import WS_FORMAT, Fanout, Format, Outbox, Subscription
+from hub.core.hooks import Hooks
+from hub.core.registry import Registry
+from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
 
 
 @dataclass
@@ -44,26 +59,29 @@ class Rate:
         self.last_t, self.last_n = now, n
 
 
+StreamRef = StreamHandle | str
+
+
 class Hub:
     def __init__(self, config: Config, auth: Auth) -> None:
         self.config = config
         self.auth = auth
-        self.store = Store(
-            config.data_dir,
-            StoreOptions(
-                fsync=config.fsync,
-                interval_ms=config.fsync_interval_ms,
-                default_ttl=config.stream_ttl_s,
-                log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
-            ),
+        # start-up wiring: the one place that names an engine (the file engine's options)
+        self.store: Engine = open_engine(
+            str(config.data_dir),
+            fsync=config.fsync,
+            interval_ms=config.fsync_interval_ms,
+            default_ttl=config.stream_ttl_s,
+            log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
         )
         self.fanout = Fanout()
         self.counters = Counters()
+        self.hooks = Hooks()
         self.started = time.time()
         self.connections: set[object] = set()
         self.per_ip: dict[str, int] = {}
         self.cancel_requested: set[str] = set()
-        self.cancel_listeners: dict[str, set[Callable[[str], None]]] = {}
+        self.cancel_listeners: Registry[str] = Registry()
         self.resume_counts: dict[str, int] = {}
         self.append_rate = Rate()
         self.delivery_rate = Rate()
@@ -71,7 +89,6 @@ class Hub:
         self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        # per-stream bookkeeping ends with the stream, so a hub serving millions keeps none of it
         self.store.on_end.append(lambda st: self._forget(st.id, deleted=False))
         self.store.on_delete.append(lambda sid: self._forget(sid, deleted=True))
         await self.store.start()
@@ -91,92 +108,173 @@ class Hub:
             self.append_rate.sample(self.counters.appended_chunks)
             self.delivery_rate.sample(self.fanout.stats.deliveries)
 
-    # --- streams -----------------------------------------------------------------------------
+    # --- lookups -----------------------------------------------------------------------------
 
-    def stream(self, stream_id: str) -> Stream:
-        try:
-            return self.store.get(stream_id)
-        except StorageError as e:
-            raise as_hub_error(e, stream_id) from None
+    async def get(self, stream: StreamRef) -> StreamHandle:
+        if not isinstance(stream, str):
+            return stream
+        with storage_errors(stream):
+            return await self.store.get_stream(stream)
 
-    async def append(
-        self,
-        stream_id: str,
-        chunks: list[bytes],
-        producer: str | None,
-        seq: int | None,
-        create: bool = False,
-    ) -> tuple[int, int, bool]:
+    async def exists(self, stream_id: str) -> bool:
+        with storage_errors(stream_id):
+            return await self.store.stream_exists(stream_id)
+
+    async def list_streams(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        with storage_errors():
+            return await self.store.list_streams(prefix, limit)
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def check_chunks(self, stream_id: str, chunks: Sequence[bytes]) -> None:
+        """The chunk-size limit, for every protocol (also before a create with initial content)."""
         for c in chunks:
             if len(c) > self.config.max_chunk_bytes:
                 raise HubError(
                     "chunk_too_large",
-                    f"chunk of {len(c)} bytes; the limit is {self.config.max_chunk_bytes}",
-                    413,
+                    f"a chunk of {len(c)} bytes; the limit is {self.config.max_chunk_bytes}",
                     stream_id,
                 )
-        try:
-            if create and not self.store.exists(stream_id):
-                s = await self.store.create(stream_id, exist_ok=True)
-            else:
-                s = self.store.get(stream_id)
-            res = await s.append(chunks, producer, seq)
-        except StorageError as e:
-            raise as_hub_error(e, stream_id) from None
+
+    async def create(
+        self,
+        stream_id: str,
+        *,
+        ttl: float | None = None,
+        labels: dict[str, str] | None = None,
+        exist_ok: bool = False,
+        content_type: str | None = None,
+        expires_at: float | None = None,
+        idle_ttl: float | None = None,
+        replace_gone: bool = False,
+    ) -> StreamHandle:
+        with storage_errors(stream_id):
+            return await self.store.create(
+                stream_id,
+                ttl=ttl,
+                labels=labels,
+                exist_ok=exist_ok,
+                content_type=content_type,
+                expires_at=expires_at,
+                idle_ttl=idle_ttl,
+                replace_gone=replace_gone,
+            )
+
+    async def append(
+        self,
+        stream: StreamRef,
+        chunks: Sequence[bytes],
+        producer: str | None = None,
+        seq: int | None = None,
+        epoch: int = 0,
+        *,
+        create: bool = False,
+        stream_seq: str | None = None,
+        close: bool = False,
+    ) -> AppendResult:
+        sid = stream if isinstance(stream, str) else stream.id
+        self.check_chunks(sid, chunks)
+        with storage_errors(sid):
+            if isinstance(stream, str):
+                if create and not await self.store.stream_exists(stream):
+                    stream = await self.store.create(stream, exist_ok=True)
+                else:
+                    stream = await self.store.get_stream(stream)
+            res = await stream.append(chunks, producer, seq, epoch, stream_seq=stream_seq, close=close)
         if not res.duplicate:
             self.counters.appends += 1
             self.counters.appended_chunks += res.count
-        return res.offset, res.count, res.duplicate
+            self.hooks.emit(self.hooks.appended, sid, res)
+        return res
 
-    async def close_stream(self, stream_id: str, status: str, error: str | None) -> Stream:
-        s = self.stream(stream_id)
-        try:
-            await s.close(status, error)
-        except StorageError as e:
-            raise as_hub_error(e, stream_id) from None
-        self.cancel_requested.discard(stream_id)
+    async def close(
+        self,
+        stream: StreamRef,
+        status: CloseStatus = "done",
+        error: str | None = None,
+        producer: tuple[str, int, int] | None = None,
+    ) -> StreamHandle:
+        s = await self.get(stream)
+        with storage_errors(s.id):
+            await s.close(status, error, producer)
+        self.cancel_requested.discard(s.id)
+        self.hooks.emit(self.hooks.closed, s.id, status, error)
         return s
 
-    def request_cancel(self, stream_id: str) -> bool:
+    async def fork(
+        self, source_id: str, stream_id: str, upto: int | None = None, labels: dict[str, str] | None = None
+    ) -> StreamHandle:
+        with storage_errors(stream_id):
+            return await self.store.fork(source_id, stream_id, upto, labels)
+
+    async def delete(self, stream_id: str, reason: str = "deleted") -> None:
+        with storage_errors(stream_id):
+            await self.store.delete(stream_id, reason=reason)
+
+    async def set_labels(self, stream_id: str, labels: dict[str, str]) -> None:
+        with storage_errors(stream_id):
+            await self.store.set_labels(stream_id, labels)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def read(
+        self, stream: StreamRef, offset: int, max_chunks: int = 1024, max_bytes: int | None = None
+    ) -> list[bytes]:
+        s = await self.get(stream)
+        with storage_errors(s.id):
+            return await s.read_chunks(offset, max_chunks, max_bytes)
+
+    async def wait(self, stream: StreamHandle, offset: int, timeout: float | None = None) -> bool:
+        with storage_errors(stream.id):
+            return await stream.wait(offset, timeout)
+
+    async def producer_state(self, stream: StreamHandle, producer_id: str) -> ProducerState | None:
+        with storage_errors(stream.id):
+            return await stream.producer_state(producer_id)
+
+    def subscribe(
+        self,
+        stream: StreamHandle,
+        outbox: Outbox,
+        offset: int,
+        fmt: Format = WS_FORMAT,
+        coalesce_ms: float = 0.0,
+        coalesce_bytes: int = 16384,
+    ) -> Subscription:
+        """Replay from ``offset``, then live, into ``outbox`` (see hub/core/fanout.py)."""
+        if offset > 0:
+            self.counters.reconnects += 1
+            self.resume_counts[stream.id] = self.resume_counts.get(stream.id, 0) + 1
+        sub = self.fanout.subscribe(stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
+        self.hooks.emit(self.hooks.subscribed, stream.id, offset)
+        return sub
+
+    # --- cancel ------------------------------------------------------------------------------
+
+    async def cancel(self, stream_id: str) -> bool:
         """Ask the stream's producer to stop. True if a connected producer was told."""
-        s = self.stream(stream_id)
+        s = await self.get(stream_id)
         if s.ended:
             return False
         self.counters.cancels += 1
         self.cancel_requested.add(stream_id)
-        told = False
-        for cb in list(self.cancel_listeners.get(stream_id, ())):
-            cb(stream_id)
-            told = True
-        return told
+        self.hooks.emit(self.hooks.cancel_requested, stream_id)
+        return self.cancel_listeners.emit(stream_id, stream_id) > 0
 
     def watch_cancel(self, stream_id: str, cb: Callable[[str], None]) -> None:
-        self.cancel_listeners.setdefault(stream_id, set()).add(cb)
+        self.cancel_listeners.add(stream_id, cb)
 
     def unwatch_cancel(self, stream_id: str, cb: Callable[[str], None]) -> None:
-        cbs = self.cancel_listeners.get(stream_id)
-        if cbs is not None:
-            cbs.discard(cb)
-            if not cbs:
-                del self.cancel_listeners[stream_id]
+        self.cancel_listeners.discard(stream_id, cb)
 
     def _forget(self, stream_id: str, deleted: bool) -> None:
         self.cancel_requested.discard(stream_id)
-        for cb in self.cancel_listeners.pop(stream_id, ()):
+        for cb in self.cancel_listeners.pop(stream_id):
             forget = getattr(getattr(cb, "__self__", None), "forget_stream", None)
             if forget is not None:
                 forget(stream_id)
         if deleted:
             self.resume_counts.pop(stream_id, None)
-
-    def note_resume(self, stream_id: str, offset: int) -> None:
-        if offset > 0:
-            self.counters.reconnects += 1
-            self.resume_counts[stream_id] = self.resume_counts.get(stream_id, 0) + 1
-
-
-def as_hub_error(e: StorageError, stream_id: str | None = None) -> HubError:
-    return HubError(e.code, str(e), STATUS.get(e.code, 500), stream_id)
 
 
 HUB = web.AppKey("hub", Hub)

@@ -7,9 +7,6 @@ own WebSocket API, exactly as an external LLM backend would, so Stop, reload and
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -20,12 +17,13 @@ from aiohttp import web
 
 from hub.core.config import Config
 from hub.core.errors import HubError
-from hub.core.service import HUB, as_hub_error
+from hub.core.service import HUB
+from hub.core.tasks import TaskSet
 from hub.producers.simulated import run_answer
-from storage import StorageError
+from hub.protocols.chats import check_chat_id
 
-STATIC = Path(__file__).parent.parent / "static"
-TASKS = web.AppKey("demo_tasks", set)
+STATIC = Path(__file__).parent / "static"  # the demo's pages; the browser library is hub/static
+TASKS = web.AppKey("demo_tasks", TaskSet)
 
 
 def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -33,9 +31,6 @@ def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 
     return handler
-
-
-_CHAT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class Ask(msgspec.Struct):
@@ -47,18 +42,14 @@ class Ask(msgspec.Struct):
 def setup(app: web.Application, config: Config) -> None:
     if not config.demo:
         return
-    tasks: set[asyncio.Task[object]] = set()
-    app[TASKS] = tasks
+    tasks = app[TASKS] = TaskSet()
     app.router.add_get("/", page("index.html"))
     app.router.add_get("/admin", page("admin.html"))
+    app.router.add_static("/demo/static/", STATIC, show_index=False)
     app.router.add_post("/demo/ask", ask)
 
     async def stop_tasks(app: web.Application) -> None:
-        for t in list(tasks):
-            t.cancel()
-        for t in list(tasks):
-            with contextlib.suppress(BaseException):
-                await t
+        await tasks.aclose()
 
     app.on_shutdown.insert(0, stop_tasks)
 
@@ -69,8 +60,7 @@ async def ask(request: web.Request) -> web.Response:
         body = msgspec.json.decode(await request.read(), type=Ask)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise HubError("bad_request", f"expected {{chat, prompt}}: {e}") from None
-    if not _CHAT.match(body.chat):
-        raise HubError("bad_request", "chat id must be 1-64 letters, digits, - or _")
+    check_chat_id(body.chat)
     prefix = f"chat/{body.chat}/"
     # milliseconds first, so ids sort in creation order; a random tail, so concurrent asks never collide
     stream = f"{prefix}{int(time.time() * 1000):013d}-{secrets.token_hex(3)}"
@@ -80,11 +70,8 @@ async def ask(request: web.Request) -> web.Response:
         .with_path("/ws")
         .with_query({})
     )
-    try:
-        await hub.store.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
-    except StorageError as e:
-        raise as_hub_error(e, stream) from None
-    task = asyncio.create_task(
+    await hub.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
+    request.app[TASKS].spawn(
         run_answer(
             url,
             stream,
@@ -94,7 +81,4 @@ async def ask(request: web.Request) -> web.Response:
             labels={"chat": body.chat},
         )
     )
-    tasks: set[asyncio.Task[object]] = request.app[TASKS]
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
     return web.json_response({"stream": stream, "chat": body.chat}, status=201)

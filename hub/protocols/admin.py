@@ -89,7 +89,7 @@ async def stats(request: web.Request) -> web.Response:
 async def stream_stats(request: web.Request) -> web.Response:
     hub = _admin(request)
     sid = request.match_info["id"]
-    s = hub.stream(sid)
+    s = await hub.get(sid)
     info = msgspec.to_builtins(s.info())
     info["subscribers"] = hub.fanout.count(sid)
     info["resumes"] = hub.resume_counts.get(sid, 0)

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Literal, cast
 
 import msgspec
 from aiohttp import web
 
 from hub.core.auth import Grant, bearer
 from hub.core.errors import HubError
-from hub.core.service import HUB, Hub, as_hub_error
+from hub.core.registry import Registry
+from hub.core.service import HUB, Hub
 from hub.protocols.native.messages import ChatEvent, ChatStream
-from storage import StorageError, StreamHandle
+from storage import Status, StreamHandle
 
 routes = web.RouteTableDef()
 
@@ -48,18 +50,27 @@ def chat_of(stream_id: str) -> str | None:
 
 def describe(s: StreamHandle) -> ChatStream:
     info = s.info()
-    return ChatStream(info.id, info.status, info.chunks, info.created, info.closed, info.error, info.labels)
+    return ChatStream(
+        info.id, cast(Status, info.status), info.chunks, info.created, info.closed, info.error, info.labels
+    )
 
 
-def snapshot(hub: Hub, chat: str, grant: Grant, limit: int = DEFAULT_LIMIT) -> list[ChatStream]:
-    ids = [i for i in hub.store.list(f"chat/{chat}/") if grant.can("read", i)]
+async def snapshot(hub: Hub, chat: str, grant: Grant, limit: int = DEFAULT_LIMIT) -> list[ChatStream]:
+    return [describe(s) for s in await chat_streams_of(hub, chat, grant, limit)]
+
+
+async def chat_streams_of(
+    hub: Hub, chat: str, grant: Grant, limit: int = DEFAULT_LIMIT
+) -> list[StreamHandle]:
+    """The chat's streams the grant may read, oldest first, at most the newest ``limit``."""
+    ids = [i for i in await hub.list_streams(f"chat/{chat}/") if grant.can("read", i)]
     out = []
     for sid in ids[-limit:]:  # the demo's <NNNN-ms> names sort in creation order
         try:
-            out.append(describe(hub.store.get(sid)))
-        except StorageError:
+            out.append(await hub.get(sid))
+        except HubError:
             continue  # deleted or expired between the listing and the read
-    out.sort(key=lambda c: (c.created, c.stream))
+    out.sort(key=lambda s: (s.meta.created, s.id))
     return out
 
 
@@ -67,33 +78,26 @@ class ChatWatchers:
     """Who watches which chat; fed by the store's create / end / delete hooks."""
 
     def __init__(self, hub: Hub) -> None:
-        self.watchers: dict[str, set[Callable[[ChatEvent], None]]] = {}
+        self.watchers: Registry[str] = Registry()
         hub.store.on_create.append(lambda s: self._emit(s.id, lambda c: self._event(c, "created", s)))
         hub.store.on_end.append(lambda s: self._emit(s.id, lambda c: self._event(c, "ended", s)))
         hub.store.on_delete.append(lambda sid: self._emit(sid, lambda c: ChatEvent(c, "deleted", sid)))
 
     @staticmethod
-    def _event(chat: str, kind: str, s: StreamHandle) -> ChatEvent:
+    def _event(chat: str, kind: Literal["created", "ended"], s: StreamHandle) -> ChatEvent:
         d = describe(s)
         return ChatEvent(chat, kind, s.id, d.status, d.next, d.error, d.labels)
 
     def _emit(self, stream_id: str, make: Callable[[str], ChatEvent]) -> None:
         chat = chat_of(stream_id)
-        cbs = self.watchers.get(chat) if chat else None
-        if chat and cbs:
-            ev = make(chat)
-            for cb in list(cbs):
-                cb(ev)
+        if chat and self.watchers.has(chat):
+            self.watchers.emit(chat, make(chat))
 
     def watch(self, chat: str, cb: Callable[[ChatEvent], None]) -> None:
-        self.watchers.setdefault(chat, set()).add(cb)
+        self.watchers.add(chat, cb)
 
     def unwatch(self, chat: str, cb: Callable[[ChatEvent], None]) -> None:
-        cbs = self.watchers.get(chat)
-        if cbs is not None:
-            cbs.discard(cb)
-            if not cbs:
-                del self.watchers[chat]
+        self.watchers.discard(chat, cb)
 
 
 CHATS = web.AppKey("chats", ChatWatchers)
@@ -117,12 +121,12 @@ async def chat_streams(request: web.Request) -> web.Response:
         raise HubError("bad_request", f"limit must be between 1 and {MAX_LIMIT}")
     grant = hub.auth.grant(bearer(request))
     items = []
-    for c in snapshot(hub, chat, grant, limit):
-        item = msgspec.to_builtins(c)
+    for s in await chat_streams_of(hub, chat, grant, limit):
+        item = msgspec.to_builtins(describe(s))
         item.setdefault("closed", None)
         item.setdefault("error", None)
         item.setdefault("labels", {})
-        item["epoch"] = hub.store.get(c.stream).log.meta.epoch if hub.store.exists(c.stream) else None
+        item["epoch"] = s.epoch
         items.append(item)
     body = {"chat": chat, "streams": items}
     return web.Response(body=msgspec.json.encode(body), content_type="application/json")
@@ -133,13 +137,13 @@ async def delete_chat(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     chat = check_chat_id(request.match_info["chat"])
     grant = hub.auth.grant(bearer(request))
-    ids = hub.store.list(f"chat/{chat}/")
+    ids = await hub.list_streams(f"chat/{chat}/")
     for sid in ids:
         grant.check("write", sid)  # all or nothing: refuse before deleting anything
     for sid in ids:
         try:
-            await hub.store.delete(sid)
-        except StorageError as e:
+            await hub.delete(sid)
+        except HubError as e:
             if e.code not in ("stream_not_found", "stream_gone"):
-                raise as_hub_error(e, sid) from None
+                raise
     return web.Response(status=204)

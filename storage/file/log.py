@@ -19,6 +19,7 @@ import errno
 import os
 import secrets
 import shutil
+import threading
 import time
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -28,12 +29,13 @@ from pathlib import Path
 import msgspec
 import zstandard
 
-from ..engine import CLOSE_STATUSES, AppendResult, ProducerState, StreamInfo, StreamMeta
+from ..engine import CLOSE_STATUSES, PRODUCER_WINDOW, AppendResult, ProducerState, StreamInfo, StreamMeta
 from ..errors import (
     ChunkTooLarge,
     CorruptData,
     OffsetOutOfRange,
     SequenceError,
+    SequenceGap,
     StorageUnavailable,
     StreamClosed,
 )
@@ -59,6 +61,61 @@ STATUSES = CLOSE_STATUSES
 # recovery restores the last one from the marks (raw segments) or the checkpoint (sealed ones, under
 # the key ``"\0{stream_seq}"``). Producer ids cannot contain NUL, so old marks read unchanged.
 SEQ_SEP = "\0"
+
+# Held while a stream directory's fan-out parents are made, and while the store removes empty ones
+# (Store._prune), so a create never makes its directory inside a parent that is being removed.
+FANOUT_LOCK = threading.Lock()
+
+
+# A producer's retry window: (seq, first offset, count) of its last ``PRODUCER_WINDOW`` appends in
+# its current epoch, oldest first. Rebuilt on recovery from the checkpoint's ``windows`` (sealed
+# segments) and then the producer marks of the raw segments, in offset order, so a retry is
+# recognised after any crash exactly as before it.
+Window = list[tuple[int, int, int]]
+
+
+def remember(
+    producers: dict[str, ProducerState],
+    windows: dict[str, Window],
+    pid: str,
+    epoch: int,
+    seq: int,
+    first: int,
+    count: int,
+) -> None:
+    """Record that producer ``pid`` appended ``seq`` (a new epoch starts a new window)."""
+    st = producers.get(pid)
+    w = windows.get(pid)
+    if st is None or st.epoch != epoch or w is None:
+        w = windows[pid] = []
+    # recovery may replay a mark the checkpoint already holds (a seal cut short): keep it once
+    w[:] = [e for e in w if e[0] != seq]
+    w.append((seq, first, count))
+    del w[:-PRODUCER_WINDOW]
+    producers[pid] = ProducerState(epoch, seq, first, count)
+
+
+def check_producer(
+    producers: dict[str, ProducerState], windows: dict[str, Window], pid: str, epoch: int, seq: int
+) -> AppendResult | None:
+    """The engine's producer rules (storage/engine.py): None to append, a duplicate to answer, or
+    ``SequenceError`` / ``SequenceGap``. Pure: the caller makes sure the state is durable before it
+    answers an error or a duplicate."""
+    st = producers.get(pid)
+    if st is None or epoch > st.epoch:
+        return None  # a producer the stream does not know, or a new epoch: any seq starts it
+    if epoch < st.epoch:
+        raise SequenceError(f"producer {pid!r} epoch {epoch} is older than {st.epoch} (fenced)")
+    if seq == st.seq + 1:
+        return None
+    if seq > st.seq:
+        raise SequenceGap(f"producer {pid!r} seq {seq} skips seqs after its last seq {st.seq}")
+    for s, first, count in windows.get(pid, [(st.seq, st.first_offset, st.count)]):
+        if s == seq:
+            return AppendResult(first, count, duplicate=True)
+    raise SequenceError(
+        f"producer {pid!r} seq {seq} is older than its last {PRODUCER_WINDOW} appends (last seq {st.seq})"
+    )
 
 
 def split_mark(mark_id: str) -> tuple[str | None, str | None]:
@@ -96,6 +153,7 @@ class Log:
         self.close_info: CloseInfo | None = None
         self.close_durable = False
         self.producers: dict[str, ProducerState] = {}
+        self.windows: dict[str, Window] = {}  # retry windows, see ``remember``
         self.stream_seq: str | None = None  # last Stream-Seq accepted (see SEQ_SEP)
         self._undo_seq: str | None = None
         self.checkpoint = Checkpoint()
@@ -106,13 +164,12 @@ class Log:
         self.failed: str | None = None
         self._pending = bytearray()
         self._pending_close = False
-        self._undo: tuple[dict[str, ProducerState], int, int] = ({}, 0, 0)
+        self._undo: tuple[dict[str, ProducerState], dict[str, Window], int, int] = ({}, {}, 0, 0)
         self._fd: int | None = None  # active segment, read/write
         self._rfds: dict[Path, int] = {}
         self._unsynced_fds: list[int] = []
         self._unsynced_dirs: list[Path] = []
         self._cache: tuple[int, int, record.Body] | None = None  # (segment base, position, block)
-        self._cctx = zstandard.ZstdCompressor(level=opts.seal_level)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -186,10 +243,13 @@ class Log:
             except msgspec.DecodeError:
                 self._repair("checkpoint.json unreadable; producer state rebuilt from raw segments")
         self.producers = {}
+        self.windows = {}
         for k, v in self.checkpoint.producers.items():
             pid, stream_seq = split_mark(k)
             if pid is not None:
                 self.producers[pid] = ProducerState(*v)
+                # a checkpoint from before retry windows knows only the last append
+                self.windows[pid] = [tuple(e) for e in self.checkpoint.windows.get(pid, [v[1:]])]  # type: ignore[misc]
             if stream_seq is not None:
                 self.stream_seq = stream_seq
         self.raw_bytes = self.checkpoint.raw_bytes
@@ -281,7 +341,7 @@ class Log:
             for mark, first, count in res.marks:
                 pid, stream_seq = split_mark(mark.producer_id)
                 if pid is not None:
-                    self.producers[pid] = ProducerState(mark.epoch, mark.seq, first, count)
+                    remember(self.producers, self.windows, pid, mark.epoch, mark.seq, first, count)
                 if stream_seq is not None:
                     self.stream_seq = stream_seq
         if res.close is not None:
@@ -357,17 +417,14 @@ class Log:
         epoch: int = 0,
         stream_seq: str | None = None,
     ) -> AppendResult:
-        """Append chunks as one record. A retry of the producer's last (epoch, seq) is acknowledged
-        with its original offsets and writes nothing; ``stream_seq``, when given, must be greater
-        (byte-wise) than the last one accepted, and is checked after the producer retry."""
+        """Append chunks as one record. For a producer (``producer_id`` + ``seq``) the rules of
+        ``check_producer``: a retry within its window is answered with its original offsets and
+        writes nothing. ``stream_seq``, when given, must be greater (byte-wise) than the last one
+        accepted, and is checked after the producer retry."""
         if producer_id is not None and seq is not None:
-            st = self.producers.get(producer_id)
-            if st is not None and epoch == st.epoch and seq <= st.seq:
-                if seq == st.seq:
-                    return AppendResult(st.first_offset, st.count, duplicate=True)
-                raise SequenceError(f"producer {producer_id!r} seq {seq} is older than its last seq {st.seq}")
-            if st is not None and epoch < st.epoch:
-                raise SequenceError(f"producer {producer_id!r} epoch {epoch} is older than {st.epoch}")
+            dup = check_producer(self.producers, self.windows, producer_id, epoch, seq)
+            if dup is not None:
+                return dup
         self._check_writable()
         if stream_seq is not None:
             if self.stream_seq is not None and stream_seq <= self.stream_seq:
@@ -393,7 +450,7 @@ class Log:
         mark = None
         if producer_id is not None and seq is not None:
             mark = record.ProducerMark(producer_id, epoch, seq)
-            self.producers[producer_id] = ProducerState(epoch, seq, first, len(chunks))
+            remember(self.producers, self.windows, producer_id, epoch, seq, first, len(chunks))
         if stream_seq is not None:
             pid = mark.producer_id if mark else ""
             mark = record.ProducerMark(
@@ -420,7 +477,7 @@ class Log:
         self._check_writable()
         if producer is not None:
             pid, epoch, seq = producer
-            self.producers[pid] = ProducerState(epoch, seq, self.next_offset, 0)
+            remember(self.producers, self.windows, pid, epoch, seq, self.next_offset, 0)
         info = CloseInfo(status, error, time.time())
         self._pending += record.encode(record.CLOSE, 0, self.next_offset, 0, msgspec.json.encode(info))
         self._pending_close = True
@@ -464,6 +521,7 @@ class Log:
         """Remember the written state: a failed write rolls back to exactly this."""
         self._undo = (
             {k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in self.producers.items()},
+            {k: list(w) for k, w in self.windows.items()},
             self.next_offset,
             self.raw_bytes,
         )
@@ -474,10 +532,11 @@ class Log:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, seg.size)
-        producers, offset, raw = self._undo
+        producers, windows, offset, raw = self._undo
         self.producers = {
             k: ProducerState(v.epoch, v.seq, v.first_offset, v.count) for k, v in producers.items()
         }
+        self.windows = {k: list(w) for k, w in windows.items()}
         self.next_offset, self.raw_bytes = offset, raw
         self.stream_seq = self._undo_seq
         seg.index.truncate_from(seg.size)
@@ -639,6 +698,12 @@ class Log:
         cctx = zstandard.ZstdCompressor(level=self.opts.seal_level)
         ck = self.checkpoint
         producers = dict(ck.producers)
+        states = {k: ProducerState(*v) for k, v in ck.producers.items() if SEQ_SEP not in k}
+        windows: dict[str, Window] = {
+            k: [tuple(e) for e in ck.windows.get(k, [v[1:]])]  # type: ignore[misc]
+            for k, v in ck.producers.items()
+            if SEQ_SEP not in k
+        }
         # A crash after the checkpoint was written but before the rename leaves this segment (and
         # maybe later ones) raw under a checkpoint that already covers it (upto >= seg.end). Its
         # bytes and producer marks are already in the checkpoint: re-applying them would count the
@@ -671,6 +736,7 @@ class Log:
                 pid, stream_seq = split_mark(mark.producer_id)
                 if pid is not None:
                     producers[pid] = (mark.epoch, mark.seq, h.first_offset, h.count)
+                    remember(states, windows, pid, mark.epoch, mark.seq, h.first_offset, h.count)
                 if stream_seq is not None:  # one Stream-Seq key at a time: the last one
                     for k in [k for k in producers if k.startswith(SEQ_SEP)]:
                         del producers[k]
@@ -698,9 +764,11 @@ class Log:
         # the index is derived data, validated and rebuilt by recovery: no fsync of its own
         write_atomic(self.path / idx_name(seg.base), new.index.to_bytes(), durable=False)
         if covered:
-            new_ck = Checkpoint(upto=ck.upto, raw_bytes=ck.raw_bytes, producers=producers)
+            new_ck = Checkpoint(upto=ck.upto, raw_bytes=ck.raw_bytes, producers=producers, windows=windows)
         else:
-            new_ck = Checkpoint(upto=seg.end, raw_bytes=ck.raw_bytes + raw, producers=producers)
+            new_ck = Checkpoint(
+                upto=seg.end, raw_bytes=ck.raw_bytes + raw, producers=producers, windows=windows
+            )
         write_atomic(self.path / "checkpoint.json", msgspec.json.encode(new_ck))
         os.replace(tmp, new.path)
         fsync_dir(self.path)
@@ -759,10 +827,11 @@ def _make_stream_dir(path: Path, meta: StreamMeta) -> list[Path]:
     """Make a stream's directory and its meta.json (not yet fsynced into their parents): returns
     every directory made, each of whose entries the caller must fsync in its parent."""
     new_dirs = []
-    d = path
-    while not d.exists():
-        new_dirs.append(d)
-        d = d.parent
-    path.mkdir(parents=True, exist_ok=False)
+    with FANOUT_LOCK:
+        d = path
+        while not d.exists():
+            new_dirs.append(d)
+            d = d.parent
+        path.mkdir(parents=True, exist_ok=False)
     write_atomic(path / "meta.json", msgspec.json.encode(meta), sync_dir=False)
     return new_dirs

@@ -40,6 +40,8 @@ class Checkpoint(msgspec.Struct):
     upto: int = 0
     raw_bytes: int = 0
     producers: dict[str, tuple[int, int, int, int]] = {}
+    # each producer's retry window, (seq, first offset, count) oldest first (see log.remember)
+    windows: dict[str, list[tuple[int, int, int]]] = {}
 
 
 @dataclass(slots=True)

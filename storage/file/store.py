@@ -11,6 +11,11 @@ durable under the policy:
 
 Only durable chunks are published to readers (listeners, ``wait``), so a crash never takes back a
 chunk that someone has seen.
+
+Which streams exist is the catalog's business (``catalog.py``, SQLite): a listing is a range query,
+expiry an indexed deadline, and nothing at start reads every stream. A finished answer, once sealed
+and ``archive_delay_s`` after its close, moves into the archive (rows of the same database) and its
+directory goes: a live stream is a directory, a finished one a few rows (``archive.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import itertools
 import os
 import secrets
 import shutil
+import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,8 +50,19 @@ from ..engine import (
     StreamInfo,
     StreamMeta,
 )
-from ..errors import OffsetOutOfRange, StorageUnavailable, StreamExists, StreamGone, StreamNotFound
-from .log import Log, LogOptions
+from ..errors import (
+    InvalidStreamId,
+    OffsetOutOfRange,
+    SequenceError,
+    StorageUnavailable,
+    StreamClosed,
+    StreamExists,
+    StreamGone,
+    StreamNotFound,
+)
+from .archive import ArchivedLog, archivable, pack
+from .catalog import Catalog
+from .log import FANOUT_LOCK, Log, LogOptions
 from .segment import Segment, read_file, write_atomic
 
 POLICIES = ("always", "interval", "never")
@@ -64,6 +81,9 @@ class StoreOptions:
     tombstone_ttl: float = 24 * 3600.0  # how long a deleted id answers "gone"
     retention_every: float = 1.0
     seal_delay_s: float = 2.0  # a closed stream's last segment is compressed this long after the close
+    # a finished answer moves into the archive this long after its close (None: never); until then a
+    # client that just saw the end and comes back reads the files it was reading
+    archive_delay_s: float | None = 10.0
 
     def __post_init__(self) -> None:
         if self.fsync not in POLICIES:
@@ -152,7 +172,11 @@ class Stream:
         whose close did not (a crash between the two records) closes it now."""
         self._check_live()
         self.store._touch(self)
-        res = self.log.append(chunks, producer_id, seq, epoch, stream_seq=stream_seq)
+        try:
+            res = self.log.append(chunks, producer_id, seq, epoch, stream_seq=stream_seq)
+        except (SequenceError, StreamClosed):
+            await self._settle()
+            raise
         self.last_access = time.time()
         if not res.duplicate:
             self._unpublished.append((res.offset, chunks))
@@ -168,9 +192,23 @@ class Stream:
     ) -> None:
         self._check_live()
         self.store._touch(self)
-        self.log.close(status, error, producer)
+        try:
+            self.log.close(status, error, producer)
+        except StreamClosed:
+            await self._settle()
+            raise
         self.last_access = time.time()
         await self.store._durable(self, self.log.next_offset, close=True)
+
+    async def _settle(self) -> None:
+        """Before a refusal is answered, make durable every write it was decided from: a producer's
+        last appends (``sequence_error``, ``sequence_gap``, fenced) or a close (``stream_closed``).
+        Otherwise a crash could undo the state while the client acts on the refusal (issue 11)."""
+        log = self.log
+        if log.close_info is not None and not log.close_durable:
+            await self.store._durable(self, log.next_offset, close=True)
+        elif log.next_offset > log.durable_offset or log._pending:
+            await self.store._durable(self, log.next_offset)
 
     def read(self, from_offset: int, max_chunks: int = 1024, max_bytes: int | None = None) -> list[bytes]:
         self._check_live()
@@ -241,6 +279,7 @@ class Stream:
             for listener in list(self.listeners):
                 listener.on_end(self, self.log.close_info)
             self.store._schedule(self)
+            self.store._ended(self)
             for cb in self.store.on_end:
                 cb(self)
         keep = []
@@ -270,9 +309,13 @@ class Store:
         self.root = Path(root)
         self.opts = opts or StoreOptions()
         self._streams: dict[str, Stream] = {}
-        self._catalog: dict[str, Path] = {}  # every stream on disk, loaded or not
+        self._catalog: Catalog | None = None  # every stream that exists, live or archived (start())
+        self._deleting: set[str] = set()  # deleted, their catalog rows not gone yet
         self._deadlines: list[tuple[float, str]] = []  # (when to check for expiry, id): a heap
-        self._unscheduled: set[str] = set()  # on disk, expiry not known yet (not loaded since start)
+        self._archive_due: list[tuple[float, str]] = []  # (when, id): a heap
+        self._archive_queued: set[str] = set()
+        self._archive_wake = asyncio.Event()
+        self._db_pool: ThreadPoolExecutor | None = None  # the catalog's one writer
         self._last_sweep = 0.0
         self._seal_due: list[tuple[float, int, str]] = []  # (when, tie-break, id): a heap
         self._seal_queued: set[str] = set()
@@ -291,43 +334,77 @@ class Store:
         self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []  # any stream's end became durable
-        self.counters = {"fsyncs": 0, "repairs": 0, "expired": 0, "write_errors": 0}
+        self.counters = {"fsyncs": 0, "repairs": 0, "expired": 0, "write_errors": 0, "archived": 0}
         self._started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise RuntimeError("the store is not started")
+        return self._catalog
 
     async def start(self) -> None:
         for sub in ("streams", "tombstones", "trash"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._fsync_pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="storage-fsync")
         self._bg_pool = ThreadPoolExecutor(SEAL_THREADS + 1, thread_name_prefix="storage-bg")
+        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="storage-db")
         clean = self.root / "CLEAN_SHUTDOWN"
         was_clean = clean.exists()
         if was_clean:
             clean.unlink()
-        await asyncio.get_running_loop().run_in_executor(None, self._load_catalog)
+        loop = asyncio.get_running_loop()
+        self._catalog = await loop.run_in_executor(
+            self._db_pool, Catalog, self.root / "store.db", self.opts.default_ttl
+        )
+        # After a crash, or on the first start over a data dir of the old layout (no store.db), the
+        # stream directories are matched with the catalog (O(live streams): finished answers have
+        # no directory). After a clean shutdown the catalog is trusted as it is.
+        reconcile = not was_clean or self.catalog.created
+        await loop.run_in_executor(self._db_pool, self._start_catalog, reconcile)
+        live = self.catalog.live_ids()
+        for sid, status, closed in live:
+            if status != "open":
+                self._queue_archive(sid, closed or 0.0)
+        for sid, idle_ttl in self.catalog.idle_ttls():  # a fresh idle window after every start
+            heapq.heappush(self._deadlines, (time.time() + idle_ttl, sid))
         self._tasks = [
             asyncio.create_task(self._committer()),
             asyncio.create_task(self._retention()),
             asyncio.create_task(self._sealer()),
+            asyncio.create_task(self._archiver()),
         ]
-        # Walk every stream once in the background: to learn when each expires, and after a crash
-        # to verify it whole now (torn tails truncated, repairs counted in the stats right away)
-        # rather than on first touch. Streams are loaded and let go again as the walk goes.
-        self._tasks.append(asyncio.create_task(self._walk(verify=not was_clean)))
+        if reconcile:
+            # Verify every live stream now (torn tails truncated, repairs counted in the stats right
+            # away) rather than on first touch; loading one also corrects its catalog row.
+            self._tasks.append(asyncio.create_task(self._walk([sid for sid, _, _ in live], verify=True)))
         self._started = True
 
-    async def _walk(self, verify: bool) -> None:
-        for i, sid in enumerate(list(self._catalog)):
+    async def _walk(self, sids: builtins.list[str], verify: bool) -> None:
+        for i, sid in enumerate(sids):
             with contextlib.suppress(Exception):
                 self._load(sid, verify)
             if i % 16 == 15:
                 await asyncio.sleep(0)  # stay responsive while walking many streams
 
-    def _load_catalog(self) -> None:
+    def _start_catalog(self, reconcile: bool) -> None:
+        """On the database thread, before anything else runs: empty the trash and, if asked, make
+        the catalog agree with the stream directories (the files are the truth about live streams)."""
         shutil.rmtree(self.root / "trash", ignore_errors=True)
         (self.root / "trash").mkdir(exist_ok=True)
-        for meta in (self.root / "streams").glob("*/*/*/meta.json"):
+        if not reconcile:
+            return
+        cat = self.catalog
+        on_disk: dict[str, Path] = {}
+        for p in (self.root / "streams").glob("*/*/*"):
+            meta = p / "meta.json"
+            if not p.is_dir():
+                continue
+            if not meta.exists():
+                shutil.rmtree(p, ignore_errors=True)  # a create that crashed before its meta.json
+                continue
             try:
                 m = msgspec.json.decode(read_file(meta), type=StreamMeta)
             except (OSError, msgspec.DecodeError):
@@ -335,11 +412,48 @@ class Store:
                 # crashed create: keep the files for a person to look at, and count it.
                 self.counters["repairs"] += 1
                 continue
-            self._catalog[m.id] = meta.parent
-        self._unscheduled = set(self._catalog)
-        for p in (self.root / "streams").glob("*/*/*"):
-            if p.is_dir() and not (p / "meta.json").exists():
-                shutil.rmtree(p, ignore_errors=True)
+            on_disk[m.id] = p
+        new = []
+        for sid, p in on_disk.items():
+            entry = cat.get(sid)
+            if (entry is not None and entry.archived) or (entry is None and self.gone(sid)):
+                # archived (its rows were fsynced before the directory was to go) or deleted (the
+                # tombstone was durable before the row went): what is left here is garbage
+                self._remove_dir(p)
+            elif entry is None:
+                # its row was lost (an OS crash after an unsynced commit) or this is the old layout:
+                # the row starts "open"; loading the stream (the walk) sets its status from the files
+                new.append((msgspec.json.decode(read_file(p / "meta.json"), type=StreamMeta), "open", None))
+        cat.add_many(new)
+        lost = [sid for sid, _, _ in cat.live_ids() if sid not in on_disk]
+        cat.remove(lost, durable=False)  # rows whose create never became durable
+
+    def _to_trash(self, path: Path) -> Path:
+        """Move a stream directory to the trash (one rename): its path is free for a new stream."""
+        trash = self.root / "trash" / f"{path.name}.{secrets.token_hex(4)}"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, trash)
+        return trash
+
+    def _empty_trash(self, trash: Path, path: Path) -> None:
+        """Remove a trashed stream directory, then prune the empty fan-out dirs it left."""
+        shutil.rmtree(trash, ignore_errors=True)
+        self._prune(path.parent)
+
+    def _remove_dir(self, path: Path) -> None:
+        """Move a stream directory to the trash (one rename), empty it, prune empty fan-out dirs."""
+        self._empty_trash(self._to_trash(path), path)
+
+    def _prune(self, fan: Path) -> None:
+        """Remove the two fan-out levels above a removed stream if they are empty: a million finished
+        answers must not leave 65,536 empty directories (inodes) behind. The lock keeps a create
+        from making its directory in a parent that is being removed."""
+        with FANOUT_LOCK:
+            for d in (fan, fan.parent):
+                try:
+                    d.rmdir()
+                except OSError:
+                    return  # not empty (or gone): the level above is not empty either
 
     async def stop(self) -> None:
         """Make everything acknowledged-or-pending durable, then release every file."""
@@ -357,12 +471,15 @@ class Store:
             s.log.shutdown()
         self._open.clear()
         self._started = False
+        if self._db_pool is not None and self._catalog is not None:
+            await asyncio.get_running_loop().run_in_executor(self._db_pool, self._catalog.close)
+            self._catalog = None
         with contextlib.suppress(OSError):
             (self.root / "CLEAN_SHUTDOWN").touch()
-        for pool in (self._fsync_pool, self._bg_pool):
+        for pool in (self._fsync_pool, self._bg_pool, self._db_pool):
             if pool is not None:
                 pool.shutdown(wait=False)
-        self._fsync_pool = self._bg_pool = None
+        self._fsync_pool = self._bg_pool = self._db_pool = None
 
     async def __aenter__(self) -> Store:
         await self.start()
@@ -374,10 +491,17 @@ class Store:
     # --- streams -----------------------------------------------------------------------------
 
     def exists(self, stream_id: str) -> bool:
-        return stream_id in self._catalog
+        try:
+            ids.validate(stream_id)
+        except InvalidStreamId:
+            return False
+        return stream_id not in self._deleting and self.catalog.exists(stream_id)
 
-    def list(self, prefix: str = "") -> list[str]:
-        return sorted(i for i in self._catalog if i.startswith(prefix))
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        ids_ = self.catalog.list_ids(prefix, None if limit is None else limit + len(self._deleting))
+        if self._deleting:
+            ids_ = [i for i in ids_ if i not in self._deleting]
+        return ids_ if limit is None else ids_[:limit]
 
     # --- the Engine protocol (storage/engine.py) ---------------------------------------------
 
@@ -388,12 +512,13 @@ class Store:
         return self.exists(stream_id)
 
     async def list_streams(self, prefix: str = "", limit: int | None = None) -> builtins.list[str]:
-        ids_ = self.list(prefix)
-        return ids_ if limit is None else ids_[:limit]
+        return self.list(prefix, limit)
 
     async def open_stream_ids(self) -> builtins.list[str]:
         out = []
-        for i, sid in enumerate(builtins.list(self._catalog)):
+        # the catalog's open rows (an index): a row may still say open for a stream whose end is
+        # not recorded yet, so each one is asked (they are live streams, a few files each)
+        for i, sid in enumerate(self.catalog.open_ids()):
             with contextlib.suppress(Exception):
                 if not self.get(sid).ended:
                     out.append(sid)
@@ -411,14 +536,18 @@ class Store:
         labels: dict[str, str] | None = None,
         exist_ok: bool = False,
         idle_ttl: float | None = None,
+        replace_gone: bool = False,
     ) -> Stream:
         ids.validate(stream_id)
         while (pending := self._creating.get(stream_id)) is not None:
             await asyncio.shield(pending)  # one create per id at a time; the others see its result
-        if stream_id in self._catalog:
+        if self.exists(stream_id):
             if exist_ok:
                 return self.get(stream_id)
             raise StreamExists(f"stream {stream_id!r} already exists")
+        if not replace_gone and self.gone(stream_id):
+            # a reader holding an offset of the deleted stream must never resume into a new one
+            raise StreamGone(f"stream {stream_id!r} was deleted or expired; its id is not reusable yet")
         done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
         try:
             return await self._create(stream_id, ttl, expires_at, content_type, labels, idle_ttl)
@@ -455,6 +584,7 @@ class Store:
             log = await loop.run_in_executor(self._fsync_pool, Log.create, path, meta, self.opts.log)
         except OSError as e:
             raise StorageUnavailable(f"cannot create stream: {e.strerror}") from e
+        await self._catalog_add(log, path)
         s = self._register(stream_id, path, log)
         for cb in self.on_create:
             cb(s)
@@ -476,8 +606,10 @@ class Store:
             raise OffsetOutOfRange(f"fork point {end} is outside 0..{src.next_offset}")
         while (pending := self._creating.get(stream_id)) is not None:
             await asyncio.shield(pending)
-        if stream_id in self._catalog:
+        if self.exists(stream_id):
             raise StreamExists(f"stream {stream_id!r} already exists")
+        if self.gone(stream_id):
+            raise StreamGone(f"stream {stream_id!r} was deleted or expired; its id is not reusable yet")
         shared: list[Segment] = []
         for seg in src.log.segments:  # snapshot on the loop: sealing swaps segments in place
             closing = seg is src.log.segments[-1] and src.log.close_info is not None
@@ -507,6 +639,7 @@ class Store:
             except OSError as e:
                 await loop.run_in_executor(self._fsync_pool, shutil.rmtree, path, True)
                 raise StorageUnavailable(f"cannot fork: {e.strerror or e}") from e
+            await self._catalog_add(log, path)
             s = self._register(stream_id, path, log)
             pos = log.next_offset
             while pos < end:  # the unshared rest of the prefix, one bounded batch at a time
@@ -524,7 +657,6 @@ class Store:
         """A new stream's files exist: the id now names it (and no longer answers "gone")."""
         with contextlib.suppress(FileNotFoundError):
             self._tombstone(stream_id).unlink()
-        self._catalog[stream_id] = path
         s = self._streams[stream_id] = Stream(self, log)
         self._touch(s)
         self._schedule(s)
@@ -549,25 +681,35 @@ class Store:
         s = self._streams.get(stream_id)
         if s is not None and not s.log.failed:
             return s
-        path = self._catalog.get(stream_id)
-        if path is None:
-            ids.validate(stream_id)
+        if stream_id in self._deleting:
+            raise StreamGone(f"stream {stream_id!r} was deleted")
+        entry = self.catalog.get(ids.validate(stream_id))
+        if entry is None:
             if self.gone(stream_id):
                 raise StreamGone(f"stream {stream_id!r} was deleted or expired")
             raise StreamNotFound(f"stream {stream_id!r} does not exist")
-        if s is not None:  # failed fsync: drop what memory believes and recover from the files
-            s.log.shutdown()
-            verify = True
-        log = Log.open(path, self.opts.log, verify)
-        self.counters["repairs"] += log.repairs
+        path = ids.stream_dir(self.root, stream_id)
+        if entry.archived:
+            log: Log = ArchivedLog(path, entry, self.opts.log, self.catalog)
+        else:
+            if s is not None:  # failed fsync: drop what memory believes and recover from the files
+                s.log.shutdown()
+                verify = True
+            log = Log.open(path, self.opts.log, verify)
+            self.counters["repairs"] += log.repairs
+            ci = log.close_info if log.close_durable else None
+            status = ci.status if ci is not None else "open"
+            if status != entry.status or log.meta.epoch != entry.meta.epoch:
+                self._db_later(self.catalog.set_status, log.meta, status, ci.at if ci else None)
+            if ci is not None:
+                self._queue_archive(stream_id, ci.at)
         ns = Stream(self, log)
         if s is not None:
             ns.listeners = s.listeners
         self._streams[stream_id] = ns
         self._touch(ns)
         self._maybe_seal(ns)
-        if stream_id in self._unscheduled:
-            self._unscheduled.discard(stream_id)
+        if ns.meta.idle_ttl is not None:
             self._schedule(ns)
         return ns
 
@@ -576,8 +718,11 @@ class Store:
         s = self.get(stream_id)
         s._check_live()
         s.log.meta.labels = dict(labels)
-        data = msgspec.json.encode(s.log.meta)
-        await asyncio.get_running_loop().run_in_executor(None, write_atomic, s.log.path / "meta.json", data)
+        loop = asyncio.get_running_loop()
+        if not isinstance(s.log, ArchivedLog):
+            data = msgspec.json.encode(s.log.meta)
+            await loop.run_in_executor(None, write_atomic, s.log.path / "meta.json", data)
+        await loop.run_in_executor(self._db_pool, self.catalog.set_labels, stream_id, dict(labels))
 
     async def delete(self, stream_id: str, reason: str = "deleted", durable: bool = True) -> None:
         """Delete a stream; its id answers "gone" while the tombstone lives. ``durable=False``
@@ -595,20 +740,27 @@ class Store:
 
     async def _delete(self, s: Stream, stream_id: str, reason: str, durable: bool) -> None:
         s.deleted = True
-        del self._catalog[stream_id]
+        self._deleting.add(stream_id)
         self._streams.pop(stream_id, None)
         self._open.pop(stream_id, None)
         self._dirty.discard(s)
-        self._unscheduled.discard(stream_id)
-        tomb = self._tombstone(stream_id)
-        tomb.parent.mkdir(exist_ok=True)
-        data = msgspec.json.encode(Tombstone(stream_id, time.time(), reason))
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._fsync_pool, write_atomic, tomb, data, durable)
-        s.log.shutdown()
-        trash = self.root / "trash" / f"{s.log.path.name}.{secrets.token_hex(4)}"
-        await loop.run_in_executor(self._fsync_pool, os.replace, s.log.path, trash)
-        self._spawn(loop.run_in_executor(self._bg_pool, shutil.rmtree, trash, True))
+        try:
+            tomb = self._tombstone(stream_id)
+            tomb.parent.mkdir(exist_ok=True)
+            data = msgspec.json.encode(Tombstone(stream_id, time.time(), reason))
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._fsync_pool, write_atomic, tomb, data, durable)
+            # the tombstone is durable before the row goes, so a crash in between still answers gone
+            await loop.run_in_executor(self._db_pool, self.catalog.remove, [stream_id], durable)
+            s.log.shutdown()
+            if not isinstance(s.log, ArchivedLog):
+                # The rename is awaited, so the id's path is free once delete() returns (a create
+                # of the same id must never race a background removal); emptying it is not.
+                path = s.log.path
+                trash = await loop.run_in_executor(self._fsync_pool, self._to_trash, path)
+                self._spawn(loop.run_in_executor(self._bg_pool, self._empty_trash, trash, path))
+        finally:
+            self._deleting.discard(stream_id)
         s._fail(StreamGone(f"stream {stream_id!r} was {reason}"), -1)
         s._changed.set()
         for listener in list(s.listeners):
@@ -619,7 +771,7 @@ class Store:
     def stats(self) -> dict[str, int]:
         streams = self._streams.values()
         return {
-            "streams": len(self._catalog),
+            "streams": self.catalog.count,
             "streams_loaded": len(self._streams),
             "streams_open": sum(1 for s in streams if s.status == "open"),
             "streams_closed": sum(1 for s in streams if s.status != "open"),
@@ -627,6 +779,10 @@ class Store:
             "raw_bytes": sum(s.log.raw_bytes for s in streams),
             "stored_bytes": sum(s.log.stored_bytes for s in streams),
             "repairs": sum(s.log.repairs for s in streams),
+            # what the catalog and the archive take on disk (allocated blocks, not logical sizes)
+            "catalog_allocated_bytes": sum(
+                p.stat().st_blocks * 512 for p in self.root.glob("store.db*") if p.is_file()
+            ),
             **self.counters,
         }
 
@@ -761,7 +917,7 @@ class Store:
                 continue
             _, _, sid = heapq.heappop(self._seal_due)
             self._seal_queued.discard(sid)
-            if sid not in self._catalog:
+            if not self.exists(sid):
                 continue  # deleted while it waited: nothing to compress
             try:
                 s = self.get(sid)
@@ -792,6 +948,8 @@ class Store:
             pass  # the raw segment stays valid; sealing is retried on the next commit
         finally:
             s.sealing = False
+        if archivable(s.log) and s.log.close_info is not None:
+            self._queue_archive(s.id, s.log.close_info.at)
 
     async def _retention(self) -> None:
         while True:
@@ -823,13 +981,21 @@ class Store:
         it is now (an idle TTL moves with every access) and pushed back if it moved.
         """
         now = time.time() if now is None else now
-        for sid in list(self._unscheduled)[:4096]:  # streams the background walk has not reached yet
+        expired: builtins.list[str] = []
+        # deadlines of every stream from the catalog's index; idle TTLs (which move with each
+        # access, in memory only) from the heap
+        for sid in self.catalog.due(now):
             with contextlib.suppress(Exception):
-                self.get(sid)
-        expired = []
+                s = self.get(sid)
+                when = self._deadline(s)
+                if when is not None and when <= now:
+                    expired.append(sid)
+                else:  # a stale row (its stream was reopened, or reconciled): correct it
+                    ci = s.close_info
+                    self._db_later(self.catalog.set_status, s.meta, s.status, ci.at if ci else None)
         while self._deadlines and self._deadlines[0][0] <= now:
             _, sid = heapq.heappop(self._deadlines)
-            if sid not in self._catalog or sid in expired:
+            if not self.exists(sid) or sid in expired:
                 continue
             try:
                 s = self.get(sid)
@@ -842,7 +1008,7 @@ class Store:
                 heapq.heappush(self._deadlines, (when, sid))
         cap = self.opts.max_total_bytes
         if cap is not None:
-            live = [self.get(i) for i in list(self._catalog) if i not in expired]
+            live = [self.get(i) for i in self.list() if i not in expired]
             total = sum(s.log.stored_bytes for s in live)
             for s in sorted((s for s in live if s.close_info), key=lambda s: s.close_info.at):  # type: ignore[union-attr]
                 if total <= cap:
@@ -861,6 +1027,112 @@ class Store:
             self._last_sweep = now
             await asyncio.get_running_loop().run_in_executor(self._bg_pool, self._sweep_tombstones, now)
         return expired
+
+    # --- the catalog and the archive --------------------------------------------------------
+
+    async def _catalog_add(self, log: Log, path: Path) -> None:
+        """A new stream's files are durable: give it its row (awaited, so a listing shows it)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._db_pool, self.catalog.add, log.meta)
+        except sqlite3.Error as e:
+            log.shutdown()
+            await asyncio.get_running_loop().run_in_executor(self._fsync_pool, self._remove_dir, path)
+            raise StorageUnavailable(f"cannot record the stream in the catalog: {e}") from e
+
+    def _db_later(self, fn: Callable[..., object], *args: object) -> None:
+        """A catalog write nobody waits for (a row the files can re-derive); stop() waits for it."""
+
+        async def run() -> None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
+            except sqlite3.Error:
+                self.counters["write_errors"] += 1
+
+        self._spawn(run())
+
+    def _ended(self, s: Stream) -> None:
+        ci = s.log.close_info
+        if ci is None or isinstance(s.log, ArchivedLog):
+            return
+        self._db_later(self.catalog.set_status, s.log.meta, ci.status, ci.at)
+        self._queue_archive(s.id, ci.at)
+
+    def _queue_archive(self, sid: str, closed_at: float) -> None:
+        delay = self.opts.archive_delay_s
+        if delay is None or sid in self._archive_queued:
+            return
+        heapq.heappush(self._archive_due, (closed_at + delay, sid))
+        self._archive_queued.add(sid)
+        self._archive_wake.set()
+
+    async def _archiver(self) -> None:
+        """Move finished answers into the archive, in batches (one fsynced transaction each)."""
+        while True:
+            if not self._archive_due:
+                self._archive_wake.clear()
+                await self._archive_wake.wait()
+                continue
+            wait = self._archive_due[0][0] - time.time()
+            if wait > 0:
+                self._archive_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(wait, 60.0)):  # clocks move; look again
+                        await self._archive_wake.wait()
+                continue
+            batch: builtins.list[str] = []
+            while self._archive_due and self._archive_due[0][0] <= time.time() and len(batch) < 256:
+                _, sid = heapq.heappop(self._archive_due)
+                self._archive_queued.discard(sid)
+                batch.append(sid)
+            task = asyncio.create_task(self._archive_batch(batch))
+            self._bg.add(task)  # stop() lets a batch finish: rows committed, directories removed
+            task.add_done_callback(self._bg.discard)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+    async def _archive_batch(self, sids: builtins.list[str]) -> None:
+        streams = []
+        for sid in sids:
+            try:
+                s = self.get(sid)
+            except Exception:
+                continue
+            # not yet sealed (the seal re-queues it), damaged (stays in files), or busy: skip
+            if archivable(s.log) and not s.sealing and not s.deleted:
+                streams.append(s)
+        if not streams:
+            return
+        loop = asyncio.get_running_loop()
+        logs = [s.log for s in streams]
+        for s in streams:
+            s.sealing = True  # a background rewrite is under way: the stream stays loaded
+        try:
+            packs = await loop.run_in_executor(self._bg_pool, lambda: [pack(g) for g in logs])
+            moved = await loop.run_in_executor(
+                self._db_pool, self.catalog.archive, [p for p in packs if p is not None]
+            )
+        except (OSError, sqlite3.Error):
+            self.counters["write_errors"] += 1
+            return  # the files are untouched; the answers are archived after the next restart
+        finally:
+            for s in streams:
+                s.sealing = False
+        paths = []
+        for sid in moved:
+            entry = self.catalog.get(sid)
+            loaded = self._streams.get(sid)
+            if loaded is not None and entry is not None and not isinstance(loaded.log, ArchivedLog):
+                old = loaded.log
+                loaded.log = ArchivedLog(old.path, entry, self.opts.log, self.catalog)
+                loaded.log.repairs, loaded.log.repair_notes = old.repairs, old.repair_notes
+                old.shutdown()
+            paths.append(ids.stream_dir(self.root, sid))
+        self.counters["archived"] += len(moved)
+        await loop.run_in_executor(self._bg_pool, self._remove_dirs, paths)
+
+    def _remove_dirs(self, paths: builtins.list[Path]) -> None:
+        for p in paths:
+            self._remove_dir(p)
 
     def _sweep_tombstones(self, now: float) -> None:
         for t in (self.root / "tombstones").glob("*/*"):

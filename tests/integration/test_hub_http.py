@@ -43,7 +43,7 @@ async def test_http_errors_have_stable_codes(hub, session):
         ("GET", "/streams/x?from=-3", None, 400, "invalid_offset"),
         ("GET", "/streams/x?from=abc", None, 400, "invalid_offset"),
         ("GET", "/streams/x?from=99", None, 416, "offset_out_of_range"),
-        ("POST", "/streams/x", {"data": 5}, 400, "bad_request"),
+        ("POST", "/streams/x", {"data": 5}, 400, "malformed_frame"),  # a wrong type, as over WebSocket
         ("POST", "/streams/x", {"data": []}, 400, "bad_request"),
         ("POST", "/streams/x/close", {"status": "weird"}, 400, "bad_request"),
         ("GET", "/admin/stats", None, 401, "unauthorized"),
@@ -111,8 +111,9 @@ async def test_sse_resumes_with_last_event_id(hub, session):
         got += msgspec.json.decode(e["data"])["data"]
     assert got == [f"t{i}" for i in range(20)]
     assert rest[-1]["event"] == "end" and msgspec.json.decode(rest[-1]["data"])["status"] == "done"
-    # an EventSource reconnecting after the end gets 204 and stops
-    async with session.get(f"{base}/streams/sse/sse", headers={"Last-Event-ID": "20"}) as r:
+    # an EventSource reconnecting after the end (whose id is "20:end") gets 204 and stops
+    assert rest[-1]["id"] == "20:end"
+    async with session.get(f"{base}/streams/sse/sse", headers={"Last-Event-ID": "20:end"}) as r:
         assert r.status == 204
 
 

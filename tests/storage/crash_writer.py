@@ -110,7 +110,18 @@ class Worker:
 async def main() -> None:
     root, policy, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rng = random.Random(seed)
-    store = Store(root, StoreOptions(fsync=policy, interval_ms=2, log=OPTS, retention_every=0.05))
+    # short seal and archive delays, so kills also land while answers are sealed and archived
+    store = Store(
+        root,
+        StoreOptions(
+            fsync=policy,
+            interval_ms=2,
+            log=OPTS,
+            retention_every=0.05,
+            seal_delay_s=0.1,
+            archive_delay_s=0.2,
+        ),
+    )
     await store.start()
     for sid in store.list():
         s = store.get(sid)

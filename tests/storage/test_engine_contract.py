@@ -16,6 +16,7 @@ from storage import (
     Engine,
     InvalidStreamId,
     SequenceError,
+    SequenceGap,
     StreamClosed,
     StreamExists,
     StreamGone,
@@ -246,3 +247,92 @@ async def test_expiry_after_close(engine: Engine) -> None:
             await asyncio.sleep(0.05)
     with pytest.raises(StreamGone):
         await engine.get_stream("c/ttl")
+
+
+async def test_producer_window(make_engine: object) -> None:
+    """The producer rules of storage/engine.py, exactly (issue 11; the Redis engine's Lua states the same):
+
+    * same epoch, seq = last + 1: appended;
+    * a seq among the producer's last PRODUCER_WINDOW (5) appends: that append's original offset and
+      count, ``duplicate=True``, nothing written;
+    * an older seq: ``sequence_error``; seq > last + 1: ``sequence_gap`` (a ``SequenceError`` subclass);
+    * an older epoch: ``sequence_error`` (fenced); a newer epoch or an unknown producer starts at any seq;
+    * the window survives a restart;
+    * a refusal or a duplicate is answered only once the state it was decided from is durable.
+    """
+    eng = await make_engine()  # type: ignore[operator]
+    s = await eng.create("c/window")
+    firsts = {}
+    for seq in range(1, 8):  # seq 1..7, seq 4 with two chunks
+        chunks = [b"s%d" % seq] * (2 if seq == 4 else 1)
+        r = await s.append(chunks, "p", seq)
+        assert not r.duplicate
+        firsts[seq] = (r.offset, r.count)
+    end = s.next_offset
+    assert end == 8
+    for seq in range(3, 8):  # the last five: 3, 4, 5, 6, 7
+        r = await s.append([b"retry"], "p", seq)
+        assert (r.offset, r.count, r.duplicate) == (*firsts[seq], True)
+    assert s.next_offset == end  # nothing written
+    for seq in (2, 1, 0):
+        with pytest.raises(SequenceError) as e:
+            await s.append([b"old"], "p", seq)
+        assert e.value.code == "sequence_error"
+    with pytest.raises(SequenceGap) as gap:
+        await s.append([b"gap"], "p", 9)
+    assert gap.value.code == "sequence_gap"
+    r = await s.append([b"s8"], "p", 8)
+    assert (r.offset, r.duplicate) == (end, False)
+    st = await s.producer_state("p")
+    assert st is not None and (st.epoch, st.seq, st.first_offset, st.count) == (0, 8, end, 1)
+    # epochs: a newer one starts anywhere and fences the older one
+    r = await s.append([b"e1"], "p", 100, epoch=1)
+    assert not r.duplicate
+    with pytest.raises(SequenceError) as fenced:
+        await s.append([b"e0"], "p", 9, epoch=0)
+    assert fenced.value.code == "sequence_error"
+    assert (await s.append([b"e1"], "p", 100, epoch=1)).duplicate
+    with pytest.raises(SequenceGap):
+        await s.append([b"e1"], "p", 102, epoch=1)
+    # a producer the stream does not know starts at any seq; producers are independent
+    assert not (await s.append([b"q"], "q", 42)).duplicate
+    assert (await s.append([b"q"], "q", 42)).duplicate
+    assert await read_all(s) == [b"s1", b"s2", b"s3", b"s4", b"s4", b"s5", b"s6", b"s7", b"s8", b"e1", b"q"]
+
+    # the window survives a restart
+    await eng.stop()
+    eng2 = await make_engine()  # type: ignore[operator]
+    s2 = await eng2.get_stream("c/window")
+    assert (await s2.append([b"x"], "p", 100, epoch=1)).offset == 9
+    assert (await s2.append([b"x"], "q", 42)).duplicate
+    for seq in range(5, 9):  # p's epoch-0 window is gone with its epoch: fenced
+        with pytest.raises(SequenceError):
+            await s2.append([b"x"], "p", seq)
+    s3 = await eng2.create("c/window2")
+    for seq in range(1, 9):
+        await s3.append([b"w%d" % seq], "r", seq)
+    await eng2.stop()
+    eng3 = await make_engine()  # type: ignore[operator]
+    s3 = await eng3.get_stream("c/window2")
+    for seq in range(4, 9):
+        r = await s3.append([b"again"], "r", seq)
+        assert (r.offset, r.count, r.duplicate) == (seq - 1, 1, True)
+    with pytest.raises(SequenceError):
+        await s3.append([b"again"], "r", 3)
+
+    # decisions wait for durability: when a refusal or a duplicate arrives, the appends it was
+    # decided from are durable (readable), even if they were still in flight when it was asked
+    s4 = await eng3.create("c/window3")
+    first = asyncio.ensure_future(s4.append([b"one"], "t", 1))
+    second = asyncio.ensure_future(s4.append([b"two"], "t", 2))
+    await asyncio.sleep(0)  # both started, in order
+    try:
+        await s4.append([b"one"], "t", 0)
+    except SequenceError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("seq 0 after seq 2 must be refused")
+    assert s4.next_offset == 2
+    dup = await s4.append([b"two"], "t", 2)
+    assert dup.duplicate and dup.offset == 1 and s4.next_offset == 2
+    await asyncio.gather(first, second)

@@ -16,6 +16,7 @@ import pytest
 from conftest import SMALL, read_all, seg_files
 
 from storage import (
+    AppendResult,
     ChunkTooLarge,
     CorruptData,
     Log,
@@ -560,8 +561,10 @@ def test_crash_between_checkpoint_and_rename(make_log: MakeLog) -> None:
         assert read_all(log) == want
         assert log.info().raw_bytes == total  # a re-sealed segment is not counted twice
         assert log.append([b"pm5"], producer_id="p", seq=5).duplicate  # nor its producers rewound
+        # seq 4 is still in the retry window, at its original offset (once, not twice)
+        assert log.append([b"pm"], producer_id="p", seq=4) == AppendResult(300, 1, duplicate=True)
         with pytest.raises(SequenceError):
-            log.append([b"pm"], producer_id="p", seq=4)
+            log.append([b"pm"], producer_id="p", seq=3)
 
 
 def test_lost_segment_between_others_is_reported_not_skipped(make_log: MakeLog) -> None:

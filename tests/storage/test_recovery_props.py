@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from storage import Log, LogOptions, SequenceError, StreamClosed
+from storage.engine import PRODUCER_WINDOW
 
 chunks_st = st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=6)
 # 1 KiB segments: a few appends roll one, so histories cross segments, seals and their checkpoints
@@ -114,19 +115,22 @@ class LogMachine(RuleBasedStateMachine):
         self.appends.append((pid, seq, res.offset, len(chunks)))
         self.chunks += chunks
 
-    @rule(pid=st.sampled_from(PRODUCERS))
-    def retry_last(self, pid: str) -> None:
-        last = self.last_seq(pid)
-        if last is None:
+    @rule(pid=st.sampled_from(PRODUCERS), back=st.integers(0, PRODUCER_WINDOW))
+    def retry_in_window(self, pid: str, back: int) -> None:
+        """A retry of one of the producer's last PRODUCER_WINDOW appends is a duplicate at its
+        original offset, across crashes and seals; one older than that is refused."""
+        mine = [a for a in self.appends if a[0] == pid]
+        if not mine:
             return
-        seq, off, n = last
         before = self.log.next_offset
-        res = self.log.append([b"retried"] * n, producer_id=pid, seq=seq)
-        assert (res.offset, res.count, res.duplicate) == (off, n, True)
-        assert self.log.next_offset == before
-        if seq > 1:
+        if back < min(PRODUCER_WINDOW, len(mine)):
+            _, seq, off, n = mine[-1 - back]
+            res = self.log.append([b"retried"] * n, producer_id=pid, seq=seq)
+            assert (res.offset, res.count, res.duplicate) == (off, n, True)
+        elif len(mine) > PRODUCER_WINDOW:
             with pytest.raises(SequenceError):
-                self.log.append([b"stale"], producer_id=pid, seq=seq - 1)
+                self.log.append([b"stale"], producer_id=pid, seq=mine[-1 - PRODUCER_WINDOW][1])
+        assert self.log.next_offset == before
 
     @rule(status=st.sampled_from(["done", "error", "cancelled"]))
     def close(self, status: str) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from hub.core.errors import HubError
 from hub.core.service import Hub
 from hub.protocols.durable.state import Durable
 from hub.protocols.durable.wire import SOFT_DELETED, DSError
-from storage import StorageError, Stream
+from storage import StreamHandle
 
 
 def on_delete(hub: Hub, ds: Durable, sid: str) -> None:
@@ -22,17 +23,17 @@ def on_delete(hub: Hub, ds: Durable, sid: str) -> None:
         children.discard(sid)
         if not children:
             del ds.forks[src]
-            ds.spawn(collect(hub, ds, src))
+            ds.tasks.spawn(collect(hub, ds, src))
 
 
 async def collect(hub: Hub, ds: Durable, sid: str) -> None:
     async with ds.lock(sid):  # deletes and creates of one id never overlap (see create)
-        with contextlib.suppress(StorageError):
-            if hub.store.get(sid).log.meta.labels.get(SOFT_DELETED):
-                await hub.store.delete(sid)
+        with contextlib.suppress(HubError):
+            if (await hub.get(sid)).meta.labels.get(SOFT_DELETED):
+                await hub.delete(sid)
 
 
-def fork_offset(src: Stream, raw: int | str | None) -> int:
+def fork_offset(src: StreamHandle, raw: int | str | None) -> int:
     tail = src.next_offset
     if raw is None or raw == "now":
         return tail
@@ -40,7 +41,7 @@ def fork_offset(src: Stream, raw: int | str | None) -> int:
         return 0
     assert isinstance(raw, int)
     if raw > tail:
-        raise DSError(400, "invalid_offset", f"fork offset {raw} is past the source's tail ({tail})")
+        raise DSError("invalid_offset", f"fork offset {raw} is past the source's tail ({tail})")
     return raw
 
 
@@ -49,34 +50,34 @@ class ForkPlan:
     """What a fork starts with: the source's chunks ``[0, end)``, then ``partial`` (the first bytes
     of the chunk at ``end``, for a binary sub-offset)."""
 
-    source: Stream
+    source: StreamHandle
     end: int
     partial: bytes | None
 
-    async def copy_into(self, fork: Stream) -> None:
+    async def copy_into(self, hub: Hub, fork: StreamHandle) -> None:
         pos = 0
         while pos < self.end:  # one ~4 MiB batch in memory at a time
-            got = self.source.read(pos, min(4096, self.end - pos), 4 << 20)
+            got = await hub.read(self.source, pos, min(4096, self.end - pos), 4 << 20)
             if not got:
-                raise DSError(500, "storage_error", f"the fork source ends at {pos}, before {self.end}")
-            await fork.append(got)
+                raise DSError("storage_error", f"the fork source ends at {pos}, before {self.end}")
+            await hub.append(fork, got)
             pos += len(got)
         if self.partial:
-            await fork.append([self.partial])
+            await hub.append(fork, [self.partial])
 
 
-def fork_plan(src: Stream, off: int, sub: int, json_mode: bool) -> ForkPlan:
+async def fork_plan(hub: Hub, src: StreamHandle, off: int, sub: int, json_mode: bool) -> ForkPlan:
     """Everything before ``off``, then ``sub`` more messages (JSON) or the first ``sub`` bytes of
     the chunk at ``off`` (anything else)."""
     if not sub:
         return ForkPlan(src, off, None)
     if json_mode:
         if off + sub > src.next_offset:
-            raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the messages at the fork offset")
+            raise DSError("invalid_offset", f"sub-offset {sub} is past the messages at the fork offset")
         return ForkPlan(src, off + sub, None)
     if off >= src.next_offset:
-        raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the data at the fork offset")
-    first = src.read(off, 1)[0]
+        raise DSError("invalid_offset", f"sub-offset {sub} is past the data at the fork offset")
+    first = (await hub.read(src, off, 1))[0]
     if sub > len(first):
-        raise DSError(400, "invalid_offset", f"sub-offset {sub} is past the {len(first)}-byte message")
+        raise DSError("invalid_offset", f"sub-offset {sub} is past the {len(first)}-byte message")
     return ForkPlan(src, off, first[:sub])

@@ -1,5 +1,7 @@
-"""Durable Streams HTTP handlers under ``/v1/stream/{path}``: they parse with ``wire``, act on the
-hub's storage, and answer status + headers; protocol errors become JSON bodies in ``_endpoint``."""
+"""Durable Streams HTTP handlers under ``/v1/stream/{path}``: they parse with ``wire``, act through the
+hub's service API (``hub.core.service``), and answer status + headers. Errors go to the app's one
+error middleware in the ``durable`` dialect; CORS, preflights and the browser-safety headers are
+``hub.protocols.cors``'s (policy ``DURABLE``)."""
 
 from __future__ import annotations
 
@@ -7,20 +9,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from hub.core.auth import bearer
-from hub.core.errors import STATUS, HubError
+from hub.core.errors import DSError, HubError
+from hub.core.fanout import Format, Outbox, OutboxClosed
 from hub.core.service import HUB, Hub
 from hub.protocols.durable.forks import ForkPlan, fork_offset, fork_plan, on_delete
 from hub.protocols.durable.state import DS, Durable, DurableConfig
 from hub.protocols.durable.wire import (
-    ALLOW_HEADERS,
     DEFAULT_TYPE,
-    EXPOSE,
     FORK_OFFSET,
     FORK_SUB,
     FORKED_FROM,
@@ -29,7 +28,6 @@ from hub.protocols.durable.wire import (
     SOFT_DELETED,
     UNTYPED,
     CreateRequest,
-    DSError,
     ProducerHeaders,
     check_producer,
     cursor,
@@ -47,17 +45,8 @@ from hub.protocols.durable.wire import (
     sse_control,
     sse_data,
 )
-from storage import (
-    ChunkTooLarge,
-    InvalidStreamId,
-    SequenceError,
-    StorageError,
-    Stream,
-    StreamClosed,
-    StreamExists,
-    StreamGone,
-    StreamNotFound,
-)
+from hub.protocols.http_errors import use_dialect
+from storage import CloseInfo, StreamHandle
 
 ROUTE = PREFIX + "{path:.+}"
 routes = web.RouteTableDef()
@@ -78,9 +67,9 @@ def setup(app: web.Application, config: DurableConfig | None = None) -> None:
 async def _startup(app: web.Application) -> None:
     hub, ds = app[HUB], app[DS]
     # the fork graph, from the streams' own labels (a fork's origin never changes)
-    for i, sid in enumerate(hub.store.list()):
-        with contextlib.suppress(StorageError, OSError):
-            src = hub.store.get(sid).log.meta.labels.get(FORKED_FROM)
+    for i, sid in enumerate(await hub.list_streams()):
+        with contextlib.suppress(HubError, OSError):
+            src = (await hub.get(sid)).meta.labels.get(FORKED_FROM)
             if src is not None:
                 ds.add_fork(src, sid)
         if i % 64 == 63:
@@ -91,64 +80,17 @@ async def _startup(app: web.Application) -> None:
 # --- the I/O layer -------------------------------------------------------------------------------
 
 
-def _common(request: web.Request, headers: dict[str, str] | Any) -> None:
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    allowed = request.app[HUB].auth.origins  # the hub's Origin allow-list; empty: any origin
-    if not allowed or "*" in allowed:
-        headers["Access-Control-Allow-Origin"] = "*"  # credentials travel as bearer tokens, not cookies
-    elif origin.rstrip("/") in allowed:
-        headers["Access-Control-Allow-Origin"] = origin
-        headers["Vary"] = "Origin"
-    else:
-        return
-    headers["Access-Control-Expose-Headers"] = EXPOSE
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _endpoint(fn: Handler) -> Handler:
-    """Protocol errors become status + headers + a small JSON body; every answer gets the
-    browser-safety headers (nosniff, CORP, CORS)."""
+    """Errors of this handler are answered as Durable Streams documents them (see hub/core/errors.py)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            resp = await fn(request)
-        except DSError as e:
-            resp = _error(e.status, e.code, e.message, e.headers)
-        except HubError as e:
-            resp = _error(e.status, e.code, e.message)
-        except StorageError as e:
-            resp = _storage_error(e)
-        if resp.status >= 400:
-            request.app[HUB].counters.errors += 1
-        if not resp.prepared:
-            _common(request, resp.headers)
-        return resp
+        use_dialect(request, "durable")
+        return await fn(request)
 
     return wrapped
-
-
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    body = msgspec.json.encode({"error": {"code": code, "message": message}})
-    h = {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})}
-    return web.Response(status=status, body=body, headers=h)
-
-
-def _storage_error(e: StorageError) -> web.Response:
-    if isinstance(e, StreamNotFound | StreamGone):
-        return _error(404, "stream_not_found", str(e))  # deleted or expired: gone from the protocol's view
-    if isinstance(e, InvalidStreamId):
-        return _error(400, e.code, str(e))
-    if isinstance(e, SequenceError):
-        return _error(409, e.code, str(e))
-    if isinstance(e, ChunkTooLarge):
-        return _error(413, e.code, str(e))
-    return _error(STATUS.get(e.code, 500), e.code, str(e))
 
 
 def _sid(request: web.Request, action: str) -> str:
@@ -157,32 +99,42 @@ def _sid(request: web.Request, action: str) -> str:
     return sid
 
 
-def _content_type(s: Stream) -> str:
-    return s.log.meta.content_type or UNTYPED
+def _content_type(s: StreamHandle) -> str:
+    return s.meta.content_type or UNTYPED
 
 
-def _lookup(request: web.Request, sid: str) -> Stream:
+async def _get(hub: Hub, sid: str) -> StreamHandle | None:
+    """The stream, or None if it is not there (never created, deleted or expired)."""
+    try:
+        return await hub.get(sid)
+    except HubError as e:
+        if e.code in ("stream_not_found", "stream_gone"):
+            return None
+        raise
+
+
+async def _lookup(request: web.Request, sid: str) -> StreamHandle:
     """The live stream ``sid``: 404 if it never existed or was deleted, 410 if soft-deleted."""
     hub, ds = request.app[HUB], request.app[DS]
-    s = hub.store.get(sid)
-    labels = s.log.meta.labels
+    s = await hub.get(sid)
+    labels = s.meta.labels
     if labels.get(SOFT_DELETED):
-        raise DSError(410, "stream_gone", f"stream {sid!r} was deleted; forks of it still exist")
+        raise DSError("stream_gone", f"stream {sid!r} was deleted; forks of it still exist")
     if labels.get(PENDING):
         # Its PUT has not answered yet, so for the protocol it does not exist yet. Outside a create
         # in progress it is the leftover of a create cut short by a stop before its initial content
         # was durable: it never existed for any client, so it goes now.
         if sid not in ds.creating:
-            ds.spawn(_drop_leftover(hub, ds, sid))
-        raise DSError(404, "stream_not_found", f"stream {sid!r} does not exist")
+            ds.tasks.spawn(_drop_leftover(hub, ds, sid))
+        raise DSError("stream_not_found", f"stream {sid!r} does not exist")
     return s
 
 
 async def _drop_leftover(hub: Hub, ds: Durable, sid: str) -> None:
     async with ds.lock(sid):
-        with contextlib.suppress(StorageError):
-            if hub.store.get(sid).log.meta.labels.get(PENDING) and sid not in ds.creating:
-                await hub.store.delete(sid, reason="incomplete create")
+        with contextlib.suppress(HubError):
+            if (await hub.get(sid)).meta.labels.get(PENDING) and sid not in ds.creating:
+                await hub.delete(sid, reason="incomplete create")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -201,42 +153,26 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return None if over else bytes(buf)
 
 
-def _messages(content_type: str, body: bytes, chunk_limit: int, *, allow_empty: bool) -> list[bytes]:
+def _messages(hub: Hub, sid: str, content_type: str, body: bytes, *, allow_empty: bool) -> list[bytes]:
     msgs = json_messages(body) if is_json(content_type) else [body]
     if not msgs and not allow_empty:
-        raise DSError(400, "bad_request", "an empty JSON array appends nothing")
-    for m in msgs:
-        if len(m) > chunk_limit:
-            raise DSError(413, "chunk_too_large", f"a message of {len(m)} bytes; the limit is {chunk_limit}")
+        raise DSError("bad_request", "an empty JSON array appends nothing")
+    hub.check_chunks(sid, msgs)  # before a create, so a refused initial body leaves no stream behind
     return msgs
 
 
-def _meta_headers(s: Stream, status_headers: dict[str, str] | None = None) -> dict[str, str]:
+def _meta_headers(s: StreamHandle, status_headers: dict[str, str] | None = None) -> dict[str, str]:
     h = {"Content-Type": _content_type(s), "Stream-Next-Offset": format_offset(s.next_offset)}
     if s.ended:
         h["Stream-Closed"] = "true"
     return {**h, **(status_headers or {})}
 
 
-@routes.route("OPTIONS", ROUTE)
-@_endpoint
-async def preflight(request: web.Request) -> web.StreamResponse:
-    asked = request.headers.get("Access-Control-Request-Headers")
-    return web.Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": asked or ALLOW_HEADERS,
-            "Access-Control-Max-Age": "86400",
-        },
-    )
-
-
 # --- create ----------------------------------------------------------------------------------------
 
 
-def _same_config(s: Stream, req: CreateRequest) -> bool:
-    meta = s.log.meta
+def _same_config(s: StreamHandle, req: CreateRequest) -> bool:
+    meta = s.meta
     if req.content_type is not None and essence(req.content_type) != essence(_content_type(s)):
         return False
     if req.fork_from is None or req.ttl is not None or req.expires_at is not None:
@@ -268,19 +204,17 @@ async def create(request: web.Request) -> web.StreamResponse:
     req = CreateRequest.parse(request.headers)
     body = await _read_body(request, hub.config.max_message_bytes)
     if body is None:
-        raise DSError(413, "body_too_large", f"the body is over {hub.config.max_message_bytes} bytes")
+        raise DSError("body_too_large", f"the body is over {hub.config.max_message_bytes} bytes")
     async with ds.lock(sid):
-        existing: Stream | None = None
-        with contextlib.suppress(StreamNotFound, StreamGone):
-            existing = hub.store.get(sid)
-        if existing is not None and existing.log.meta.labels.get(SOFT_DELETED):
-            raise DSError(409, "stream_gone", f"stream {sid!r} was deleted and forks of it remain")
-        if existing is not None and existing.log.meta.labels.get(PENDING):
-            await hub.store.delete(sid, reason="incomplete create")  # see _lookup
+        existing = await _get(hub, sid)
+        if existing is not None and existing.meta.labels.get(SOFT_DELETED):
+            raise DSError("stream_gone", f"stream {sid!r} was deleted and forks of it remain", status=409)
+        if existing is not None and existing.meta.labels.get(PENDING):
+            await hub.delete(sid, reason="incomplete create")  # see _lookup
             existing = None
         if existing is not None:
             if not _same_config(existing, req):
-                raise DSError(409, "stream_exists", f"stream {sid!r} exists with another configuration")
+                raise DSError("stream_exists", f"stream {sid!r} exists with another configuration")
             return web.Response(status=200, headers=_meta_headers(existing))
         s = await _create(request, hub, ds, sid, req, body)
     location = str(request.url.with_query(None))
@@ -289,30 +223,35 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 async def _create(
     request: web.Request, hub: Hub, ds: Durable, sid: str, req: CreateRequest, body: bytes
-) -> Stream:
+) -> StreamHandle:
     labels: dict[str, str] = {}
     plan: ForkPlan | None = None
     ct, ttl, exp = req.content_type, req.ttl, req.expires_at
     if req.fork_from is not None:
-        src = _fork_source(request, req.fork_from)
+        src = await _fork_source(request, req.fork_from)
         src_ct = _content_type(src)
         if ct is not None and essence(ct) != essence(src_ct):
-            raise DSError(409, "content_type_mismatch", f"the source is {src_ct}, not {ct}")
+            raise DSError("content_type_mismatch", f"the source is {src_ct}, not {ct}")
         ct = ct or src_ct
         if ttl is None and exp is None:  # a fork inherits the source's lifetime unless it names its own
-            ttl, exp = src.log.meta.idle_ttl, src.log.meta.expires_at
+            ttl, exp = src.meta.idle_ttl, src.meta.expires_at
         off = fork_offset(src, req.fork_offset)
-        plan = fork_plan(src, off, req.fork_sub, is_json(ct))
+        plan = await fork_plan(hub, src, off, req.fork_sub, is_json(ct))
         labels = {FORKED_FROM: req.fork_from, FORK_OFFSET: str(off), FORK_SUB: str(req.fork_sub)}
     ct = ct or DEFAULT_TYPE
-    chunks = _messages(ct, body, hub.config.max_chunk_bytes, allow_empty=True) if body else []
+    chunks = _messages(hub, sid, ct, body, allow_empty=True) if body else []
     initial = bool((plan and (plan.end or plan.partial)) or chunks or req.closed)
     if initial:
         labels[PENDING] = "1"
     try:
-        s = await hub.store.create(sid, content_type=ct, expires_at=exp, idle_ttl=ttl, labels=labels)
-    except StreamExists:
-        raise DSError(409, "stream_exists", f"stream {sid!r} was created concurrently") from None
+        # the protocol lets a deleted id be created again (docs/durable-streams.md, "Lifetime")
+        s = await hub.create(
+            sid, content_type=ct, expires_at=exp, idle_ttl=ttl, labels=labels, replace_gone=True
+        )
+    except HubError as e:
+        if e.code == "stream_exists":
+            raise DSError("stream_exists", f"stream {sid!r} was created concurrently") from None
+        raise
     if req.fork_from is not None:
         ds.add_fork(req.fork_from, sid)
     if not initial:
@@ -320,25 +259,25 @@ async def _create(
     ds.creating.add(sid)
     try:
         if plan is not None:
-            await plan.copy_into(s)
+            await plan.copy_into(hub, s)
         if chunks:
-            await s.append(chunks, close=req.closed)
+            await hub.append(s, chunks, close=req.closed)
         elif req.closed:
-            await s.close()
+            await hub.close(s)
         del labels[PENDING]
-        await hub.store.set_labels(sid, labels)
+        await hub.set_labels(sid, labels)
     finally:
         ds.creating.discard(sid)
     return s
 
 
-def _fork_source(request: web.Request, src_id: str) -> Stream:
+async def _fork_source(request: web.Request, src_id: str) -> StreamHandle:
     request.app[HUB].auth.grant(bearer(request)).check("read", src_id)  # a fork reads its source
     try:
-        return _lookup(request, src_id)
-    except DSError as e:
-        if e.status == 410:
-            raise DSError(409, "stream_gone", f"cannot fork {src_id!r}: it was deleted") from None
+        return await _lookup(request, src_id)
+    except HubError as e:
+        if e.code == "stream_gone":
+            raise DSError("stream_gone", f"cannot fork {src_id!r}: it was deleted", status=409) from None
         raise
 
 
@@ -356,31 +295,38 @@ async def append(request: web.Request) -> web.StreamResponse:
     closing = flag(h.get("Stream-Closed"))
     body = await _read_body(request, hub.config.max_message_bytes)
     if body is None:
-        raise DSError(413, "body_too_large", f"the body is over {hub.config.max_message_bytes} bytes")
-    # No lock here: producer validation and the append happen with no await in between, and an
-    # append is ordered the moment it enters the log, so concurrent POSTs share a group commit.
-    s = _lookup(request, sid)
+        raise DSError("body_too_large", f"the body is over {hub.config.max_message_bytes} bytes")
+    # No lock here: an append is ordered the moment it enters the log, so concurrent POSTs share a
+    # group commit. The producer check below is the protocol's reading of the producer state (its
+    # own codes and headers); the engine itself refuses a seq it has already seen.
+    s = await _lookup(request, sid)
     if not body:
         if not closing:
-            raise DSError(400, "bad_request", "an empty body appends nothing (close with Stream-Closed)")
-        return await _close_only(s, producer)
+            raise DSError("bad_request", "an empty body appends nothing (close with Stream-Closed)")
+        return await _close_only(hub, s, producer)
     ct = h.get("Content-Type")
     if not ct:
-        raise DSError(400, "bad_request", "Content-Type is required")
+        raise DSError("bad_request", "Content-Type is required")
     if essence(ct) != essence(_content_type(s)):
-        raise DSError(409, "content_type_mismatch", f"the stream is {_content_type(s)}, not {ct}")
-    chunks = _messages(_content_type(s), body, hub.config.max_chunk_bytes, allow_empty=False)
+        raise DSError("content_type_mismatch", f"the stream is {_content_type(s)}, not {ct}")
+    chunks = _messages(hub, sid, _content_type(s), body, allow_empty=False)
     extra: dict[str, str] = {}
     if producer is not None:
-        dup = check_producer(s.log.producers.get(producer.id), producer)
+        try:
+            dup = check_producer(await hub.producer_state(s, producer.id), producer)
+        except DSError:
+            await _settled(hub, s, producer.id)
+            raise
         extra = {"Producer-Epoch": str(producer.epoch), "Producer-Seq": str(producer.seq)}
         if dup is not None:
+            await _settled(hub, s, producer.id)
             if closing and not s.ended:
-                with contextlib.suppress(StreamClosed):
-                    await s.close()
+                with contextlib.suppress(HubError):  # closed meanwhile: as asked
+                    await hub.close(s)
             return web.Response(status=204, headers=_write_headers(s, {**extra, "Producer-Seq": str(dup)}))
     try:
-        res = await s.append(
+        res = await hub.append(
+            s,
             chunks,
             producer.id if producer else None,
             producer.seq if producer else None,
@@ -388,34 +334,44 @@ async def append(request: web.Request) -> web.StreamResponse:
             stream_seq=stream_seq,
             close=closing,
         )
-    except StreamClosed:
-        raise DSError(409, "stream_closed", f"stream {sid!r} is closed", _write_headers(s)) from None
-    if not res.duplicate:
-        hub.counters.appends += 1
-        hub.counters.appended_chunks += res.count
+    except HubError as e:
+        if e.code == "stream_closed":
+            raise DSError("stream_closed", f"stream {sid!r} is closed", _write_headers(s)) from None
+        raise
     headers = _write_headers(s, extra)
     headers["Stream-Next-Offset"] = format_offset(res.offset + res.count)
     return web.Response(status=200 if producer is not None and not res.duplicate else 204, headers=headers)
 
 
-def _write_headers(s: Stream, extra: dict[str, str] | None = None) -> dict[str, str]:
-    h = {"Stream-Next-Offset": format_offset(s.log.next_offset)}
-    if s.log.close_info is not None:
+async def _settled(hub: Hub, s: StreamHandle, producer_id: str) -> None:
+    """A duplicate or a refusal is answered only once the producer state it was decided from is
+    durable (storage/engine.py): a crash must not undo an append a client was told had landed."""
+    st = await hub.producer_state(s, producer_id)
+    if st is None or not st.count or s.next_offset >= st.first_offset + st.count:
+        return
+    # bounded: an append that failed and was rolled back never becomes durable
+    if not await hub.wait(s, st.first_offset + st.count - 1, timeout=30.0):
+        raise DSError("storage_unavailable", "the producer's last append did not become durable")
+
+
+def _write_headers(s: StreamHandle, extra: dict[str, str] | None = None) -> dict[str, str]:
+    h = {"Stream-Next-Offset": format_offset(s.next_offset)}
+    if s.close_info is not None:
         h["Stream-Closed"] = "true"
     return {**h, **(extra or {})}
 
 
-async def _close_only(s: Stream, producer: ProducerHeaders | None) -> web.Response:
+async def _close_only(hub: Hub, s: StreamHandle, producer: ProducerHeaders | None) -> web.Response:
     extra: dict[str, str] = {}
     if producer is not None:
-        dup = check_producer(s.log.producers.get(producer.id), producer)
+        dup = check_producer(await hub.producer_state(s, producer.id), producer)
         extra = {
             "Producer-Epoch": str(producer.epoch),
             "Producer-Seq": str(producer.seq if dup is None else dup),
         }
-    if s.log.close_info is None:
+    if s.close_info is None:
         p = (producer.id, producer.epoch, producer.seq) if producer is not None else None
-        await s.close("done", producer=p)
+        await hub.close(s, "done", producer=p)
     else:
         s.touch()  # closing a closed stream is a no-op that still counts as a write
     return web.Response(status=204, headers=_write_headers(s, extra))
@@ -427,9 +383,9 @@ async def _close_only(s: Stream, producer: ProducerHeaders | None) -> web.Respon
 @routes.head(ROUTE)
 @_endpoint
 async def head(request: web.Request) -> web.StreamResponse:
-    s = _lookup(request, _sid(request, "read"))  # no touch: HEAD does not extend Stream-TTL
+    s = await _lookup(request, _sid(request, "read"))  # no touch: HEAD does not extend Stream-TTL
     h = _meta_headers(s, {"Cache-Control": "no-store"})
-    meta = s.log.meta
+    meta = s.meta
     if meta.idle_ttl is not None:
         h["Stream-TTL"] = format_ttl(meta.idle_ttl)
     if meta.expires_at is not None:
@@ -443,12 +399,12 @@ async def delete(request: web.Request) -> web.StreamResponse:
     hub, ds = request.app[HUB], request.app[DS]
     sid = _sid(request, "write")
     async with ds.lock(sid):
-        s = _lookup(request, sid)
+        s = await _lookup(request, sid)
         if ds.forks.get(sid):
             # forks carry their own copy of the data, but the name stays taken while they live
-            await hub.store.set_labels(sid, {**s.log.meta.labels, SOFT_DELETED: "1"})
+            await hub.set_labels(sid, {**s.meta.labels, SOFT_DELETED: "1"})
         else:
-            await hub.store.delete(sid)
+            await hub.delete(sid)
     return web.Response(status=204)
 
 
@@ -463,14 +419,14 @@ async def read(request: web.Request) -> web.StreamResponse:
     q = request.query
     offsets = q.getall("offset", [])
     if len(offsets) > 1:
-        raise DSError(400, "invalid_offset", "one offset parameter at most")
+        raise DSError("invalid_offset", "one offset parameter at most")
     raw = parse_offset(offsets[0]) if offsets else None
     live = q.get("live")
     if live not in (None, "long-poll", "sse"):
-        raise DSError(400, "bad_request", f"live must be long-poll or sse, not {live[:20]!r}")
+        raise DSError("bad_request", f"live must be long-poll or sse, not {live[:20]!r}")
     if live is not None and raw is None:
-        raise DSError(400, "bad_request", "live reads need an offset (-1 for the start)")
-    s = _lookup(request, sid)
+        raise DSError("bad_request", "live reads need an offset (-1 for the start)")
+    s = await _lookup(request, sid)
     s.touch()
     tail = s.next_offset
     if raw is None or raw == "-1":
@@ -480,32 +436,34 @@ async def read(request: web.Request) -> web.StreamResponse:
     else:
         assert isinstance(raw, int)
         if raw > tail:
-            raise DSError(400, "invalid_offset", f"offset {raw} is past the tail ({tail})")
+            raise DSError("invalid_offset", f"offset {raw} is past the tail ({tail})")
         start = raw
     cur = cursor(q.get("cursor"), time.time())
     if live == "sse":
-        return await _sse(request, ds, s, start, cur)
+        return await _sse(request, hub, ds, s, start, cur)
     if raw == "now" and live is None:
         h = _meta_headers(s, {"Stream-Up-To-Date": "true", "Cache-Control": "no-store"})
         return web.Response(status=200, body=render(_content_type(s), []), headers=h)
     if live == "long-poll" and start >= s.next_offset and not s.ended:
-        await ds.wait(s, start, ds.config.long_poll_s)
-        if s.deleted:
-            raise DSError(404, "stream_not_found", f"stream {sid!r} was deleted")
+        await ds.wait(hub, s, start, ds.config.long_poll_s)
+        if start >= s.next_offset and not s.ended and not await hub.exists(sid):
+            raise DSError("stream_not_found", f"stream {sid!r} was deleted")
     if live == "long-poll" and start >= s.next_offset:
         h = _meta_headers(s, {"Stream-Up-To-Date": "true", "Stream-Cursor": cur, "Cache-Control": "no-store"})
         return web.Response(status=204, headers=h)
-    return _catch_up(request, hub, ds.config, s, start, cur if live else None)
+    return await _catch_up(request, hub, ds.config, s, start, cur if live else None)
 
 
-def _catch_up(
-    request: web.Request, hub: Hub, cfg: DurableConfig, s: Stream, start: int, cur: str | None
+async def _catch_up(
+    request: web.Request, hub: Hub, cfg: DurableConfig, s: StreamHandle, start: int, cur: str | None
 ) -> web.Response:
-    chunks = s.read(start, cfg.read_max_chunks, cfg.read_max_bytes) if start < s.next_offset else []
+    chunks = (
+        await hub.read(s, start, cfg.read_max_chunks, cfg.read_max_bytes) if start < s.next_offset else []
+    )
     end = start + len(chunks)
     up_to_date = end >= s.next_offset
     closed = up_to_date and s.ended
-    etag = f'"{s.log.meta.epoch}:{start}:{end}{":c" if closed else ""}"'
+    etag = f'"{s.epoch}:{start}:{end}{":c" if closed else ""}"'
     h = _meta_headers(s, {"Stream-Next-Offset": format_offset(end), "ETag": etag})
     if not closed:
         h.pop("Stream-Closed", None)
@@ -524,48 +482,75 @@ def _catch_up(
     return web.Response(status=200, body=render(_content_type(s), chunks), headers=h)
 
 
-async def _sse(request: web.Request, ds: Durable, s: Stream, start: int, cur: str) -> web.StreamResponse:
+class _SseFormat(Format):
+    """Durable Streams SSE frames for the fan-out (one instance per response): each run of chunks is
+    a ``data`` event and the ``control`` event after it; the end is a closing ``control`` (unless
+    the last run already said so); errors (a deleted stream) end the response without an event."""
+
+    def __init__(self, s: StreamHandle, mode: str, cur: str) -> None:
+        self.s, self.mode, self.cur, self.closed = s, mode, cur, False
+
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        end = offset + len(data)
+        up_to_date = end >= self.s.next_offset
+        self.closed = up_to_date and self.s.ended
+        return sse_data(self.mode, data) + sse_control(end, self.cur, up_to_date, self.closed)
+
+    def end(self, stream: str, offset: int, info: CloseInfo) -> str:
+        return "" if self.closed else sse_control(offset, self.cur, True, True)
+
+    def error(self, stream: str, code: str, message: str) -> str:
+        return ""
+
+
+async def _sse(
+    request: web.Request, hub: Hub, ds: Durable, s: StreamHandle, start: int, cur: str
+) -> web.StreamResponse:
+    """Replay from ``start``, then live, through the hub's fan-out (the same push path as every other
+    subscriber), until the stream ends, the response has lasted ``sse_max_s`` or the hub stops."""
     cfg = ds.config
     ct = _content_type(s)
     mode = "json" if is_json(ct) else "text" if is_text(ct) else "base64"
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if mode == "base64":
         headers["Stream-SSE-Data-Encoding"] = "base64"
-    _common(request, headers)
     resp = web.StreamResponse(status=200, headers=headers)
     await resp.prepare(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.sse_max_s
-    offset, controlled = start, -1  # controlled: the offset of the last control event sent
+    with contextlib.suppress(ConnectionError):
+        if start >= s.next_offset and not s.ended:  # up to date from the start: say so at once
+            await resp.write(sse_control(start, cur, True, False).encode())
+    outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
+    sub = hub.subscribe(s, outbox, start, fmt=_SseFormat(s, mode, cur))
+    writer = asyncio.create_task(outbox.run())
+    finished = asyncio.ensure_future(sub.finished.wait())
+    closing = asyncio.ensure_future(ds.closing.wait())
     try:
-        while not s.deleted:
-            if offset < s.next_offset:
-                chunks = s.read(offset, cfg.read_max_chunks, cfg.read_max_bytes)
-                offset += len(chunks)
-                up_to_date = offset >= s.next_offset
-                closed = up_to_date and s.ended
-                await resp.write(
-                    (sse_data(mode, chunks) + sse_control(offset, cur, up_to_date, closed)).encode()
-                )
-                controlled = offset
-                if closed:
-                    break
-                continue
-            if s.ended:  # caught up with a closed stream: say so, and end the response
-                await resp.write(sse_control(offset, cur, True, True).encode())
-                break
-            if controlled != offset:
-                await resp.write(sse_control(offset, cur, True, False).encode())
-                controlled = offset
+        while not (writer.done() or finished.done() or closing.done()):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            if ds.closing.is_set():
-                break
-            if not await ds.wait(s, offset, min(cfg.sse_keepalive_s, remaining)):
-                await resp.write(b": keep-alive\n\n")
-    except (ConnectionError, StorageError):
-        pass  # the client went away, or the stream broke: it resumes from its last offset
+            done, _ = await asyncio.wait(
+                {writer, finished, closing},
+                timeout=min(cfg.sse_keepalive_s, remaining),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done and loop.time() < deadline:
+                outbox.force(": keep-alive\n\n")
+        # the last frames (the end) go out, within the response's time
+        while finished.done() and not writer.done() and outbox.bytes and loop.time() < deadline:
+            await asyncio.wait({writer}, timeout=0.01)
+    except (ConnectionError, OutboxClosed):
+        pass  # the client went away: it resumes from its last offset
+    finally:
+        finished.cancel()
+        closing.cancel()
+        sub.stop()
+        outbox.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
+            await writer
     with contextlib.suppress(ConnectionError):
         await resp.write_eof()
     return resp

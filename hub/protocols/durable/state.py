@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from storage import Stream
+from hub.core.service import Hub
+from hub.core.tasks import TaskSet
+from storage import StreamHandle
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Durable:
     creating: set[str] = field(default_factory=set)
     closing: asyncio.Event = field(default_factory=asyncio.Event)  # set on shutdown: live reads end
     _locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tasks: TaskSet = field(default_factory=TaskSet)
 
     def add_fork(self, src: str, fork: str) -> None:
         self.forks.setdefault(src, set()).add(fork)
@@ -61,20 +63,12 @@ class Durable:
             else:
                 self._locks[sid] = (lk, n - 1)
 
-    def spawn(self, aw: Awaitable[None]) -> None:
-        async def run() -> None:
-            await aw
-
-        t = asyncio.ensure_future(run())
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def wait(self, s: Stream, offset: int, timeout: float) -> bool:
+    async def wait(self, hub: Hub, s: StreamHandle, offset: int, timeout: float) -> bool:
         """``s.wait`` that also returns (False) when the hub shuts down, so that a long-poll or an
         SSE response ends at once and its client resumes elsewhere or later."""
         if self.closing.is_set():
             return False
-        waiter = asyncio.ensure_future(s.wait(offset, timeout))
+        waiter = asyncio.ensure_future(hub.wait(s, offset, timeout))
         closer = asyncio.ensure_future(self.closing.wait())
         try:
             await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)

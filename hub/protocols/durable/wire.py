@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from hub.protocols.native.messages import MAX_OFFSET
+from hub.core.errors import DSError
+from hub.core.positions import parse_uint
 from storage import ProducerState
 
 PREFIX = "/v1/stream/"
@@ -50,21 +51,9 @@ ALLOW_HEADERS = (
 )
 
 
-class DSError(Exception):
-    """A protocol error: HTTP status, a stable code (as in docs/protocol.md) and extra headers."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
 # --- offsets, headers, cursors (pure) ------------------------------------------------------------
 
 _OFFSET = re.compile(r"([0-9]{16})_([0-9]{16})")
-_UINT = re.compile(r"0|[1-9][0-9]*")
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
@@ -80,25 +69,17 @@ def parse_offset(raw: str) -> int | str:
         return raw
     m = _OFFSET.fullmatch(raw)
     if m is None or int(m.group(2)) != 0:
-        raise DSError(400, "invalid_offset", f"malformed offset {raw[:80]!r}")
+        raise DSError("invalid_offset", f"malformed offset {raw[:80]!r}")
     return int(m.group(1))
-
-
-def parse_uint(raw: str, name: str, limit: int = MAX_OFFSET) -> int:
-    if not _UINT.fullmatch(raw) or int(raw) > limit:
-        raise DSError(400, "bad_request", f"{name} must be a non-negative integer, not {raw[:40]!r}")
-    return int(raw)
 
 
 def parse_expires(raw: str) -> float:
     if not _RFC3339.fullmatch(raw.strip()):
-        raise DSError(
-            400, "bad_request", f"Stream-Expires-At must be an RFC 3339 timestamp, not {raw[:60]!r}"
-        )
+        raise DSError("bad_request", f"Stream-Expires-At must be an RFC 3339 timestamp, not {raw[:60]!r}")
     try:
         return datetime.fromisoformat(raw.strip().replace("z", "Z")).timestamp()
     except ValueError:
-        raise DSError(400, "bad_request", f"Stream-Expires-At is not a valid time: {raw[:60]!r}") from None
+        raise DSError("bad_request", f"Stream-Expires-At is not a valid time: {raw[:60]!r}") from None
 
 
 def format_expires(ts: float) -> str:
@@ -142,7 +123,7 @@ def json_messages(body: bytes) -> list[bytes]:
             return [bytes(raw) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
         msgspec.json.decode(body, type=msgspec.Raw)
     except msgspec.DecodeError as e:
-        raise DSError(400, "invalid_json", f"body is not valid JSON: {e}") from None
+        raise DSError("invalid_json", f"body is not valid JSON: {e}") from None
     return [body.strip()]
 
 
@@ -194,10 +175,10 @@ def producer_headers(h: Any) -> ProducerHeaders | None:
     if not any(present):
         return None
     if not all(present):
-        raise DSError(400, "bad_request", "Producer-Id, Producer-Epoch and Producer-Seq go together")
+        raise DSError("bad_request", "Producer-Id, Producer-Epoch and Producer-Seq go together")
     pid = h["Producer-Id"]
     if not pid or "\0" in pid:
-        raise DSError(400, "bad_request", "Producer-Id must be a non-empty string")
+        raise DSError("bad_request", "Producer-Id must be a non-empty string")
     return ProducerHeaders(
         pid, parse_uint(h["Producer-Epoch"], "Producer-Epoch"), parse_uint(h["Producer-Seq"], "Producer-Seq")
     )
@@ -209,7 +190,6 @@ def check_producer(st: ProducerState | None, p: ProducerHeaders) -> int | None:
     if st is None:
         if p.seq != 0:
             raise DSError(
-                409,
                 "producer_seq_gap",
                 f"a new producer starts at seq 0, not {p.seq}",
                 {"Producer-Expected-Seq": "0", "Producer-Received-Seq": str(p.seq)},
@@ -217,20 +197,18 @@ def check_producer(st: ProducerState | None, p: ProducerHeaders) -> int | None:
         return None
     if p.epoch < st.epoch:
         raise DSError(
-            403,
             "producer_fenced",
             f"epoch {p.epoch} is older than the producer's epoch {st.epoch}",
             {"Producer-Epoch": str(st.epoch)},
         )
     if p.epoch > st.epoch:
         if p.seq != 0:
-            raise DSError(400, "bad_request", f"a new epoch starts at seq 0, not {p.seq}")
+            raise DSError("bad_request", f"a new epoch starts at seq 0, not {p.seq}")
         return None
     if p.seq <= st.seq:
         return st.seq
     if p.seq != st.seq + 1:
         raise DSError(
-            409,
             "producer_seq_gap",
             f"expected seq {st.seq + 1}, got {p.seq}",
             {"Producer-Expected-Seq": str(st.seq + 1), "Producer-Received-Seq": str(p.seq)},
@@ -253,7 +231,7 @@ class CreateRequest:
         ct = h.get("Content-Type")
         ttl_raw, exp_raw = h.get("Stream-TTL"), h.get("Stream-Expires-At")
         if ttl_raw is not None and exp_raw is not None:
-            raise DSError(400, "bad_request", "send Stream-TTL or Stream-Expires-At, not both")
+            raise DSError("bad_request", "send Stream-TTL or Stream-Expires-At, not both")
         ttl = float(parse_uint(ttl_raw.strip(), "Stream-TTL")) if ttl_raw is not None else None
         exp = parse_expires(exp_raw) if exp_raw is not None else None
         src_raw, off_raw, sub_raw = (
@@ -262,12 +240,12 @@ class CreateRequest:
             h.get("Stream-Fork-Sub-Offset"),
         )
         if src_raw is None and (off_raw is not None or sub_raw is not None):
-            raise DSError(400, "bad_request", "Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
+            raise DSError("bad_request", "Stream-Fork-Offset and -Sub-Offset need Stream-Forked-From")
         src = None
         if src_raw is not None:
             path = urlsplit(src_raw.strip()).path
             if not path.startswith(PREFIX) or len(path) == len(PREFIX):
-                raise DSError(400, "bad_request", f"Stream-Forked-From must be a {PREFIX}... path")
+                raise DSError("bad_request", f"Stream-Forked-From must be a {PREFIX}... path")
             src = unquote(path[len(PREFIX) :])
         off = parse_offset(off_raw.strip()) if off_raw is not None else None
         sub = parse_uint(sub_raw.strip(), "Stream-Fork-Sub-Offset") if sub_raw is not None else 0

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast, get_args
 
 import msgspec
 from aiohttp import web
 
 from hub.core.auth import bearer
 from hub.core.errors import HubError
-from hub.core.fanout import Format, Outbox, OutboxClosed
-from hub.core.service import HUB, Hub, as_hub_error
-from hub.protocols.native.messages import MAX_OFFSET
-from storage import CloseInfo, StorageError
+from hub.core.fanout import Format, Outbox, OutboxClosed, texts
+from hub.core.positions import MAX_OFFSET, parse_uint
+from hub.core.service import HUB, Hub
+from storage import CloseInfo, CloseStatus
 
 routes = web.RouteTableDef()
 
@@ -36,7 +36,7 @@ class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CloseBody(msgspec.Struct, forbid_unknown_fields=True):
-    status: str = "done"
+    status: str = "done"  # a status we do not know is bad_request, as over WebSocket
     error: str | None = None
 
 
@@ -54,19 +54,7 @@ def _int(raw: str | None, name: str, default: int | None = None) -> int:
         if default is None:
             raise HubError("bad_request", f"{name} is required")
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise HubError(
-            "invalid_offset" if name in ("from", "Last-Event-ID") else "bad_request",
-            f"{name} must be an integer, not {raw[:40]!r}",
-        ) from None
-    if not 0 <= v <= MAX_OFFSET:
-        raise HubError(
-            "invalid_offset" if name in ("from", "Last-Event-ID") else "bad_request",
-            f"{name} must be between 0 and {MAX_OFFSET}",
-        )
-    return v
+    return parse_uint(raw, name, "invalid_offset" if name in ("from", "Last-Event-ID") else "bad_request")
 
 
 async def _body(request: web.Request, typ: type[Any]) -> Any:
@@ -75,8 +63,8 @@ async def _body(request: web.Request, typ: type[Any]) -> Any:
         return typ()
     try:
         return msgspec.json.decode(raw, type=typ)
-    except msgspec.ValidationError as e:
-        raise HubError("bad_request", f"invalid body: {e}") from None
+    except msgspec.ValidationError as e:  # wrong field types, unknown fields: as over WebSocket
+        raise HubError("malformed_frame", f"invalid body: {e}") from None
     except msgspec.DecodeError as e:
         raise HubError("malformed_frame", f"body is not valid JSON: {e}") from None
 
@@ -92,13 +80,12 @@ def _ctx(request: web.Request, action: str) -> tuple[Hub, str]:
 async def create(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     body = await _body(request, CreateBody)
-    existed = hub.store.exists(sid)
-    try:
-        s = await hub.store.create(sid, ttl=body.ttl, labels=body.labels, exist_ok=True)
-    except StorageError as e:
-        raise as_hub_error(e, sid) from None
+    if body.ttl is not None and not body.ttl >= 0:
+        raise HubError("bad_request", "ttl must be a number of seconds >= 0", stream=sid)
+    existed = await hub.exists(sid)
+    s = await hub.create(sid, ttl=body.ttl, labels=body.labels, exist_ok=True)
     return _json(
-        {"stream": sid, "next": s.next_offset, "status": s.status, "epoch": s.log.meta.epoch},
+        {"stream": sid, "next": s.next_offset, "status": s.status, "epoch": s.epoch},
         200 if existed else 201,
     )
 
@@ -107,9 +94,9 @@ async def create(request: web.Request) -> web.Response:
 async def close(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     body = await _body(request, CloseBody)
-    if body.status not in ("done", "error", "cancelled"):
-        raise HubError("bad_request", "status must be done, error or cancelled", stream=sid)
-    s = await hub.close_stream(sid, body.status, body.error)
+    if body.status not in get_args(CloseStatus):
+        raise HubError("bad_request", "status must be done, error or cancelled", sid)
+    s = await hub.close(sid, cast(CloseStatus, body.status), body.error)
     return _json({"stream": sid, "next": s.next_offset, "status": s.status})
 
 
@@ -128,11 +115,8 @@ async def fork(request: web.Request) -> web.Response:
     hub.auth.grant(bearer(request)).check("write", body.stream)
     if body.upto is not None and not 0 <= body.upto <= MAX_OFFSET:
         raise HubError("invalid_offset", f"upto must be between 0 and {MAX_OFFSET}", stream=src)
-    try:
-        s = await hub.store.fork(src, body.stream, body.upto, body.labels)
-    except StorageError as e:
-        raise as_hub_error(e, body.stream) from None
-    shared = sum(1 for seg in s.log.segments if seg.sealed)
+    s = await hub.fork(src, body.stream, body.upto, body.labels)
+    shared = s.info().shared_segments
     return _json(
         {"stream": body.stream, "next": s.next_offset, "forked_from": src, "shared_segments": shared}, 201
     )
@@ -141,7 +125,7 @@ async def fork(request: web.Request) -> web.Response:
 @routes.post("/streams/{id:.+}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "cancel")
-    told = hub.request_cancel(sid)
+    told = await hub.cancel(sid)
     return _json({"stream": sid, "cancel_requested": True, "producer_notified": told}, 202)
 
 
@@ -164,15 +148,20 @@ async def append(request: web.Request) -> web.Response:
     if not chunks:
         raise HubError("bad_request", "data is an empty list: nothing to append", stream=sid)
     pid = request.headers.get("Producer-Id")
-    seq = _int(request.headers.get("Producer-Seq"), "Producer-Seq") if pid else None
+    raw_seq = request.headers.get("Producer-Seq")
+    if (pid is None) != (raw_seq is None):
+        raise HubError(
+            "bad_request", "Producer-Id and Producer-Seq go together: send both or neither", stream=sid
+        )
+    seq = _int(raw_seq, "Producer-Seq") if pid else None
     create = request.query.get("create") in ("1", "true")
-    offset, count, dup = await hub.append(sid, chunks, pid, seq, create)
+    res = await hub.append(sid, chunks, pid, seq, create=create)
     return _json(
         {
             "stream": sid,
-            "offset": offset,
-            "count": count,
-            "duplicate": dup,
+            "offset": res.offset,
+            "count": res.count,
+            "duplicate": res.duplicate,
             "cancelled": sid in hub.cancel_requested,
         }
     )
@@ -181,12 +170,21 @@ async def append(request: web.Request) -> web.Response:
 @routes.get("/streams/{id:.+}/sse")
 async def sse(request: web.Request) -> web.StreamResponse:
     hub, sid = _ctx(request, "read")
-    s = hub.stream(sid)
+    s = await hub.get(sid)
     last = request.headers.get("Last-Event-ID")
-    offset = _int(last, "Last-Event-ID") if last else _int(request.query.get("from"), "from", 0)
+    got_end = False
+    if last:
+        # the end event's id is "<offset>:end": a reader that saw it is done; one that saw only
+        # the last chunks ("<offset>") reconnects and still gets the end (issue 11)
+        got_end = last.endswith(END_ID_SUFFIX)
+        offset = _int(last.removesuffix(END_ID_SUFFIX), "Last-Event-ID")
+    elif request.query.get("from") == "now":  # live only: from the current end on
+        offset = s.next_offset
+    else:
+        offset = _int(request.query.get("from"), "from", 0)
     if offset > s.next_offset:
-        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", 416, sid)
-    if last is not None and s.ended and offset >= s.next_offset:
+        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", sid)
+    if got_end and s.ended and offset >= s.next_offset:
         return web.Response(status=204)  # EventSource stops reconnecting on 204
     if request.method == "HEAD":  # aiohttp routes HEAD to GET handlers: headers only, never an event body
         return web.Response(
@@ -200,9 +198,8 @@ async def sse(request: web.Request) -> web.StreamResponse:
         }
     )
     await resp.prepare(request)
-    hub.note_resume(sid, offset)
     outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
-    sub = hub.fanout.subscribe(s, outbox, offset, fmt=SSE_FORMAT)
+    sub = hub.subscribe(s, outbox, offset, fmt=SSE_FORMAT)
     writer = asyncio.create_task(outbox.run())
     try:
         finished = asyncio.create_task(sub.finished.wait())
@@ -228,14 +225,17 @@ async def sse(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+END_ID_SUFFIX = ":end"  # the end event's id: "<offset>:end", distinct from the last chunks' "<offset>"
+
+
 class SseFormat(Format):
-    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
-        body = msgspec.json.encode({"offset": offset, "data": data}).decode()
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        body = msgspec.json.encode({"offset": offset, "data": texts(data)}).decode()
         return f"id: {offset + len(data)}\ndata: {body}\n\n"
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
         body = msgspec.json.encode({"offset": offset, "status": info.status, "error": info.error}).decode()
-        return f"id: {offset}\nevent: end\ndata: {body}\n\n"
+        return f"id: {offset}{END_ID_SUFFIX}\nevent: end\ndata: {body}\n\n"
 
     def error(self, stream: str, code: str, message: str) -> str:
         body = msgspec.json.encode({"code": code, "message": message}).decode()
@@ -248,15 +248,12 @@ SSE_FORMAT = SseFormat()
 @routes.get("/streams/{id:.+}")
 async def read(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "read")
-    s = hub.stream(sid)
+    s = await hub.get(sid)
     offset = _int(request.query.get("from"), "from", 0)
     limit = min(_int(request.query.get("limit"), "limit", 1000), 10000)
     if offset > s.next_offset:
-        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", 416, sid)
-    try:
-        chunks = s.read(offset, limit)
-    except StorageError as e:
-        raise as_hub_error(e, sid) from None
+        raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", sid)
+    chunks = await hub.read(s, offset, limit)
     ci = s.close_info
     return _json(
         {
@@ -267,7 +264,7 @@ async def read(request: web.Request) -> web.Response:
             "end": s.next_offset,
             "status": s.status,
             "error": ci.error if ci else None,
-            "epoch": s.log.meta.epoch,
+            "epoch": s.epoch,
         }
     )
 
@@ -275,10 +272,7 @@ async def read(request: web.Request) -> web.Response:
 @routes.delete("/streams/{id:.+}")
 async def delete(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
-    try:
-        await hub.store.delete(sid)
-    except StorageError as e:
-        raise as_hub_error(e, sid) from None
+    await hub.delete(sid)
     return web.Response(status=204)
 
 
@@ -287,5 +281,5 @@ async def list_streams(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     prefix = request.query.get("prefix", "")
     grant = hub.auth.grant(bearer(request))
-    ids = [i for i in hub.store.list(prefix) if grant.can("read", i)]
+    ids = [i for i in await hub.list_streams(prefix) if grant.can("read", i)]
     return _json({"streams": ids[:10000]})

@@ -3,6 +3,15 @@
 The reader loop never waits on storage or on the socket: an append is started in order (its offset
 is assigned synchronously) and acknowledged by its own task once durable, and every outgoing frame
 goes through the connection's bounded ``Outbox``.
+
+Invariants (docs/protocol.md, "Order" and "Slow readers"):
+
+* Ops on one stream start in arrival order. An op that cannot start at once (a ``create``, or an
+  ``append`` with ``create`` for a stream not there yet) holds a gate; later ops on that stream queue
+  behind it and start one by one as each predecessor has started, so pipelined creates, appends and
+  subscribes behave as if each had waited for the previous reply.
+* A peer that lets control frames pile up past twice the outbox is closed with 4408: the reader
+  stops, and the close frame is written behind what is already buffered, never instead of it.
 """
 
 from __future__ import annotations
@@ -12,25 +21,23 @@ import contextlib
 import logging
 import socket
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
 
 from hub.core.auth import Grant, bearer
-from hub.core.errors import HubError
+from hub.core.errors import CloseCode, HubError
 from hub.core.fanout import Outbox, Subscription
-from hub.core.service import HUB, Hub, as_hub_error
+from hub.core.service import HUB, Hub
+from hub.core.tasks import TaskSet
 from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
 from hub.protocols.native import messages as p
-from storage import StorageError
+from storage import Status
 
 log = logging.getLogger("hub.ws")
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_UNAUTHORIZED = 4401  # do not reconnect with the same token
-CLOSE_SLOW = 4408  # the client could not keep up with its own control frames: resume from your offset
+SLOW_CLOSE_S = 5.0  # how long a 4408 close frame may wait behind unread data before the socket is dropped
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -40,7 +47,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     ip = request.remote or "?"
     if hub.per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
         raise HubError(
-            "too_many_connections", f"at most {cfg.max_connections_per_ip} connections per address", 429
+            "too_many_connections", f"at most {cfg.max_connections_per_ip} connections per address"
         )
     ws = web.WebSocketResponse(heartbeat=cfg.heartbeat_s, max_msg_size=cfg.max_message_bytes)
     await ws.prepare(request)
@@ -53,7 +60,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         grant = hub.auth.grant(bearer(request))
     except HubError as e:
         await ws.send_str(p.error_frame(e))
-        await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
+        await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")
         return ws
     hub.per_ip[ip] = hub.per_ip.get(ip, 0) + 1
     hub.counters.connections_total += 1
@@ -82,7 +89,14 @@ class Connection:
         self.subs: dict[str, Subscription] = {}
         self.produced: set[str] = set()
         self.inflight = asyncio.Semaphore(hub.config.max_inflight_appends)
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskSet()
+        self.slow = False  # the peer let its control frames pile up past twice the outbox: 4408
+        # Arrival order per stream: while an op on a stream cannot start at once (a create in flight,
+        # or an op queued behind one), the next ops on that stream queue behind it. ``gates[sid]``
+        # resolves once the last queued op on ``sid`` has started (its offset assigned, its stream
+        # created, its subscription registered); ``queued`` bounds how many may wait.
+        self.gates: dict[str, asyncio.Future[None]] = {}
+        self.queued = asyncio.Semaphore(hub.config.max_inflight_appends)
 
     async def run(self) -> None:
         writer = asyncio.create_task(self.outbox.run())
@@ -98,6 +112,10 @@ class Connection:
                     break
                 if self.outbox.closed:
                     break
+                if self.outbox.bytes > self.outbox.max_bytes // 2:
+                    # frames already buffered are handled without a pause: give the writer a turn,
+                    # so a burst of pings from a reading client is answered rather than a 4408
+                    await asyncio.sleep(0)
         finally:
             for sub in list(self.subs.values()):
                 sub.stop()
@@ -106,37 +124,91 @@ class Connection:
             if self.chats is not None:
                 for chat in self.watching:
                     self.chats.unwatch(chat, self.on_chat_event)
-            for t in list(self.tasks):
-                t.cancel()
+            self.tasks.cancel()
             self.outbox.close()
+            if self.slow:
+                # not cancelled: a writer blocked in a drain shares aiohttp's drain future with the
+                # close frame's write, and cancelling it would cancel that future (and the close)
+                await self._close_slow()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
                 await writer
             if not self.ws.closed:
                 await self.ws.close()
 
+    async def _close_slow(self) -> None:
+        """Close with 4408. The close frame goes out behind everything already in the socket's
+        buffers, so a peer that reads again within ``SLOW_CLOSE_S`` gets it (and resumes from its
+        offsets); one that does not gets the TCP connection closed under it."""
+        try:
+            async with asyncio.timeout(SLOW_CLOSE_S):
+                await self.ws.close(code=CloseCode.SLOW, message=b"slow consumer: resume from your offset")
+        except TimeoutError:
+            transport = self.ws._req.transport if self.ws._req is not None else None
+            if transport is not None:
+                transport.abort()
+
     def send(self, frame: str) -> None:
-        if not self.outbox.force(frame):
-            # not even control frames drain: the peer is not reading. It resumes from its offsets.
+        if not self.outbox.force(frame) and not self.outbox.closed:
+            # not even control frames drain: the peer is not reading. It resumes from its offsets;
+            # ``run`` stops reading its frames and closes with 4408.
+            self.slow = True
             self.outbox.close()
-            t = asyncio.create_task(
-                self.ws.close(code=CLOSE_SLOW, message=b"slow consumer: resume from your offset")
-            )
-            self.tasks.add(t)
-            t.add_done_callback(self.tasks.discard)
 
     def send_error(self, err: HubError, id: int | str | None = None) -> None:
         self.hub.counters.errors += 1
         self.send(p.error_frame(err, id))
 
     async def handle(self, frame: str) -> None:
-        msg: p.ClientMsg | None = None
         try:
             msg = p.decode(frame)
+        except HubError as e:
+            rid, sid = p.peek(frame)  # a refused frame's error still names its request
+            e.stream = e.stream or sid
+            self.send_error(e, rid)
+            return
+        sid = getattr(msg, "stream", None)
+        prev = self.gates.get(sid) if isinstance(sid, str) else None
+        if prev is not None and isinstance(sid, str):
+            await self.queued.acquire()
+            mine = self.gates[sid] = asyncio.get_running_loop().create_future()
+            self.spawn(self._in_order(sid, prev, mine, msg))
+            return
+        await self.dispatch(msg, None)
+
+    async def _in_order(
+        self, sid: str, prev: asyncio.Future[None], mine: asyncio.Future[None], msg: p.ClientMsg
+    ) -> None:
+        owned = False
+        try:
+            await prev
+            owned = await self.dispatch(msg, mine)
+        finally:
+            self.queued.release()
+            if not owned:
+                self._open_gate(sid, mine)
+
+    def _open_gate(self, sid: str, gate: asyncio.Future[None]) -> None:
+        """The op holding ``gate`` has started: the next op on ``sid`` may start. The op's own first
+        step (an append's offset assignment) runs before anything this wakes, as tasks run in order."""
+        if not gate.done():
+            gate.set_result(None)
+        if self.gates.get(sid) is gate:
+            del self.gates[sid]
+
+    def _gate(self, sid: str, gate: asyncio.Future[None] | None) -> asyncio.Future[None]:
+        """A gate that holds back later ops on ``sid`` until this op's create is done."""
+        if gate is None:
+            gate = self.gates[sid] = asyncio.get_running_loop().create_future()
+        return gate
+
+    async def dispatch(self, msg: p.ClientMsg, gate: asyncio.Future[None] | None) -> bool:
+        """Start ``msg``. True if it took over ``gate`` (a create opens it when it is done)."""
+        try:
             if isinstance(msg, p.Append):
-                await self.append(msg)
+                return await self.append(msg, gate)
             elif isinstance(msg, p.Subscribe):
-                self.subscribe(msg)
+                await self.subscribe(msg)
             elif isinstance(msg, p.Unsubscribe):
                 sub = self.subs.pop(msg.stream, None)
                 if sub is not None:
@@ -146,30 +218,31 @@ class Connection:
                 self.send(p.encode(p.Pong(msg.t)))
             elif isinstance(msg, p.Cancel):
                 self.grant.check("cancel", msg.stream)
-                self.hub.request_cancel(msg.stream)
+                await self.hub.cancel(msg.stream)
                 if msg.id is not None:
-                    self.send(p.encode(p.Ack(msg.id, msg.stream, self.hub.stream(msg.stream).next_offset)))
+                    s = await self.hub.get(msg.stream)
+                    self.send(p.encode(p.Ack(msg.id, msg.stream, s.next_offset)))
             elif isinstance(msg, p.Watch):
-                self.watch(msg.chat)
+                await self.watch(msg.chat)
             elif isinstance(msg, p.Unwatch):
                 if self.chats is not None and msg.chat in self.watching:
                     self.watching.discard(msg.chat)
                     self.chats.unwatch(msg.chat, self.on_chat_event)
+            elif isinstance(msg, p.Create):
+                self.spawn(self.control(msg, self._gate(msg.stream, gate)))
+                return True
             else:
-                self.spawn(self.control(msg))
+                self.spawn(self.control(msg, None))
         except HubError as e:
             self.send_error(e, getattr(msg, "id", None))
-        except StorageError as e:
-            self.send_error(as_hub_error(e, getattr(msg, "stream", None)), getattr(msg, "id", None))
+        return False
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        t: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self.tasks.add(t)
-        t.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(coro)
 
     # --- subscribers -------------------------------------------------------------------------
 
-    def subscribe(self, msg: p.Subscribe) -> None:
+    async def subscribe(self, msg: p.Subscribe) -> None:
         self.grant.check("read", msg.stream)
         old = self.subs.pop(msg.stream, None)
         if old is not None:
@@ -178,11 +251,10 @@ class Connection:
             raise HubError(
                 "too_many_subscriptions",
                 f"at most {self.hub.config.max_subscriptions} subscriptions per connection",
-                429,
                 msg.stream,
             )
-        s = self.hub.stream(msg.stream)
-        epoch = s.log.meta.epoch
+        s = await self.hub.get(msg.stream)
+        epoch = s.epoch
         offset = s.next_offset if msg.from_ == "now" else msg.from_
         assert isinstance(offset, int)
         if msg.epoch is not None and msg.epoch != epoch:
@@ -192,12 +264,11 @@ class Connection:
             raise HubError(
                 "offset_out_of_range",
                 f"offset {offset} is past the end of the stream ({s.next_offset})",
-                416,
                 msg.stream,
             )
-        self.send(p.encode(p.Subscribed(msg.stream, offset, epoch, s.next_offset, s.status, msg.id)))
-        self.hub.note_resume(msg.stream, offset)
-        sub = self.subs[msg.stream] = self.hub.fanout.subscribe(
+        status = cast(Status, s.status)
+        self.send(p.encode(p.Subscribed(msg.stream, offset, epoch, s.next_offset, status, msg.id)))
+        sub = self.subs[msg.stream] = self.hub.subscribe(
             s, self.outbox, offset, coalesce_ms=msg.coalesce_ms, coalesce_bytes=max(1, msg.coalesce_bytes)
         )
 
@@ -212,17 +283,17 @@ class Connection:
 
     # --- chats -------------------------------------------------------------------------------
 
-    def watch(self, chat: str) -> None:
+    async def watch(self, chat: str) -> None:
         check_chat_id(chat)
         if self.chats is None:
             raise HubError("unknown_op", "this hub does not serve chats")
         if chat not in self.watching:
             if len(self.watching) >= self.hub.config.max_subscriptions:
-                raise HubError("too_many_subscriptions", "watching too many chats on one connection", 429)
+                raise HubError("too_many_subscriptions", "watching too many chats on one connection")
             self.watching.add(chat)
             self.chats.watch(chat, self.on_chat_event)
         # snapshot after registering: an answer started in between shows up in both, never in neither
-        self.send(p.encode(p.ChatSnapshot(chat, snapshot(self.hub, chat, self.grant))))
+        self.send(p.encode(p.ChatSnapshot(chat, await snapshot(self.hub, chat, self.grant))))
 
     def on_chat_event(self, ev: p.ChatEvent) -> None:
         if self.grant.can("read", ev.stream):
@@ -237,50 +308,60 @@ class Connection:
         """The stream ended: no cancel can reach it any more (called by the hub)."""
         self.produced.discard(stream_id)
 
-    def _produce(self, stream_id: str) -> None:
-        try:
-            if self.hub.store.get(stream_id).ended:
+    async def _produce(self, stream_id: str) -> None:
+        with contextlib.suppress(HubError):  # not there (yet): the append or create says why
+            if (await self.hub.get(stream_id)).ended:
                 return  # a retry to an ended stream: no cancel can reach it any more
-        except StorageError:
-            pass
         if stream_id not in self.produced:
             self.produced.add(stream_id)
             self.hub.watch_cancel(stream_id, self.on_cancel)
 
-    async def append(self, msg: p.Append) -> None:
+    async def append(self, msg: p.Append, gate: asyncio.Future[None] | None) -> bool:
         self.grant.check("write", msg.stream)
         data = [msg.data] if isinstance(msg.data, str) else msg.data
         chunks = [d.encode() for d in data]
-        self._produce(msg.stream)
+        await self._produce(msg.stream)
+        creating = None
+        if msg.create and not await self.hub.exists(msg.stream):
+            creating = self._gate(msg.stream, gate)  # later ops on the stream wait for the create
         await self.inflight.acquire()
         # Started now, in arrival order: the offset is assigned before the task's first await.
-        self.spawn(self._append(msg, chunks))
+        self.spawn(self._append(msg, chunks, creating))
+        return creating is not None
 
-    async def _append(self, msg: p.Append, chunks: list[bytes]) -> None:
+    async def _append(
+        self, msg: p.Append, chunks: list[bytes], creating: asyncio.Future[None] | None
+    ) -> None:
         try:
-            offset, count, dup = await self.hub.append(msg.stream, chunks, msg.producer, msg.seq, msg.create)
+            if creating is not None:
+                try:
+                    await self.hub.create(msg.stream, exist_ok=True)
+                finally:
+                    self._open_gate(msg.stream, creating)
+            res = await self.hub.append(msg.stream, chunks, msg.producer, msg.seq, create=msg.create)
             cancelled = msg.stream in self.hub.cancel_requested
-            self.send(p.encode(p.Ack(msg.id, msg.stream, offset, count, dup, cancelled)))
+            self.send(p.encode(p.Ack(msg.id, msg.stream, res.offset, res.count, res.duplicate, cancelled)))
         except HubError as e:
             self.send_error(e, msg.id)
         finally:
             self.inflight.release()
 
-    async def control(self, msg: p.ClientMsg) -> None:
+    async def control(self, msg: p.ClientMsg, gate: asyncio.Future[None] | None) -> None:
         try:
             if isinstance(msg, p.Create):
-                self.grant.check("write", msg.stream)
-                self._produce(msg.stream)
                 try:
-                    s = await self.hub.store.create(
+                    self.grant.check("write", msg.stream)
+                    await self._produce(msg.stream)
+                    s = await self.hub.create(
                         msg.stream, ttl=msg.ttl, labels=msg.labels, exist_ok=msg.exist_ok
                     )
-                except StorageError as e:
-                    raise as_hub_error(e, msg.stream) from None
+                finally:
+                    if gate is not None:
+                        self._open_gate(msg.stream, gate)
                 self.send(p.encode(p.Ack(msg.id, msg.stream, s.next_offset)))
             elif isinstance(msg, p.Close):
                 self.grant.check("write", msg.stream)
-                s = await self.hub.close_stream(msg.stream, msg.status, msg.error)
+                s = await self.hub.close(msg.stream, msg.status, msg.error)
                 self.send(p.encode(p.Ack(msg.id, msg.stream, s.next_offset)))
         except HubError as e:
             self.send_error(e, getattr(msg, "id", None))
@@ -291,4 +372,4 @@ async def close_all(hub: Hub) -> None:
     for conn in list(hub.connections):
         if isinstance(conn, Connection):
             with contextlib.suppress(Exception):
-                await conn.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+                await conn.ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")

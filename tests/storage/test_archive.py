@@ -1,0 +1,225 @@
+"""The catalog and the archive (storage/file/catalog.py, archive.py) under a real Store on real files.
+
+Finished answers leave their directories for rows of store.db and read back through the same
+StreamHandle API (replay, seek, fork, delete, producer retries); damaged rows answer corrupt_data;
+a torn WAL tail is dropped by SQLite's own checksums; the old layout migrates on start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SMALL, files_under, read_all
+
+from storage import CorruptData, StreamClosed, StreamGone, ids
+from storage.file.archive import ArchivedLog
+
+FIXTURE = Path(__file__).with_name("fixtures") / "layout-v1"
+
+
+async def until(cond: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+async def archived_store(store_factory: Any, **kw: Any) -> Any:
+    kw.setdefault("seal_delay_s", 0.0)
+    kw.setdefault("archive_delay_s", 0.0)
+    return await store_factory(**kw)
+
+
+async def finish(store: Any, sid: str, chunks: list[bytes], per: int = 3, **kw: Any) -> None:
+    s = await store.create(sid, **kw)
+    for i in range(0, len(chunks), per):
+        await s.append(chunks[i : i + per], "p", i // per + 1)
+    await s.close("done")
+
+
+async def test_finished_answers_move_into_the_archive_and_read_back(
+    store_factory: Any, tmp_path: Path
+) -> None:
+    store = await archived_store(store_factory)
+    answers = {f"chat/{i // 8}/{i % 8}": [f"{i}.{k} ".encode() for k in range(5 + i * 7)] for i in range(40)}
+    await asyncio.gather(*(finish(store, sid, chunks) for sid, chunks in answers.items()))
+    live = await store.create("chat/9/live")
+    await live.append([b"still going"])
+    await until(lambda: store.counters["archived"] == 40)
+    # nothing of a finished answer is left in files: the data dir is the db and the live stream
+    streams = [p for p in files_under(tmp_path / "data" / "streams")]
+    assert all(ids.dir_name("chat/9/live") in str(p) for p in streams), streams
+    assert len([d for d in (tmp_path / "data" / "streams").iterdir()]) == 1  # empty fan-out dirs pruned
+    for sid, chunks in answers.items():
+        s = store.get(sid)
+        assert isinstance(s.log, ArchivedLog) and s.status == "done"
+        assert read_all(s) == chunks
+        if len(chunks) > 3:
+            assert s.read(3, max_chunks=2) == chunks[3:5]  # a seek into the middle
+        assert s.read(len(chunks)) == []
+        with pytest.raises(StreamClosed):
+            await s.append([b"late"])
+        # the producer's last append, retried, is still recognised
+        last = (len(chunks) + 2) // 3
+        retry = await s.append(chunks[(last - 1) * 3 :], "p", last)
+        assert retry.duplicate and retry.offset == (last - 1) * 3
+        info = s.info()
+        assert (info.chunks, info.raw_bytes) == (len(chunks), sum(map(len, chunks)))
+    assert store.list("chat/3/") == [f"chat/3/{k}" for k in range(8)]
+    assert store.list("chat/", limit=3) == ["chat/0/0", "chat/0/1", "chat/0/2"]
+    assert await store.open_stream_ids() == ["chat/9/live"]
+
+
+async def test_archived_answers_survive_a_restart_and_stay_unloaded(
+    store_factory: Any, tmp_path: Path
+) -> None:
+    store = await archived_store(store_factory)
+    chunks = [f"t{k}".encode() for k in range(200)]  # several blocks (SMALL: 1 KiB blocks)
+    await finish(store, "long", chunks, per=7, labels={"k": "v"})
+    await until(lambda: store.counters["archived"] == 1)
+    epoch = store.get("long").epoch
+    await store.stop()
+    again = await archived_store(store_factory, root=store.root)
+    assert again.stats()["streams"] == 1 and again.stats()["streams_loaded"] == 0
+    s = again.get("long")
+    assert isinstance(s.log, ArchivedLog)
+    assert read_all(s) == chunks and s.epoch == epoch and s.meta.labels == {"k": "v"}
+    for start in (0, 1, 57, 150, 199):
+        assert s.read(start, max_chunks=3) == chunks[start : start + 3]
+    assert (await s.producer_state("p")) is not None
+    await again.set_labels("long", {"k": "w"})
+    await again.stop()
+    third = await archived_store(store_factory, root=store.root)
+    assert third.get("long").meta.labels == {"k": "w"}
+
+
+async def test_fork_and_delete_of_an_archived_answer(store_factory: Any) -> None:
+    store = await archived_store(store_factory)
+    chunks = [f"c{k}".encode() for k in range(30)]
+    await finish(store, "src", chunks)
+    await until(lambda: store.counters["archived"] == 1)
+    fork = await store.fork("src", "fork", upto=10)
+    assert read_all(fork) == chunks[:10]
+    await fork.append([b"new"])
+    assert read_all(fork) == [*chunks[:10], b"new"]
+    await store.delete("src")
+    with pytest.raises(StreamGone):
+        store.get("src")
+    assert not store.exists("src") and store.list() == ["fork"]
+    conn = sqlite3.connect(store.root / "store.db")
+    assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0  # its blocks went with it
+    conn.close()
+
+
+async def test_a_corrupt_archived_block_answers_corrupt_data(store_factory: Any) -> None:
+    store = await archived_store(store_factory)
+    chunks = [f"x{k}".encode() for k in range(900)]
+    await finish(store, "bad", chunks, per=10)
+    await until(lambda: store.counters["archived"] == 1)
+    await store.stop()
+    conn = sqlite3.connect(store.root / "store.db")
+    rows = conn.execute("SELECT first, data FROM blocks ORDER BY first").fetchall()
+    assert len(rows) >= 3
+    first, data = rows[1]
+    flipped = bytearray(data)
+    flipped[40] ^= 0x10
+    conn.execute("UPDATE blocks SET data = ? WHERE first = ?", (bytes(flipped), first))
+    conn.commit()
+    conn.close()
+    again = await archived_store(store_factory, root=store.root)
+    s = again.get("bad")
+    assert s.read(0, max_chunks=1000) == chunks[:first]  # served up to the damage, no further
+    with pytest.raises(CorruptData):
+        s.read(first)
+    nxt = rows[2][0]
+    assert s.read(nxt, max_chunks=1000) == chunks[nxt:]  # and after it
+
+
+async def test_a_torn_wal_tail_is_dropped(store_factory: Any) -> None:
+    """A crash while SQLite appends a commit leaves a torn frame at the end of store.db-wal; its
+    checksum fails and the commit is ignored, everything before it is intact."""
+    store = await archived_store(store_factory)
+    await finish(store, "a", [b"one", b"two"])
+    await until(lambda: store.counters["archived"] == 1)
+    root = store.root
+    shutil.copy(root / "store.db-wal", root / "wal.copy")
+    await store.stop()
+    shutil.copy(root / "wal.copy", root / "store.db-wal")  # as if killed before a checkpoint
+    with open(root / "store.db-wal", "ab") as f:
+        f.write(b"\x00\x2d\xe2\x18" + b"torn frame" * 300)
+    (root / "CLEAN_SHUTDOWN").unlink(missing_ok=True)
+    again = await archived_store(store_factory, root=root)
+    assert read_all(again.get("a")) == [b"one", b"two"]
+    s = await again.create("b")
+    await s.append([b"after"])
+    assert again.list() == ["a", "b"]
+
+
+async def test_expiry_comes_from_the_indexed_deadline(store_factory: Any) -> None:
+    store = await archived_store(store_factory)
+    await finish(store, "short", [b"x"], ttl=5.0)
+    await finish(store, "forever", [b"y"])
+    await until(lambda: store.counters["archived"] == 2)
+    await store.stop()
+    again = await archived_store(store_factory, root=store.root, retention_every=3600)
+    import time
+
+    assert await again.expire(now=time.time()) == []
+    assert await again.expire(now=time.time() + 6) == ["short"]
+    assert again.list() == ["forever"] and again.stats()["streams_loaded"] <= 2
+
+
+async def test_a_crash_leaves_directories_and_rows_that_start_reconciles(
+    store_factory: Any, tmp_path: Path
+) -> None:
+    store = await archived_store(store_factory, archive_delay_s=None)
+    await finish(store, "kept", [b"k"])
+    await store.stop()
+    root = store.root
+    (root / "CLEAN_SHUTDOWN").unlink()
+    # a row lost with an unsynced commit: the directory is the truth, and comes back
+    conn = sqlite3.connect(root / "store.db")
+    conn.execute("DELETE FROM streams WHERE id = 'kept'")
+    conn.commit()
+    conn.close()
+    again = await archived_store(store_factory, root=root)
+    await until(lambda: not again.catalog.open_ids())  # the walk set its status from the files
+    assert again.list() == ["kept"] and again.get("kept").status == "done"
+    assert read_all(again.get("kept")) == [b"k"]
+    await until(lambda: again.counters["archived"] == 1)
+
+
+async def test_the_old_layout_is_migrated_on_start(store_factory: Any, tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    shutil.copytree(FIXTURE, root)
+    assert not (root / "store.db").exists()
+    store = await store_factory(root=root, log=SMALL, seal_delay_s=0.0, archive_delay_s=0.0)
+    assert store.list() == ["chat/1/a", "chat/1/b", "chat/2/a"]
+    with pytest.raises(StreamGone):
+        store.get("gone/1")  # its tombstone still answers
+    a = store.get("chat/1/a")
+    assert a.status == "done" and a.meta.labels == {"role": "assistant"}
+    assert read_all(a) == [c for i in range(50) for c in (f"tok{i} ".encode(), b"x")]
+    b = store.get("chat/1/b")
+    assert (b.status, b.close_info.error if b.close_info else None) == ("error", "model failed")
+    assert read_all(b) == [f"long answer token {i};".encode() for i in range(300)]
+    assert b.meta.ttl == 3600.0
+    open_ = store.get("chat/2/a")
+    assert open_.status == "open" and read_all(open_) == [b"still ", b"open"]
+    assert (await open_.producer_state("p2")) is not None
+    assert await store.open_stream_ids() == ["chat/2/a"]
+    # the finished ones then move into the archive; the open one keeps its files
+    await until(lambda: store.counters["archived"] == 2)
+    assert isinstance(store.get("chat/1/b").log, ArchivedLog)
+    assert read_all(store.get("chat/1/b")) == [f"long answer token {i};".encode() for i in range(300)]
+    assert {p.parent.name for p in (root / "streams").glob("*/*/*/meta.json")} == {ids.dir_name("chat/2/a")}
+    r = await open_.append([b" more"], "p2", 8)
+    assert r.offset == 2
+    await store.stop()
+    again = await store_factory(root=root, log=SMALL)
+    assert again.list() == ["chat/1/a", "chat/1/b", "chat/2/a"]
+    assert read_all(again.get("chat/1/a"))[:2] == [b"tok0 ", b"x"]
