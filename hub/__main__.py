@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     sv.add_argument("--host", help="bind address (RHUB_HOST, default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port, 0 = any free port (RHUB_PORT, default 8765)")
     sv.add_argument("--data-dir", help="where streams live (RHUB_DATA_DIR, default ./data)")
+    sv.add_argument(
+        "--store",
+        help="storage engine: redis://host:port/db for hubs side by side (RHUB_STORE; default: files in --data-dir)",
+    )
     sv.add_argument("--fsync", choices=["always", "interval", "never"], help="durability policy (RHUB_FSYNC)")
     sv.add_argument("--fsync-interval-ms", type=float, help="group commit window (RHUB_FSYNC_INTERVAL_MS)")
     sv.add_argument("--admin-token", help="bearer token for /admin and /metrics (RHUB_ADMIN_TOKEN)")
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         data_dir=args.data_dir,
+        store=args.store,
         fsync=args.fsync,
         fsync_interval_ms=args.fsync_interval_ms,
         admin_token=args.admin_token,
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     app = make_app(cfg)
 
     print(
-        f"resumable-hub: data in {cfg.data_dir.resolve()} (fsync={cfg.fsync}, auth={'on' if cfg.jwt_secret else 'off'})",
+        f"resumable-hub: data in {cfg.store or cfg.data_dir.resolve()} (fsync={cfg.fsync}, auth={'on' if cfg.jwt_secret else 'off'})",
         flush=True,
     )
     print(f"resumable-hub: admin token {cfg.admin_token}", flush=True)

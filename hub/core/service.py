@@ -66,14 +66,19 @@ class Hub:
     def __init__(self, config: Config, auth: Auth) -> None:
         self.config = config
         self.auth = auth
-        # start-up wiring: the one place that names an engine (the file engine's options)
-        self.store: Engine = open_engine(
-            str(config.data_dir),
-            fsync=config.fsync,
-            interval_ms=config.fsync_interval_ms,
-            default_ttl=config.stream_ttl_s,
-            log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
-        )
+        # start-up wiring: the one place that names an engine and its options
+        if config.store and not config.store.startswith("file:"):
+            self.store: Engine = open_engine(
+                config.store, default_ttl=config.stream_ttl_s, max_chunk_bytes=config.max_chunk_bytes
+            )
+        else:
+            self.store = open_engine(
+                config.store or str(config.data_dir),
+                fsync=config.fsync,
+                interval_ms=config.fsync_interval_ms,
+                default_ttl=config.stream_ttl_s,
+                log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
+            )
         self.fanout = Fanout()
         self.counters = Counters()
         self.hooks = Hooks()

@@ -335,8 +335,10 @@ class RedisStream:
                 e._ended_here(self)
             return AppendResult(first, count)
         if kind == "dup":
+            self._grow(int(r[3]))  # what the answer was decided from is in Redis: readable
             return AppendResult(int(r[1]), int(r[2]), duplicate=True)
         if kind == "err":
+            self._grow(int(r[3]))
             raise ERRORS.get(r[1].decode(), StorageError)(r[2].decode())
         if kind == "sealed":  # finished: only a producer retry can still be answered
             await self.refresh()
@@ -820,6 +822,7 @@ class RedisEngine:
         labels: dict[str, str] | None = None,
         exist_ok: bool = False,
         idle_ttl: float | None = None,
+        replace_gone: bool = False,
     ) -> RedisStream:
         ids.validate(stream_id)
         meta = StreamMeta(
@@ -832,12 +835,12 @@ class RedisEngine:
             labels=dict(labels or {}),
             idle_ttl=idle_ttl,
         )
-        s = await self._create(meta, exist_ok)
+        s = await self._create(meta, exist_ok, replace_gone)
         for cb in self.on_create:
             cb(s)
         return s
 
-    async def _create(self, meta: StreamMeta, exist_ok: bool) -> RedisStream:
+    async def _create(self, meta: StreamMeta, exist_ok: bool, replace_gone: bool = False) -> RedisStream:
         sp, sid = self.space, meta.id
         k = sp.stream(sid)
         idx, chat = sp.index_for(sid)
@@ -857,8 +860,11 @@ class RedisEngine:
                 self.opts.expire_grace,
                 sp.events,
                 self.origin,
+                "1" if replace_gone else "0",
             ],
         )
+        if r == b"gone":
+            raise StreamGone(f"stream {sid!r} was deleted or expired; its id is not reusable yet")
         if r == b"exists":
             if exist_ok:
                 return await self.get_stream(sid)

@@ -1,9 +1,11 @@
 -- Create a stream: its meta hash, its place in the indexes, its deadline; the id stops answering gone.
 -- KEYS: meta, data, sealed, tombstone, index, chats, open set, deadlines
 -- ARGV: 1 id, 2 meta json, 3 epoch, 4 now, 5 chat, 6 expires_at, 7 ttl, 8 idle ttl, 9 default ttl,
---       10 grace, 11 events channel, 12 origin
+--       10 grace, 11 events channel, 12 origin, 13 replace a tombstone ('1') or answer 'gone'
 local m, d, z, t = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', m) == 1 or redis.call('EXISTS', z) == 1 then return 'exists' end
+-- a reader holding an offset of the deleted stream must never resume into a new one
+if ARGV[13] ~= '1' and redis.call('EXISTS', t) == 1 then return 'gone' end
 redis.call('DEL', t, d)
 redis.call('HSET', m, 'id', ARGV[1], 'meta', ARGV[2], 'ep', ARGV[3], 'n', '0', 'raw', '0',
   'acc', ARGV[4], 'rid', run_id())

@@ -5,7 +5,8 @@
 -- ARGV: 1 mode, 2 renew, 3 new epoch, 4 now, 5 hint, 6 producer id ('' none), 7 has seq, 8 seq,
 --       9 producer epoch, 10 has stream seq, 11 stream seq, 12 close json ('' none), 13 channel,
 --       14 inline publish cap, 15 default ttl, 16 grace, 17 events channel, 18 origin, 19.. chunks
--- Returns {'ok', first, count, next, epoch, closed} | {'dup', first, count} | {'err', code, msg}
+-- Returns {'ok', first, count, next, epoch, closed} | {'dup', first, count, next}
+--       | {'err', code, msg, next}
 --       | {'sealed'} | {'gone'} | {'nf'}
 local m, d, z, t, openk, dl = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local mode = ARGV[1]
@@ -32,26 +33,26 @@ if mode == 'a' and win then
   if pep == win.epoch then
     if seq <= last then
       for _, e in ipairs(win.entries) do
-        if e[1] == seq then return {'dup', fmt(e[2]), fmt(e[3])} end
+        if e[1] == seq then return {'dup', fmt(e[2]), fmt(e[3]), fmt(n)} end
       end
       return {'err', 'sequence_error', 'producer ' .. pid .. ' seq ' .. fmt(seq) ..
-        ' is older than its retry window (last seq ' .. fmt(last) .. ')'}
+        ' is older than its retry window (last seq ' .. fmt(last) .. ')', fmt(n)}
     end
     if seq > last + 1 then
       return {'err', 'sequence_gap', 'producer ' .. pid .. ' seq ' .. fmt(seq) .. ' skips past ' ..
-        fmt(last + 1) .. ': appends in between were lost on the way'}
+        fmt(last + 1) .. ': appends in between were lost on the way', fmt(n)}
     end
   elseif pep < win.epoch then
     return {'err', 'sequence_error', 'producer ' .. pid .. ' epoch ' .. fmt(pep) ..
-      ' is older than ' .. fmt(win.epoch)}
+      ' is older than ' .. fmt(win.epoch), fmt(n)}
   end
 end
 if closed then
-  return {'err', 'stream_closed', 'stream is closed (' .. cjson.decode(closed).status .. ')'}
+  return {'err', 'stream_closed', 'stream is closed (' .. cjson.decode(closed).status .. ')', fmt(n)}
 end
 if mode == 'a' and ARGV[10] == '1' then
   if h[3] and not bytes_gt(ARGV[11], h[3]) then
-    return {'err', 'sequence_error', 'Stream-Seq ' .. ARGV[11] .. ' is not after the last one, ' .. h[3]}
+    return {'err', 'sequence_error', 'Stream-Seq ' .. ARGV[11] .. ' is not after the last one, ' .. h[3], fmt(n)}
   end
 end
 
