@@ -96,6 +96,10 @@ class Hub:
     async def start(self) -> None:
         self.store.on_end.append(lambda st: self._forget(st.id, deleted=False))
         self.store.on_delete.append(lambda sid: self._forget(sid, deleted=True))
+        # an engine shared by several hubs may carry a Stop to the hub its producer is connected to
+        remote_cancels = getattr(self.store, "on_cancel", None)
+        if remote_cancels is not None:
+            remote_cancels.append(self._cancel_here)
         await self.store.start()
         self._sampler = asyncio.create_task(self._sample())
 
@@ -262,6 +266,15 @@ class Hub:
         if s.ended:
             return False
         self.counters.cancels += 1
+        told = self._cancel_here(stream_id)
+        tell_others = getattr(self.store, "request_cancel", None)
+        if tell_others is not None:
+            with storage_errors(stream_id):
+                await tell_others(stream_id)
+        return told
+
+    def _cancel_here(self, stream_id: str) -> bool:
+        """Mark the stream cancelled on this hub and tell its producer if it is connected here."""
         self.cancel_requested.add(stream_id)
         self.hooks.emit(self.hooks.cancel_requested, stream_id)
         return self.cancel_listeners.emit(stream_id, stream_id) > 0

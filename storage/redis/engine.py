@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import ids
@@ -140,6 +140,8 @@ class RedisStream:
         self._want = 0  # an offset known to exist (from a notification) not delivered yet
         self._catching: asyncio.Task[None] | None = None
         self._inflight = 0  # this engine's appends awaiting their reply
+        self._queue: list[tuple[str, list[str], list[Any], Callable[[Any], None], asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._subs = 0  # listeners + waiters: while > 0 the engine subscribes to the channel
         self._last_access_sent = 0.0
@@ -314,26 +316,28 @@ class RedisStream:
             *chunks,
         ]
         k = self.k
-        self._inflight += 1
-        try:
-            r = await e._run(
-                "write", [k.meta, k.data, k.sealed, k.tomb, e.space.open, e.space.deadlines], args
-            )
-        finally:
-            self._inflight -= 1
-        kind = r[0].decode()
-        if kind == "ok":
-            first, count, nxt, ep, closed = int(r[1]), int(r[2]), int(r[3]), r[4].decode(), int(r[5])
+        keys_ = [k.meta, k.data, k.sealed, k.tomb, e.space.open, e.space.deadlines]
+
+        def settle(r: Any) -> None:
+            """The reply's effects on this handle: run by the writer, in submission order, even
+            when the caller was cancelled meanwhile (the write may have happened all the same)."""
+            if r[0] != b"ok":
+                return
+            count, nxt, ep, closed = int(r[2]), int(r[3]), r[4].decode(), int(r[5])
             self._set_epoch(ep, nxt)
             e.counters["appends" if mode == "a" else "closes"] += 1
             if count:
                 self._raw += sum(map(len, chunks))
                 self._last_append = time.time()
-                self._arrive(first, chunks)
+                self._arrive(int(r[1]), chunks)
             if closed:
                 self._ended(msgspec.json.decode(close_json, type=CloseInfo), nxt)
                 e._ended_here(self)
-            return AppendResult(first, count)
+
+        r = await self._submit(keys_, args, settle)
+        kind = r[0].decode()
+        if kind == "ok":
+            return AppendResult(int(r[1]), int(r[2]))
         if kind == "dup":
             self._grow(int(r[3]))  # what the answer was decided from is in Redis: readable
             return AppendResult(int(r[1]), int(r[2]), duplicate=True)
@@ -356,6 +360,57 @@ class RedisStream:
         if kind == "gone":
             raise StreamGone(f"stream {self._id!r} was deleted or expired")
         raise StreamNotFound(f"stream {self._id!r} does not exist")
+
+    async def _submit(
+        self, keys_: list[str], args: list[Any], settle: Callable[[Any], None], script: str = "write"
+    ) -> Any:
+        """Queue one script call (a write, or the load ``get_stream`` makes first). A stream's writes reach Redis in the order they were
+        made (one writer per stream, pipelining what queued up behind a round trip), as the file
+        engine assigns them in call order: a producer's pipelined seqs never overtake each other."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((script, keys_, args, settle, fut))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop())
+            self.engine._bg.add(self._writer)
+            self._writer.add_done_callback(self.engine._bg.discard)
+        self._inflight += 1
+        try:
+            return await fut
+        finally:
+            self._inflight -= 1
+
+    async def _write_loop(self) -> None:
+        batch: list[Any] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:256], self._queue[256:]
+                try:
+                    replies = await self.engine._eval_batch([(n, k, a) for n, k, a, _, _ in batch])
+                except StorageUnavailable as exc:
+                    for *_, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    batch = []
+                    continue
+                for (_, _, _, settle, fut), r in zip(batch, replies, strict=True):
+                    if isinstance(r, Exception):
+                        if not fut.done():
+                            fut.set_exception(StorageUnavailable(f"redis: {r}"))
+                        continue
+                    try:
+                        settle(r)
+                    except Exception:
+                        log.exception("applying a write reply failed")
+                    if not fut.done():
+                        fut.set_result(r)
+                batch = []
+        finally:
+            self._writer = None
+            for *_, fut in batch + self._queue:  # stopped mid-flight: the outcome is unknown
+                if not fut.done():
+                    fut.set_exception(StorageUnavailable("the engine stopped before Redis answered"))
+            if not self.engine._running:
+                self._queue = []
 
     # --- live delivery -------------------------------------------------------------------------
 
@@ -605,6 +660,9 @@ class RedisEngine:
         self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
+        # An optional ability beyond storage.engine.Engine (a hub looks for it by name): a Stop
+        # asked on one hub reaches the producer connected to another.
+        self.on_cancel: list[Callable[[str], None]] = []
         self.counters = {
             "appends": 0,
             "closes": 0,
@@ -710,6 +768,28 @@ class RedisEngine:
             self.counters["redis_errors"] += 1
             raise StorageUnavailable(f"redis: {e}") from e
 
+    async def _eval_batch(self, items: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA of many script calls, pipelined on one connection, in order; replies (or the
+        error of each call) in the same order. A server that forgot a script (a restart) gets it
+        again, and the calls it refused are sent once more."""
+        pipe = self._r.pipeline(transaction=False)
+        for name, keys_, args in items:
+            pipe.evalsha(self._scripts[name].sha, len(keys_), *keys_, *args)
+        try:
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as e:
+            self.counters["redis_errors"] += 1
+            raise StorageUnavailable(f"redis: {e}") from e
+        redo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if redo:
+            for name in {items[i][0] for i in redo}:
+                src = self._scripts[name].script
+                await self._retrying(functools.partial(self._r.script_load, src))
+            again = await self._eval_batch([items[i] for i in redo])
+            for i, r in zip(redo, again, strict=True):
+                replies[i] = r
+        return replies
+
     async def _retrying(self, call: Callable[[], Awaitable[Any]], attempts: int = 6) -> Any:
         """A command that is safe to repeat, retried across a short Redis outage (a restart)."""
         delay = 0.05
@@ -757,10 +837,13 @@ class RedisEngine:
 
     async def _load_into(self, s: RedisStream) -> None:
         k = self.space.stream(s.id)
-        r = await self._run(
-            "load",
+        # through the stream's ordered queue: calls that get a stream and then append to it keep
+        # their order (a producer's pipelined appends each look their stream up first)
+        r = await s._submit(
             [k.meta, k.sealed, k.tomb, self.space.deadlines],
             [self._renew, secrets.token_hex(8), s._next if s._meta.epoch else 0, k.channel, s.id],
+            lambda _: None,
+            "load",
         )
         kind = r[0]
         if kind == b"m":
@@ -987,10 +1070,19 @@ class RedisEngine:
         for cb in self.on_end:
             cb(s)
 
+    async def request_cancel(self, stream_id: str) -> None:
+        """Tell every other hub on this Redis that ``stream_id``'s producer was asked to stop."""
+        ids.validate(stream_id)
+        await self._retrying(lambda: self._r.publish(self.space.events, f"x {self.origin} {stream_id}"))
+
     def _on_event(self, payload: bytes) -> None:
         kind, origin, sid = wire.parse_event(payload)
         if origin == self.origin:
             return  # this engine already fired its own event
+        if kind == "x":
+            for cb in self.on_cancel:
+                cb(sid)
+            return
         if kind == "d":
             h = self._live_streams.pop(sid, None) or self._handles.get(sid)
             if h is not None:

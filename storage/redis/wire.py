@@ -74,7 +74,8 @@ def parse_note(payload: bytes) -> Note:
 
 
 def parse_event(payload: bytes) -> tuple[str, str, str]:
-    """(kind 'c'|'e'|'d', origin engine, stream id) of an events-channel message."""
+    """(kind 'c'|'e'|'d'|'x', origin engine, stream id) of an events-channel message (created,
+    ended, deleted, cancel requested)."""
     kind, origin, sid = payload.decode("utf-8", "surrogatepass").split(" ", 2)
     return kind, origin, sid
 
