@@ -679,6 +679,7 @@ class RedisEngine:
         self._seal_due: dict[str, float] = {}
         self._seal_wake = asyncio.Event()
         self._renew = "1"
+        self._streams_total = self._streams_open = 0
         self._running = False
         self._pool: aioredis.BlockingConnectionPool | None = None
         # Any: redis-py types replies as bytes | str (decode_responses); this client always gets bytes
@@ -716,6 +717,7 @@ class RedisEngine:
         self._renew = "1" if renew else "0"
         self._live = Live(self._pool)
         await self._live.start(self.space.events, self._on_event)
+        await self._count()
         self._running = True
         self._tasks = [asyncio.create_task(self._retention()), asyncio.create_task(self._sealer())]
 
@@ -929,7 +931,7 @@ class RedisEngine:
         idx, chat = sp.index_for(sid)
         r = await self._run(
             "create",
-            [k.meta, k.data, k.sealed, k.tomb, idx, sp.chats, sp.open, sp.deadlines],
+            [k.meta, k.data, k.sealed, k.tomb, idx, sp.chats, sp.open, sp.deadlines, sp.count],
             [
                 sid,
                 msgspec.json.encode(meta),
@@ -1002,7 +1004,7 @@ class RedisEngine:
         tomb = msgspec.json.encode({"id": stream_id, "at": time.time(), "reason": reason})
         r = await self._run(
             "delete",
-            [k.meta, k.data, k.sealed, k.tomb, idx, sp.chats, sp.open, sp.deadlines],
+            [k.meta, k.data, k.sealed, k.tomb, idx, sp.chats, sp.open, sp.deadlines, sp.count],
             [
                 stream_id,
                 tomb,
@@ -1184,6 +1186,7 @@ class RedisEngine:
             await asyncio.sleep(self.opts.retention_every)
             try:
                 await self.expire()
+                await self._count()
             except (StorageError, RedisError, OSError) as e:
                 log.warning("retention failed: %s", e)
 
@@ -1200,12 +1203,30 @@ class RedisEngine:
                 expired.append(sid)
         return expired
 
+    async def _count(self) -> None:
+        """The stream counts the stats show (refreshed with each retention tick)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.get(self.space.count)
+        pipe.zcard(self.space.open)
+        total, open_ = await pipe.execute()
+        self._streams_total, self._streams_open = int(total or 0), int(open_)
+
     def stats(self) -> dict[str, Any]:
         live = self._live
+        handles = list(self._handles.values())
         return {
+            "streams": self._streams_total,
+            "streams_open": self._streams_open,
+            "streams_closed": max(0, self._streams_total - self._streams_open),
+            "streams_loaded": len(handles),
+            "raw_bytes": sum(h._raw for h in handles),
+            "stored_bytes": sum(h._stored for h in handles),
+            "repairs": 0,
+            "fsyncs": 0,  # Redis fsyncs by its own policy (redis_fsync)
+            "write_errors": self.counters["redis_errors"],
+            "open_files": 0,
             "engine": "redis",
             "redis_fsync": self.fsync,
-            "streams_loaded": len(self._handles),
             "streams_listened": len(self._live_streams),
             "live_channels": live.channels if live else 0,
             "live_messages": live.messages if live else 0,

@@ -43,6 +43,10 @@ class Space:
         return self.prefix + "open"
 
     @property
+    def count(self) -> str:  # integer: how many streams exist (for the stats)
+        return self.prefix + "count"
+
+    @property
     def deadlines(self) -> str:  # sorted set: id -> unix time it expires
         return self.prefix + "dl"
 

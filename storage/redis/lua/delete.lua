@@ -1,6 +1,6 @@
 -- Delete a stream (or, mode 'exp', expire it if its deadline really passed) and leave a tombstone,
 -- so its id answers gone; listeners everywhere learn it from the stream's channel.
--- KEYS: meta, data, sealed, tombstone, index, chats, open set, deadlines
+-- KEYS: meta, data, sealed, tombstone, index, chats, open set, deadlines, stream count
 -- ARGV: 1 id, 2 tombstone json, 3 tombstone ttl, 4 mode ('del' | 'exp'), 5 now, 6 chat,
 --       7 channel, 8 events channel, 9 origin, 10 default ttl, 11 grace
 -- Returns 'ok' | 'moved' (not due yet) | 'gone' | 'nf'
@@ -19,6 +19,7 @@ if ARGV[4] == 'exp' and live then
   if not due or tonumber(due) > tonumber(ARGV[5]) then return 'moved' end
 end
 redis.call('DEL', m, d, z)
+redis.call('DECR', KEYS[9])
 redis.call('SET', t, ARGV[2], 'EX', ARGV[3])
 index_remove(KEYS[5], KEYS[6], ARGV[6], id)
 redis.call('ZREM', KEYS[7], id)
