@@ -13,17 +13,13 @@ from hub import demo
 from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.service import HUB, Hub
-from hub.protocols import admin, chats, cors, durable
+from hub.protocols import admin, chats, cors, durable, health
 from hub.protocols.http_errors import errors
 from hub.protocols.native import http as http_api
 from hub.protocols.native.ws import close_all, ws_handler
 
 log = logging.getLogger("hub")
 STATIC = Path(__file__).parent / "static"
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
 
 
 def make_app(config: Config) -> web.Application:
@@ -54,7 +50,7 @@ def make_app(config: Config) -> web.Application:
     durable.setup(app)  # the Durable Streams protocol on /v1/stream/{path}
     app.router.add_routes(admin.routes)
     chats.setup(app)  # /chats/{chat} and the WebSocket "watch" op
-    app.router.add_get("/healthz", healthz)
+    app.router.add_routes(health.routes)  # /healthz, /readyz
     demo.setup(app, config)
     app.router.add_static("/static/", STATIC, show_index=False)
     return app

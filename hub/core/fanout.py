@@ -18,92 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
 from hub.core.errors import HubError, storage_errors
+from hub.core.outbox import Outbox, OutboxClosed
 from hub.protocols.native.messages import Chunks, End, Error, encode
 from storage import CloseInfo, CloseStatus, StreamHandle
-
-
-class OutboxClosed(Exception):
-    pass
-
-
-class Outbox:
-    """A bounded queue of text frames for one client connection, drained by ``run``."""
-
-    def __init__(self, send: Callable[[str], Awaitable[None]], max_bytes: int = 1 << 20) -> None:
-        self._send = send
-        self.max_bytes = max_bytes
-        self._q: deque[str] = deque()
-        self.bytes = 0
-        self._ready = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
-        self.closed = False
-        self.sent_frames = 0
-
-    def offer(self, frame: str) -> bool:
-        """Queue without waiting; False (and nothing queued) if the buffer is full."""
-        if self.closed or self.bytes + len(frame) > self.max_bytes:
-            return False
-        self._push(frame)
-        return True
-
-    def force(self, frame: str) -> bool:
-        """Queue a small control frame (ack, error) past the soft limit, up to twice the limit."""
-        if self.closed or self.bytes + len(frame) > 2 * self.max_bytes:
-            return False
-        self._push(frame)
-        return True
-
-    async def put(self, frame: str) -> None:
-        """Queue once the buffer has drained below half; used by replay, which can wait."""
-        while not self.closed and self.bytes > self.max_bytes // 2:
-            self._space.clear()
-            await self._space.wait()
-        if self.closed:
-            raise OutboxClosed
-        self._push(frame)
-
-    async def wait_space(self) -> None:
-        while not self.closed and self.bytes > self.max_bytes // 2:
-            self._space.clear()
-            await self._space.wait()
-        if self.closed:
-            raise OutboxClosed
-
-    def _push(self, frame: str) -> None:
-        self._q.append(frame)
-        self.bytes += len(frame)
-        self._ready.set()
-
-    async def run(self) -> None:
-        try:
-            while True:
-                while not self._q:
-                    if self.closed:
-                        return
-                    self._ready.clear()
-                    await self._ready.wait()
-                frame = self._q.popleft()
-                await self._send(frame)
-                self.bytes -= len(frame)
-                self.sent_frames += 1
-                if self.bytes <= self.max_bytes // 2:
-                    self._space.set()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self.closed = True
-        self._q.clear()
-        self.bytes = 0
-        self._ready.set()
-        self._space.set()
 
 
 class Format:

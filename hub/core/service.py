@@ -26,9 +26,12 @@ from aiohttp import web
 
 from hub.core.auth import Auth
 from hub.core.config import Config
+from hub.core.datadir import DataDirLock
 from hub.core.errors import HubError, storage_errors
-from hub.core.fanout import WS_FORMAT, Fanout, Format, Outbox, Subscription
+from hub.core.fanout import WS_FORMAT, Fanout, Format, Subscription
 from hub.core.hooks import Hooks
+from hub.core.lease import Leases, expire
+from hub.core.outbox import Outbox
 from hub.core.registry import Registry
 from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
 
@@ -41,6 +44,7 @@ class Counters:
     reconnects: int = 0  # subscriptions that resumed from a non-zero offset
     cancels: int = 0
     errors: int = 0
+    producer_lost: int = 0  # streams the lease ended (producer_lost or open_ttl_expired)
 
 
 @dataclass
@@ -77,8 +81,13 @@ class Hub:
                 fsync=config.fsync,
                 interval_ms=config.fsync_interval_ms,
                 default_ttl=config.stream_ttl_s,
+                archive_delay_s=config.archive_delay_s,
                 log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
             )
+        # An engine several hubs share (Redis) tells so: such hubs lock no data dir, and keep no
+        # producer leases of their own yet (a lease held by one hub would end the answers produced
+        # through the others; shared leases are docs/scaling.md's open item).
+        self.shared_store = bool(getattr(self.store, "shared", False))
         self.fanout = Fanout()
         self.counters = Counters()
         self.hooks = Hooks()
@@ -92,6 +101,12 @@ class Hub:
         self.delivery_rate = Rate()
         self.closing = False
         self._sampler: asyncio.Task[None] | None = None
+        self.lock = DataDirLock(config.data_dir)  # one hub per data dir, held from start to stop
+        self.leases = Leases(
+            None if self.shared_store else config.producer_lease_s,
+            None if self.shared_store else config.open_ttl_s,
+        )  # answers end (lease.py)
+        self._lease_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.store.on_end.append(lambda st: self._forget(st.id, deleted=False))
@@ -100,16 +115,23 @@ class Hub:
         remote_cancels = getattr(self.store, "on_cancel", None)
         if remote_cancels is not None:
             remote_cancels.append(self._cancel_here)
+        if not self.shared_store:
+            self.store.on_create.append(self._lease)
+            self.lock.acquire()  # before the store touches a file: a second hub must change nothing
         await self.store.start()
         self._sampler = asyncio.create_task(self._sample())
+        if self.leases.enabled:
+            self._lease_task = asyncio.create_task(self._run_leases())
 
     async def stop(self) -> None:
-        if self._sampler:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+        for task in (self._sampler, self._lease_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.fanout.close_all()
         await self.store.stop()
+        self.lock.release()  # after CLEAN_SHUTDOWN: only the holder ever writes it
 
     async def _sample(self) -> None:
         while True:
@@ -194,6 +216,7 @@ class Hub:
             self.counters.appends += 1
             self.counters.appended_chunks += res.count
             self.hooks.emit(self.hooks.appended, sid, res)
+        self.leases.renew(sid)  # an HTTP producer's lease; a held stream ignores it
         return res
 
     async def close(
@@ -287,12 +310,50 @@ class Hub:
 
     def _forget(self, stream_id: str, deleted: bool) -> None:
         self.cancel_requested.discard(stream_id)
+        self.leases.forget(stream_id)
         for cb in self.cancel_listeners.pop(stream_id):
             forget = getattr(getattr(cb, "__self__", None), "forget_stream", None)
             if forget is not None:
                 forget(stream_id)
         if deleted:
             self.resume_counts.pop(stream_id, None)
+
+    # --- producer leases (hub/core/lease.py) ------------------------------------------------------
+
+    def _lease(self, s: StreamHandle, age_s: float = 0.0) -> None:
+        """Lease an open stream of ours; Durable Streams streams (content-typed) have no producer
+        session to lose and stay open until closed or expired."""
+        if s.id not in self.leases and not s.ended and s.meta.content_type is None:
+            self.leases.track(s.id, age_s)
+
+    async def hold(self, stream: StreamRef, holder: object) -> None:
+        """A producer connection created or appended to the stream: it holds it until ``release``."""
+        with contextlib.suppress(HubError):  # deleted meanwhile: nothing to hold
+            s = await self.get(stream)
+            self._lease(s)
+            self.leases.attach(s.id, holder)
+
+    def release(self, holder: object) -> None:
+        self.leases.detach(holder)
+
+    def heartbeat(self, s: StreamHandle) -> None:
+        """An HTTP producer is still there (POST /streams/{id}/heartbeat)."""
+        self._lease(s)
+        self.leases.renew(s.id)
+
+    async def _run_leases(self) -> None:
+        # A hub restart counts as gone: every open stream gets one lease for its producer to return.
+        now = time.time()
+        for sid in await self.store.open_stream_ids():
+            with contextlib.suppress(HubError):
+                s = await self.get(sid)
+                self._lease(s, max(0.0, now - s.meta.created))
+        await expire(self.leases, self._lapse)
+
+    async def _lapse(self, stream_id: str, reason: str) -> None:
+        with contextlib.suppress(HubError):  # ended or deleted meanwhile
+            await self.close(stream_id, "error", reason)
+            self.counters.producer_lost += 1
 
 
 HUB = web.AppKey("hub", Hub)

@@ -2,8 +2,11 @@
 use them (and SSE). Never for ``/admin``, ``/metrics`` or the WebSocket (which checks Origin itself).
 
 Credentials are bearer tokens, never cookies, so no origin can act with a user's ambient authority.
-With no ``allowed_origins`` configured (or a ``*`` in the list) any origin may read the answers;
-otherwise only the listed ones. Each API has a ``Policy``: its paths, what a preflight allows, which
+Which origins get a grant is the WebSocket's own rule, ``Auth.origin_allowed``: the hub's own origin,
+then ``allowed_origins`` (``*`` = any), or localhost when that list is unset. A grant always names the
+origin, never ``*``. A request from any other origin is refused with 403 before it does anything (a
+form post or a text/plain fetch needs no preflight, so hiding the answer is not enough); its
+preflights are answered without a grant, so the browser sends nothing. Each API has a ``Policy``: its paths, what a preflight allows, which
 response headers a page may read, and (Durable Streams) the browser-safety headers on every answer.
 Headers are added in ``on_response_prepare``, so they also reach error answers and SSE responses,
 whose headers go out before the handler ends.
@@ -16,8 +19,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from hub.core.errors import HubError
 from hub.core.service import HUB
 from hub.protocols.durable.wire import ALLOW_HEADERS, EXPOSE, PREFIX
+from hub.protocols.http_errors import error_response
 
 
 @dataclass(frozen=True)
@@ -47,28 +52,27 @@ DURABLE = Policy(
 )
 POLICIES = (DURABLE, NATIVE)
 METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+# Where a request from an origin not allowed is refused outright (the WebSocket's check, for /ws too).
+GUARDED = ("/streams", "/chats", PREFIX, "/demo", "/ws")
 
 
 def policy_for(path: str) -> Policy | None:
     return next((p for p in POLICIES if path.startswith(p.prefixes)), None)
 
 
-def allow_origin(origin: str | None, allowed: list[str]) -> str | None:
-    """The ``Access-Control-Allow-Origin`` for a request from ``origin``, or None (no CORS)."""
-    if origin is None:
+def allow_origin(request: web.Request) -> str | None:
+    """The ``Access-Control-Allow-Origin`` for this request: its origin, or None (no CORS)."""
+    origin = request.headers.get("Origin")
+    if origin is None or not request.app[HUB].auth.origin_allowed(origin, request.host):
         return None
-    if not allowed or "*" in allowed:
-        return "*"
-    return origin if origin.rstrip("/") in allowed else None
+    return origin
 
 
 def _cors(request: web.Request, policy: Policy) -> dict[str, str]:
-    allow = allow_origin(request.headers.get("Origin"), request.app[HUB].auth.origins)
+    allow = allow_origin(request)
     if allow is None:
         return {}
-    h = {"Access-Control-Allow-Origin": allow}
-    if allow != "*":
-        h["Vary"] = "Origin"
+    h = {"Access-Control-Allow-Origin": allow, "Vary": "Origin"}
     if policy.expose:
         h["Access-Control-Expose-Headers"] = policy.expose
     return h
@@ -78,6 +82,14 @@ def _cors(request: web.Request, policy: Policy) -> dict[str, str]:
 async def preflight(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    origin = request.headers.get("Origin")
+    if origin is not None and request.method != "OPTIONS" and request.path.startswith(GUARDED):
+        hub = request.app[HUB]
+        if not hub.auth.origin_allowed(origin, request.host):
+            hub.counters.errors += 1
+            return error_response(
+                HubError("forbidden", f"origin {origin!r} is not allowed (--allowed-origins)")
+            )
     policy = policy_for(request.path) if request.method == "OPTIONS" else None
     if policy is not None:
         is_preflight = "Access-Control-Request-Method" in request.headers

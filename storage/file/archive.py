@@ -1,11 +1,18 @@
 """Archived answers: a finished stream whose sealed blocks live in the catalog database, not in files.
 
 ``pack`` (blocking, a worker thread) reads a closed, fully sealed stream's segment files and returns
-the rows that replace them: each sealed block as the framed record it already is, plus what the
-stream's files said about it (chunk count, raw bytes, close, producer state). ``ArchivedLog`` then
-serves the answer through the same ``Log`` interface (``Stream`` and the hub cannot tell): a read
-seeks with one B-tree lookup on (stream key, first offset), checks the record's checksum, and
-decompresses one block (the last one stays cached, as in ``Log``).
+the rows that replace them, plus what the stream's files said about it (chunk count, raw bytes,
+close, producer state). A short answer (up to ``SMALL_ANSWER`` raw bytes, nearly all of them) is
+recoded: predicted chunk lengths and the store's trained zstd dictionary (``codec.py``); a long
+one keeps its sealed blocks byte for byte, so archiving never recompresses megabytes.
+``ArchivedLog`` then serves the answer through the same ``Log`` interface (``Stream`` and the hub
+cannot tell): a read seeks with one B-tree lookup on (archive key, first offset), checks the block's
+checksum and decompresses it (the last one stays cached, as in ``Log``).
+
+Dictionaries: trained (``train``) from the store's own short answers once ``DICT_TRAIN_AFTER`` have
+been seen, retrained every ``DICT_RETRAIN_EVERY``; each is kept under its id for as long as the store
+lives (blocks name the one they were coded with). Answers archived before the first dictionary are
+recoded with it afterwards (``recode``).
 
 Invariants: an archived answer is immutable (appends and closes answer ``stream_closed``, retries of
 the producer's last append still answer ``duplicate``); a block that fails its checksum, does not
@@ -15,36 +22,63 @@ decompress, or is missing answers ``corrupt_data`` and is never served.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+
+import zstandard
 
 from ..engine import ProducerState
 from ..errors import CorruptData, OffsetOutOfRange
-from . import record
-from .catalog import ArchivedAnswer, Catalog, Entry
-from .log import Log, LogOptions, split_mark
+from . import codec, record
+from .catalog import OFFSET_MASK, ArchivedAnswer, Catalog, Entry
+from .log import SEQ_SEP, Log, LogOptions, split_mark
 from .segment import read_file
+
+SMALL_ANSWER = 64 << 10  # raw bytes up to which an answer is recoded (predicted lengths, dictionary)
+DICT_BYTES = 110 << 10  # zstd's own default dictionary size
+DICT_TRAIN_AFTER = 1000  # short answers seen before the first dictionary is trained
+DICT_RETRAIN_EVERY = 100_000
+DICT_SAMPLES = 4000  # the most recent short answers kept as training samples
+ARCHIVE_LEVEL = 19
+
+Dicts = dict[int, zstandard.ZstdCompressionDict]
+
+
+def short(log: Log) -> bool:
+    """Short enough to be recoded into one block: such an answer need not be sealed first."""
+    return log.raw_bytes <= SMALL_ANSWER
 
 
 def archivable(log: Log) -> bool:
-    """Closed, durable, every segment sealed and undamaged: nothing about it can change any more."""
+    """Closed, durable, undamaged, and sealed unless short: nothing about it can change any more."""
     return (
         not isinstance(log, ArchivedLog)
         and log.close_durable
         and log.close_info is not None
         and not log.failed
         and bool(log.segments)
-        and all(s.sealed and not s.corrupt for s in log.segments)
+        and all(not s.corrupt for s in log.segments)
+        and (short(log) or all(s.sealed for s in log.segments))
         and log.durable_offset == log.next_offset
+        and log.durable_offset <= OFFSET_MASK  # offsets must fit a block key's low 32 bits
     )
 
 
-def pack(log: Log) -> ArchivedAnswer | None:
-    """The archive rows of a stream for which ``archivable`` held (None if a file turns out damaged)."""
+def compressor(d: zstandard.ZstdCompressionDict | None) -> zstandard.ZstdCompressor:
+    # no checksum (the block has its own CRC), no dictionary id (the block names it)
+    return zstandard.ZstdCompressor(
+        level=ARCHIVE_LEVEL, dict_data=d, write_checksum=False, write_dict_id=False, write_content_size=True
+    )
+
+
+def pack(
+    log: Log, cctx: zstandard.ZstdCompressor, dict_id: int | None
+) -> tuple[ArchivedAnswer, bytes | None] | None:
+    """The archive rows of a stream for which ``archivable`` held, and its text if it is short (a
+    dictionary training sample); None if a file turns out damaged (the files then stay)."""
     assert log.close_info is not None
-    blocks: list[tuple[int, bytes]] = []
-    expect = log.segments[0].base
-    if expect != 0:
-        return None
+    records: list[tuple[record.Header, bytes]] = []
+    expect = 0
     for seg in log.segments:
         mv = memoryview(read_file(seg.path))[: seg.size]
         end = 0
@@ -54,45 +88,100 @@ def pack(log: Log) -> ArchivedAnswer | None:
                 continue
             if h.first_offset != expect:
                 return None
-            blocks.append((h.first_offset, bytes(mv[pos:end])))
+            records.append((h, bytes(mv[pos:end])))
             expect = h.end_offset
         if end != seg.size:
             return None  # a record failed its checksum since the seal: keep the files for recovery
     if expect != log.durable_offset:
         return None
-    return ArchivedAnswer(
+    blocks: list[tuple[int, bytes]] = []
+    sample = None
+    if short(log) and records:
+        chunks: list[bytes] = []
+        for h, rec in records:
+            chunks += record.decode_data(
+                h, memoryview(rec)[record.HEADER_SIZE :], 2 * SMALL_ANSWER + 5 * h.count
+            )
+        blocks.append((0, codec.encode(0, chunks, cctx, dict_id)))
+        sample = b"".join(chunks)
+    else:
+        blocks = [codec.from_record(rec) for _, rec in records]
+    answer = ArchivedAnswer(
         meta=log.meta,
         blocks=blocks,
         chunks=log.durable_offset,
         raw_bytes=log.raw_bytes,
         close=log.close_info,
-        producers=dict(log.checkpoint.producers),
+        producers=_producers(log),
+        windows={k: list(w) for k, w in log.windows.items()},
     )
+    return answer, sample
+
+
+def _producers(log: Log) -> dict[str, tuple[int, int, int, int]]:
+    """The producer state to keep, as a checkpoint keeps it (raw records carry it in their marks,
+    which the archive drops; the log in memory has it whole)."""
+    out = {pid: (p.epoch, p.seq, p.first_offset, p.count) for pid, p in log.producers.items()}
+    if log.stream_seq is not None:
+        out[SEQ_SEP + log.stream_seq] = (0, 0, 0, 0)
+    return out
+
+
+def train(samples: Sequence[bytes]) -> bytes:
+    return zstandard.train_dictionary(DICT_BYTES, list(samples), level=ARCHIVE_LEVEL).as_bytes()
+
+
+def recode(
+    rows: Sequence[tuple[int, int, bytes]], dicts: Dicts, dict_id: int
+) -> list[tuple[int, int, bytes]]:
+    """Blocks coded without a dictionary, coded again with ``dict_id`` (others are left alone)."""
+    cctx = compressor(dicts[dict_id])
+    out = []
+    for key, first, blob in rows:
+        if len(blob) < 5 or blob[4] != codec.ZSTD | codec.PREDICTED:
+            continue
+        try:
+            _, body = codec.decode(first, blob, 2 * SMALL_ANSWER, dicts)
+        except CorruptData:
+            continue  # left as it is: it answers corrupt_data when read
+        new = codec.encode(first, body.slice(0, len(body)), cctx, dict_id)
+        if len(new) < len(blob):
+            out.append((key, first, new))
+    return out
 
 
 class ArchivedLog(Log):
     """A finished answer served from the archive; read-only."""
 
-    def __init__(self, path: Path, entry: Entry, opts: LogOptions, catalog: Catalog) -> None:
+    def __init__(self, path: Path, entry: Entry, opts: LogOptions, catalog: Catalog, dicts: Dicts) -> None:
         super().__init__(path, entry.meta, opts)
+        assert entry.arch is not None
         self.catalog = catalog
-        self.key = entry.key
+        self.dicts = dicts
+        self.key = entry.arch
         self.next_offset = self.written_offset = self.durable_offset = entry.chunks
         self.close_info = entry.close_info
         self.close_durable = True
         self.raw_bytes = entry.raw_bytes
-        self._stored = entry.stored_bytes
-        self._block: tuple[int, record.Header, record.Body] | None = None
+        self._stored: int | None = None
+        self._block: tuple[int, int, record.Body] | None = None  # (first, count, chunks)
+        windows = entry.windows or {}
         for k, v in (entry.producers or {}).items():
             pid, stream_seq = split_mark(k)
             if pid is not None:
                 self.producers[pid] = ProducerState(*v)
+                self.windows[pid] = [tuple(e) for e in windows.get(pid, [v[1:]])]  # type: ignore[misc]
             if stream_seq is not None:
                 self.stream_seq = stream_seq
         self._save_undo()
 
     @property
     def stored_bytes(self) -> int:
+        if self._stored is None:
+            try:
+                self._stored = self.catalog.stored_bytes(self.key)
+            except sqlite3.Error:
+                return 0
         return self._stored
 
     def release_files(self) -> bool:
@@ -110,8 +199,8 @@ class ArchivedLog(Log):
         offset = from_offset
         try:
             while offset < limit and len(out) < max_chunks and budget > 0:
-                h, body = self._block_at(offset)
-                a = offset - h.first_offset
+                first, body = self._block_at(offset)
+                a = offset - first
                 for c in body.slice(a, a + max_chunks - len(out)):
                     if budget <= 0:
                         break
@@ -124,23 +213,20 @@ class ArchivedLog(Log):
             raise
         return out
 
-    def _block_at(self, offset: int) -> tuple[record.Header, record.Body]:
+    def _block_at(self, offset: int) -> tuple[int, record.Body]:
         b = self._block
-        if b is not None and b[1].first_offset <= offset < b[1].end_offset:
-            return b[1], b[2]
+        if b is not None and b[0] <= offset < b[0] + b[1]:
+            return b[0], b[2]
         try:
             got = self.catalog.block_at(self.key, offset)
         except sqlite3.DatabaseError as e:
             raise CorruptData(f"archive read failed: {e}") from None
         if got is None:
             raise CorruptData(f"archived block for offset {offset} is missing")
-        first, data = got
-        h = record.parse_header(data)
-        if h is None or h.type != record.DATA or not record.check(data, 0, h) or h.first_offset != first:
-            raise CorruptData(f"archived block at offset {first} failed its checksum")
-        if not h.first_offset <= offset < h.end_offset:
-            raise CorruptData(f"archived blocks for offsets {h.end_offset}..{offset + 1} are missing")
-        bound = self.opts.block_bytes + self.opts.max_append_bytes + 5 * h.count
-        body = record.decode_block(h, memoryview(data)[record.HEADER_SIZE :], bound)
-        self._block = (first, h, body)
-        return h, body
+        first, blob = got
+        bound = max(self.opts.block_bytes, 2 * SMALL_ANSWER) + self.opts.max_append_bytes
+        count, body = codec.decode(first, blob, bound, self.dicts)
+        if len(body) != count or not first <= offset < first + count:
+            raise CorruptData(f"archived blocks for offsets {first + count}..{offset + 1} are missing")
+        self._block = (first, count, body)
+        return first, body

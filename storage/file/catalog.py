@@ -23,7 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,68 +33,74 @@ import msgspec
 from ..engine import CloseInfo, StreamMeta
 
 SCHEMA_VERSION = 1
+OFFSET_MASK = (1 << 32) - 1  # a block's first offset in the low 32 bits of its key
 STATUS_CODES = {"open": 0, "done": 1, "error": 2, "cancelled": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
-    key INTEGER PRIMARY KEY,      -- what blocks refer to (an integer is 1-8 bytes, an id up to 512)
-    id TEXT NOT NULL UNIQUE,
+    id TEXT PRIMARY KEY NOT NULL, -- WITHOUT ROWID: the id is the B-tree key, no second index of it
     status INTEGER NOT NULL,      -- STATUS_CODES
     created REAL NOT NULL,
     closed REAL,
     deadline REAL,                -- min(expires_at, closed + ttl or the default ttl); NULL = never
-    epoch TEXT NOT NULL,
+    epoch NOT NULL,               -- 8 bytes when it is 16 hex digits (as the store makes them), else text
     ttl REAL,
     expires_at REAL,
     idle_ttl REAL,
     content_type TEXT,
     labels BLOB,                  -- msgpack map, NULL when empty
-    archived INTEGER NOT NULL DEFAULT 0,
+    arch INTEGER,                 -- archived: its blocks' key (in archive order); NULL: live, in files
     chunks INTEGER,               -- archived only, from here on
     raw_bytes INTEGER,
-    stored_bytes INTEGER,
     error TEXT,
-    producers BLOB                -- msgpack of the checkpoint's producer map, NULL when empty
-);
+    producers BLOB                -- msgpack [producer map, retry windows] as a checkpoint has them
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS streams_open ON streams(id) WHERE status = 0;
-CREATE INDEX IF NOT EXISTS streams_live ON streams(id) WHERE archived = 0;
+CREATE INDEX IF NOT EXISTS streams_live ON streams(id) WHERE arch IS NULL;
 CREATE INDEX IF NOT EXISTS streams_deadline ON streams(deadline) WHERE deadline IS NOT NULL;
 CREATE INDEX IF NOT EXISTS streams_idle ON streams(id) WHERE idle_ttl IS NOT NULL;
 CREATE TABLE IF NOT EXISTS blocks (
-    key INTEGER NOT NULL,
-    first INTEGER NOT NULL,       -- first chunk offset of the block
-    data BLOB NOT NULL,           -- one framed record, checksum included
-    PRIMARY KEY (key, first)
-) WITHOUT ROWID;
+    -- (streams.arch << 32) | first chunk offset of the block: one integer key, so the table is
+    -- SQLite's rowid B-tree, and answers archived in order are appended to full pages
+    pos INTEGER PRIMARY KEY,
+    data BLOB NOT NULL            -- one framed block (codec.py), checksum included
+);
+CREATE TABLE IF NOT EXISTS dicts (id INTEGER PRIMARY KEY, data BLOB NOT NULL, trained REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
 
 _COLS = (
-    "key, id, status, created, closed, epoch, ttl, expires_at, idle_ttl, content_type, labels,"
-    " archived, chunks, raw_bytes, stored_bytes, error, producers"
+    "id, status, created, closed, epoch, ttl, expires_at, idle_ttl, content_type, labels,"
+    " arch, chunks, raw_bytes, error, producers"
 )
 
 Producers = dict[str, tuple[int, int, int, int]]
+Windows = dict[str, list[tuple[int, int, int]]]
 _labels_enc = msgspec.msgpack.Encoder()
 _labels_dec = msgspec.msgpack.Decoder(dict[str, str])
-_producers_dec = msgspec.msgpack.Decoder(dict[str, tuple[int, int, int, int]])
+_producers_dec = msgspec.msgpack.Decoder(
+    tuple[dict[str, tuple[int, int, int, int]], dict[str, list[tuple[int, int, int]]]]
+)
 
 
 @dataclass(slots=True)
 class Entry:
     """One row of ``streams``."""
 
-    key: int
     meta: StreamMeta
     status: str
     closed: float | None
-    archived: bool
+    arch: int | None  # the archive key of its blocks; None while the stream lives in files
     chunks: int = 0
     raw_bytes: int = 0
-    stored_bytes: int = 0
     error: str | None = None
     producers: Producers | None = None
+    windows: Windows | None = None
+
+    @property
+    def archived(self) -> bool:
+        return self.arch is not None
 
     @property
     def close_info(self) -> CloseInfo | None:
@@ -108,11 +114,12 @@ class ArchivedAnswer:
     """What moving one finished answer into the archive writes."""
 
     meta: StreamMeta  # as the stream's files say now (recovery may have renewed the epoch)
-    blocks: Sequence[tuple[int, bytes]]  # (first offset, framed record)
+    blocks: Sequence[tuple[int, bytes]]  # (first offset, framed block: codec.py)
     chunks: int
     raw_bytes: int
     close: CloseInfo
     producers: Producers
+    windows: Windows
 
 
 def deadline(meta: StreamMeta, closed: float | None, default_ttl: float | None) -> float | None:
@@ -148,6 +155,8 @@ class Catalog:
         elif version != SCHEMA_VERSION:
             raise RuntimeError(f"{path}: catalog schema {version}, this code knows {SCHEMA_VERSION}")
         self._apply_default_ttl(default_ttl)
+        row = self._w.execute("SELECT value FROM settings WHERE name = 'next_arch'").fetchone()
+        self._next_arch = row[0] if row is not None else 1
         self._r = _connect(path)
         self.count = self._r.execute("SELECT count(*) FROM streams").fetchone()[0]
 
@@ -196,7 +205,7 @@ class Catalog:
 
     def live_ids(self) -> list[tuple[str, str, float | None]]:
         """(id, status, closed) of every stream that still has files (not archived)."""
-        rows = self._r.execute("SELECT id, status, closed FROM streams WHERE archived = 0 ORDER BY id")
+        rows = self._r.execute("SELECT id, status, closed FROM streams WHERE arch IS NULL ORDER BY id")
         return [(sid, STATUS_NAMES[st], closed) for sid, st, closed in rows]
 
     def due(self, now: float, limit: int = 4096) -> list[str]:
@@ -212,18 +221,21 @@ class Catalog:
     def block_at(self, key: int, offset: int) -> tuple[int, bytes] | None:
         """The block holding ``offset``: the last one starting at or before it."""
         row = self._r.execute(
-            "SELECT first, data FROM blocks WHERE key = ? AND first <= ? ORDER BY first DESC LIMIT 1",
-            (key, offset),
+            "SELECT pos, data FROM blocks WHERE pos BETWEEN ? AND ? ORDER BY pos DESC LIMIT 1",
+            (key << 32, (key << 32) | offset),
         ).fetchone()
-        return None if row is None else (row[0], bytes(row[1]))
+        return None if row is None else (row[0] & OFFSET_MASK, bytes(row[1]))
 
-    def blocks_after(self, key: int, first: int, limit: int = 16) -> Iterator[tuple[int, bytes]]:
-        rows = self._r.execute(
-            "SELECT first, data FROM blocks WHERE key = ? AND first > ? ORDER BY first LIMIT ?",
-            (key, first, limit),
-        )
-        for f, data in rows:
-            yield f, bytes(data)
+    def stored_bytes(self, key: int) -> int:
+        row = self._r.execute(
+            "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?",
+            (key << 32, (key << 32) | OFFSET_MASK),
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def dicts(self) -> dict[int, bytes]:
+        """Every trained dictionary (a few: one per retraining), kept as long as the store lives."""
+        return {i: bytes(d) for i, d in self._r.execute("SELECT id, data FROM dicts")}
 
     # --- writes (the database thread only) -----------------------------------------------------
 
@@ -247,14 +259,14 @@ class Catalog:
             " idle_ttl, content_type, labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             " ON CONFLICT (id) DO UPDATE SET status = ?2, created = ?3, closed = ?4, deadline = ?5,"
             " epoch = ?6, ttl = ?7, expires_at = ?8, idle_ttl = ?9, content_type = ?10, labels = ?11"
-            " WHERE archived = 0",
+            " WHERE arch IS NULL",
             (
                 meta.id,
                 STATUS_CODES[status],
                 meta.created,
                 closed,
                 deadline(meta, closed, self.default_ttl),
-                meta.epoch,
+                _epoch(meta.epoch),
                 meta.ttl,
                 meta.expires_at,
                 meta.idle_ttl,
@@ -273,7 +285,7 @@ class Catalog:
                     STATUS_CODES[status],
                     closed,
                     deadline(meta, closed, self.default_ttl),
-                    meta.epoch,
+                    _epoch(meta.epoch),
                     meta.id,
                 ),
             )
@@ -289,48 +301,79 @@ class Catalog:
         """Forget streams (and their archived blocks). ``durable``: fsynced before returning."""
         with self._txn(full=durable):
             for sid in stream_ids:
-                row = self._w.execute("SELECT key FROM streams WHERE id = ?", (sid,)).fetchone()
+                row = self._w.execute("SELECT arch FROM streams WHERE id = ?", (sid,)).fetchone()
                 if row is None:
                     continue
-                self._w.execute("DELETE FROM blocks WHERE key = ?", (row[0],))
-                self._w.execute("DELETE FROM streams WHERE key = ?", (row[0],))
+                if row[0] is not None:
+                    k = row[0] << 32
+                    self._w.execute("DELETE FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK))
+                self._w.execute("DELETE FROM streams WHERE id = ?", (sid,))
                 self.count -= 1
 
-    def archive(self, answers: Sequence[ArchivedAnswer]) -> list[str]:
-        """Move finished answers into ``blocks`` in one fsynced transaction; returns the ids moved
-        (a stream deleted meanwhile has no row any more and is skipped)."""
+    def archive(self, answers: Sequence[ArchivedAnswer], durable: bool = True) -> list[str]:
+        """Move finished answers into ``blocks`` in one transaction (fsynced if ``durable``: always,
+        unless the store's policy is ``never``); returns the ids moved (a stream deleted meanwhile
+        has no row any more and is skipped)."""
         moved = []
-        with self._txn(full=True):
+        with self._txn(full=durable):
             for a in answers:
                 row = self._w.execute(
-                    "SELECT key FROM streams WHERE id = ? AND archived = 0", (a.meta.id,)
+                    "SELECT 1 FROM streams WHERE id = ? AND arch IS NULL", (a.meta.id,)
                 ).fetchone()
                 if row is None:
                     continue
-                key = row[0]
-                stored = sum(len(d) for _, d in a.blocks)
+                key = self._next_arch
+                self._next_arch += 1
                 self._w.executemany(
-                    "INSERT OR REPLACE INTO blocks (key, first, data) VALUES (?, ?, ?)",
-                    [(key, first, data) for first, data in a.blocks],
+                    "INSERT OR REPLACE INTO blocks (pos, data) VALUES (?, ?)",
+                    [((key << 32) | first, data) for first, data in a.blocks],
                 )
                 self._w.execute(
-                    "UPDATE streams SET archived = 1, status = ?, closed = ?, deadline = ?, epoch = ?,"
-                    " chunks = ?, raw_bytes = ?, stored_bytes = ?, error = ?, producers = ? WHERE key = ?",
+                    "UPDATE streams SET arch = ?, status = ?, closed = ?, deadline = ?, epoch = ?,"
+                    " chunks = ?, raw_bytes = ?, error = ?, producers = ? WHERE id = ?",
                     (
+                        key,
                         STATUS_CODES[a.close.status],
                         a.close.at,
                         deadline(a.meta, a.close.at, self.default_ttl),
-                        a.meta.epoch,
+                        _epoch(a.meta.epoch),
                         a.chunks,
                         a.raw_bytes,
-                        stored,
                         a.close.error,
-                        _labels_enc.encode(a.producers) if a.producers else None,
-                        key,
+                        _labels_enc.encode((a.producers, a.windows)) if a.producers else None,
+                        a.meta.id,
                     ),
                 )
                 moved.append(a.meta.id)
+            self._w.execute("INSERT OR REPLACE INTO settings VALUES ('next_arch', ?)", (self._next_arch,))
         return moved
+
+    def blocks_between(self, lo: int, hi: int) -> list[tuple[int, int, bytes]]:
+        """(key, first, data) of the blocks of archive keys lo..hi-1 (the recoding pass)."""
+        rows = self._r.execute(
+            "SELECT pos, data FROM blocks WHERE pos >= ? AND pos < ?", (lo << 32, hi << 32)
+        )
+        return [(p >> 32, p & OFFSET_MASK, bytes(d)) for p, d in rows]
+
+    @property
+    def next_arch(self) -> int:
+        return self._next_arch
+
+    def replace_blocks(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
+        """Swap blocks for equivalent ones (recoded): the old bytes stay valid until the commit."""
+        with self._txn():
+            self._w.executemany(
+                "UPDATE blocks SET data = ? WHERE pos = ?", [(d, (k << 32) | f) for k, f, d in rows]
+            )
+
+    def vacuum(self) -> None:
+        """Rewrite the database compactly (after the first recoding pass, while it is still small)."""
+        self._w.execute("VACUUM")
+
+    def add_dict(self, data: bytes, trained: float) -> int:
+        with self._txn(full=True):
+            cur = self._w.execute("INSERT INTO dicts (data, trained) VALUES (?, ?)", (data, trained))
+            return int(cur.lastrowid or 0)
 
 
 class _Txn:
@@ -352,13 +395,23 @@ class _Txn:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
 
 
+def _epoch(epoch: str) -> bytes | str:
+    if len(epoch) == 16 and epoch == epoch.lower():
+        try:
+            return bytes.fromhex(epoch)
+        except ValueError:
+            pass
+    return epoch
+
+
 def _entry(row: tuple[Any, ...]) -> Entry:
-    (key, sid, status, created, closed, epoch, ttl, expires_at, idle_ttl, ctype, labels, archived) = row[:12]
-    chunks, raw, stored, error, producers = row[12:]
+    (sid, status, created, closed, epoch, ttl, expires_at, idle_ttl, ctype, labels, arch) = row[:11]
+    chunks, raw, error, producers = row[11:]
+    states, windows = _producers_dec.decode(producers) if producers else (None, None)
     meta = StreamMeta(
         id=sid,
         created=created,
-        epoch=epoch,
+        epoch=epoch.hex() if isinstance(epoch, bytes) else epoch,
         ttl=ttl,
         expires_at=expires_at,
         content_type=ctype,
@@ -366,14 +419,13 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         idle_ttl=idle_ttl,
     )
     return Entry(
-        key=key,
         meta=meta,
         status=STATUS_NAMES[status],
         closed=closed,
-        archived=bool(archived),
+        arch=arch,
         chunks=chunks or 0,
         raw_bytes=raw or 0,
-        stored_bytes=stored or 0,
         error=error,
-        producers=_producers_dec.decode(producers) if producers else None,
+        producers=states,
+        windows=windows,
     )

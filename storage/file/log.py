@@ -134,6 +134,9 @@ class LogOptions:
     max_chunk_bytes: int = 1 << 20
     max_append_bytes: int = 8 << 20
     max_read_bytes: int = 4 << 20
+    # False under the store's ``never`` policy: creates and seals skip their fsyncs too (the OS
+    # decides; a process crash still loses nothing, an OS crash may lose what was not written back)
+    sync: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +183,10 @@ class Log:
         seg = Segment(0, path / seg_name(0, False), sealed=False)
         log._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)  # empty: no data to fsync
         log.segments.append(seg)
-        fsync_dir(path)  # meta.json's rename and the segment's entry, in one fsync
-        for made in new_dirs:
-            fsync_dir(made.parent)
+        if opts.sync:
+            fsync_dir(path)  # meta.json's rename and the segment's entry, in one fsync
+            for made in new_dirs:
+                fsync_dir(made.parent)
         return log
 
     @classmethod
@@ -758,7 +762,8 @@ class Log:
             view = memoryview(bytes(out))
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if self.opts.sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         # the index is derived data, validated and rebuilt by recovery: no fsync of its own
@@ -769,9 +774,10 @@ class Log:
             new_ck = Checkpoint(
                 upto=seg.end, raw_bytes=ck.raw_bytes + raw, producers=producers, windows=windows
             )
-        write_atomic(self.path / "checkpoint.json", msgspec.json.encode(new_ck))
+        write_atomic(self.path / "checkpoint.json", msgspec.json.encode(new_ck), durable=self.opts.sync)
         os.replace(tmp, new.path)
-        fsync_dir(self.path)
+        if self.opts.sync:
+            fsync_dir(self.path)
         return new, new_ck
 
     def apply_seal(self, old: Segment, new: Segment, ck: Checkpoint) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
+import zstandard
 
 from .. import ids
 from ..engine import (
@@ -60,6 +62,7 @@ from ..errors import (
     StreamGone,
     StreamNotFound,
 )
+from . import archive
 from .archive import ArchivedLog, archivable, pack
 from .catalog import Catalog
 from .log import FANOUT_LOCK, Log, LogOptions
@@ -88,6 +91,8 @@ class StoreOptions:
     def __post_init__(self) -> None:
         if self.fsync not in POLICIES:
             raise ValueError(f"fsync policy must be one of {', '.join(POLICIES)}, not {self.fsync!r}")
+        if self.fsync == "never" and self.log.sync:
+            object.__setattr__(self, "log", dataclasses.replace(self.log, sync=False))
 
 
 class Tombstone(msgspec.Struct):
@@ -316,6 +321,11 @@ class Store:
         self._archive_queued: set[str] = set()
         self._archive_wake = asyncio.Event()
         self._db_pool: ThreadPoolExecutor | None = None  # the catalog's one writer
+        self._dicts: archive.Dicts = {}  # every trained dictionary, by id (they are small and few)
+        self._dict_id: int | None = None  # the one new answers are coded with
+        self._samples: deque[bytes] = deque(maxlen=archive.DICT_SAMPLES)
+        self._since_train = 0
+        self._training = False
         self._last_sweep = 0.0
         self._seal_due: list[tuple[float, int, str]] = []  # (when, tie-break, id): a heap
         self._seal_queued: set[str] = set()
@@ -364,6 +374,8 @@ class Store:
         # no directory). After a clean shutdown the catalog is trusted as it is.
         reconcile = not was_clean or self.catalog.created
         await loop.run_in_executor(self._db_pool, self._start_catalog, reconcile)
+        self._dicts = {i: zstandard.ZstdCompressionDict(d) for i, d in self.catalog.dicts().items()}
+        self._dict_id = max(self._dicts, default=None)
         live = self.catalog.live_ids()
         for sid, status, closed in live:
             if status != "open":
@@ -440,9 +452,26 @@ class Store:
         shutil.rmtree(trash, ignore_errors=True)
         self._prune(path.parent)
 
-    def _remove_dir(self, path: Path) -> None:
-        """Move a stream directory to the trash (one rename), empty it, prune empty fan-out dirs."""
-        self._empty_trash(self._to_trash(path), path)
+    def _remove_dir(self, path: Path, epoch: str | None = None) -> None:
+        """Remove a stream directory that no row names as live any more (its answer is archived),
+        then prune empty fan-out dirs. A crash half-way leaves a directory that the next start's
+        reconcile removes. With ``epoch``, only the directory of that incarnation goes: the id may
+        have been deleted and created again since (a new directory at the same path, whose meta.json
+        names another epoch or is not written yet), and that one must stay. Deletes go through the
+        trash instead (``_to_trash``), for the same reason."""
+        if epoch is not None:
+            with FANOUT_LOCK:
+                try:
+                    meta = msgspec.json.decode(read_file(path / "meta.json"), type=StreamMeta)
+                except (OSError, msgspec.DecodeError):
+                    return  # gone already, or a create in progress: not ours to remove
+                if meta.epoch != epoch:
+                    return
+                trash = self._to_trash(path)
+            self._empty_trash(trash, path)
+            return
+        shutil.rmtree(path, ignore_errors=True)
+        self._prune(path.parent)
 
     def _prune(self, fan: Path) -> None:
         """Remove the two fan-out levels above a removed stream if they are empty: a million finished
@@ -690,7 +719,7 @@ class Store:
             raise StreamNotFound(f"stream {stream_id!r} does not exist")
         path = ids.stream_dir(self.root, stream_id)
         if entry.archived:
-            log: Log = ArchivedLog(path, entry, self.opts.log, self.catalog)
+            log: Log = ArchivedLog(path, entry, self.opts.log, self.catalog, self._dicts)
         else:
             if s is not None:  # failed fsync: drop what memory believes and recover from the files
                 s.log.shutdown()
@@ -893,6 +922,8 @@ class Store:
         seg = s.log.seal_candidate()
         if seg is None or s.sealing or s.id in self._seal_queued:
             return
+        if seg is s.log.active and self.opts.archive_delay_s is not None and archive.short(s.log):
+            return  # a short finished answer goes to the archive, which codes its raw records itself
         delay = self.opts.seal_delay_s if seg is s.log.active else 0.0
         heapq.heappush(self._seal_due, (time.monotonic() + delay, next(self._seal_seq), s.id))
         self._seal_queued.add(s.id)
@@ -1106,10 +1137,22 @@ class Store:
         logs = [s.log for s in streams]
         for s in streams:
             s.sealing = True  # a background rewrite is under way: the stream stays loaded
+        dict_id = self._dict_id
+        zdict = self._dicts[dict_id] if dict_id is not None else None
+
+        def pack_all() -> builtins.list[tuple[archive.ArchivedAnswer, bytes | None] | None]:
+            cctx = archive.compressor(zdict)
+            return [pack(g, cctx, dict_id) for g in logs]
+
         try:
-            packs = await loop.run_in_executor(self._bg_pool, lambda: [pack(g) for g in logs])
+            packs = await loop.run_in_executor(self._bg_pool, pack_all)
+            answers = [p[0] for p in packs if p is not None]
+            for p in packs:
+                if p is not None and p[1] is not None:
+                    self._samples.append(p[1])
+                    self._since_train += 1
             moved = await loop.run_in_executor(
-                self._db_pool, self.catalog.archive, [p for p in packs if p is not None]
+                self._db_pool, self.catalog.archive, answers, self.opts.fsync != "never"
             )
         except (OSError, sqlite3.Error):
             self.counters["write_errors"] += 1
@@ -1117,22 +1160,57 @@ class Store:
         finally:
             for s in streams:
                 s.sealing = False
+        epochs = {a.meta.id: a.meta.epoch for a in answers}
         paths = []
         for sid in moved:
             entry = self.catalog.get(sid)
             loaded = self._streams.get(sid)
             if loaded is not None and entry is not None and not isinstance(loaded.log, ArchivedLog):
                 old = loaded.log
-                loaded.log = ArchivedLog(old.path, entry, self.opts.log, self.catalog)
+                loaded.log = ArchivedLog(old.path, entry, self.opts.log, self.catalog, self._dicts)
                 loaded.log.repairs, loaded.log.repair_notes = old.repairs, old.repair_notes
                 old.shutdown()
-            paths.append(ids.stream_dir(self.root, sid))
-        self.counters["archived"] += len(moved)
+            paths.append((ids.stream_dir(self.root, sid), epochs.get(sid)))
         await loop.run_in_executor(self._bg_pool, self._remove_dirs, paths)
+        self.counters["archived"] += len(moved)
+        due = archive.DICT_TRAIN_AFTER if self._dict_id is None else archive.DICT_RETRAIN_EVERY
+        if not self._training and self._since_train >= due:
+            self._training = True
+            self._spawn(self._train())
 
-    def _remove_dirs(self, paths: builtins.list[Path]) -> None:
-        for p in paths:
-            self._remove_dir(p)
+    async def _train(self) -> None:
+        """Train a dictionary from recent short answers; the first one also recodes the answers
+        archived before it (they were coded without one)."""
+        loop = asyncio.get_running_loop()
+        try:
+            samples = builtins.list(self._samples)
+            data = await loop.run_in_executor(self._bg_pool, archive.train, samples)
+            new_id = await loop.run_in_executor(self._db_pool, self.catalog.add_dict, data, time.time())
+            self._dicts[new_id] = zstandard.ZstdCompressionDict(data)
+            first = self._dict_id is None
+            self._dict_id, self._since_train = new_id, 0
+            self.counters["dicts_trained"] = self.counters.get("dicts_trained", 0) + 1
+            if first:
+                # up to the answers a batch packed while the dictionary was being trained, too
+                lo, hi = 1, self.catalog.next_arch
+                while lo < max(hi, self.catalog.next_arch):
+                    rows = self.catalog.blocks_between(lo, lo + 256)
+                    new = await loop.run_in_executor(self._bg_pool, archive.recode, rows, self._dicts, new_id)
+                    await loop.run_in_executor(self._db_pool, self.catalog.replace_blocks, new)
+                    self.counters["recoded"] = self.counters.get("recoded", 0) + len(new)
+                    lo += 256
+                    if lo >= hi and not new:
+                        break
+                # recoded blocks shrank in place; while the archive is this small, compact it
+                await loop.run_in_executor(self._db_pool, self.catalog.vacuum)
+        except (OSError, sqlite3.Error, zstandard.ZstdError):
+            self.counters["write_errors"] += 1
+        finally:
+            self._training = False
+
+    def _remove_dirs(self, paths: builtins.list[tuple[Path, str | None]]) -> None:
+        for p, epoch in paths:
+            self._remove_dir(p, epoch)
 
     def _sweep_tombstones(self, now: float) -> None:
         for t in (self.root / "tombstones").glob("*/*"):

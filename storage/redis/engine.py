@@ -648,6 +648,8 @@ class RedisStream:
 class RedisEngine:
     """Many streams in one Redis (``redis://host:port/db``), shared by every hub pointed at it."""
 
+    shared = True  # several hubs use one such engine at once (the hub then locks no data dir)
+
     def __init__(self, url: str, **options: Any) -> None:
         known = {f.name for f in fields(RedisOptions)}
         unknown = set(options) - known

@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from hub.core.fanout import Fanout, Outbox, Subscription
+from hub.core.fanout import Fanout, Subscription
+from hub.core.outbox import Outbox
 from storage import Engine, StreamHandle, open_engine
 
 

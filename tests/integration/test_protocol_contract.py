@@ -300,7 +300,7 @@ async def test_http_bad_input_codes_match_the_websocket(hub, session):
 
 
 async def test_a_client_reset_mid_body_logs_no_traceback(tmp_path):
-    hub = HubProcess(tmp_path / "data", log=tmp_path / "hub.log")
+    hub = HubProcess(tmp_path / "data", log=tmp_path / "hub.log", args=["--access-log", "on"])
     await hub.start()
     try:
         loop = asyncio.get_running_loop()

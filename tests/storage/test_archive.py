@@ -67,6 +67,9 @@ async def test_finished_answers_move_into_the_archive_and_read_back(
         last = (len(chunks) + 2) // 3
         retry = await s.append(chunks[(last - 1) * 3 :], "p", last)
         assert retry.duplicate and retry.offset == (last - 1) * 3
+        if last > 2:  # and so is an older one inside the retry window
+            older = await s.append(chunks[(last - 3) * 3 : (last - 2) * 3], "p", last - 2)
+            assert older.duplicate and older.offset == (last - 3) * 3
         info = s.info()
         assert (info.chunks, info.raw_bytes) == (len(chunks), sum(map(len, chunks)))
     assert store.list("chat/3/") == [f"chat/3/{k}" for k in range(8)]
@@ -116,18 +119,19 @@ async def test_fork_and_delete_of_an_archived_answer(store_factory: Any) -> None
 
 
 async def test_a_corrupt_archived_block_answers_corrupt_data(store_factory: Any) -> None:
-    store = await archived_store(store_factory)
-    chunks = [f"x{k}".encode() for k in range(900)]
+    store = await archived_store(store_factory, fsync="never")
+    # longer than archive.SMALL_ANSWER: its sealed blocks are archived as they are, several of them
+    chunks = [f"x{k:04d}".encode() * 20 for k in range(900)]
     await finish(store, "bad", chunks, per=10)
     await until(lambda: store.counters["archived"] == 1)
     await store.stop()
     conn = sqlite3.connect(store.root / "store.db")
-    rows = conn.execute("SELECT first, data FROM blocks ORDER BY first").fetchall()
+    rows = [(p & 0xFFFFFFFF, d) for p, d in conn.execute("SELECT pos, data FROM blocks ORDER BY pos")]
     assert len(rows) >= 3
     first, data = rows[1]
     flipped = bytearray(data)
     flipped[40] ^= 0x10
-    conn.execute("UPDATE blocks SET data = ? WHERE first = ?", (bytes(flipped), first))
+    conn.execute("UPDATE blocks SET data = ? WHERE pos & 0xFFFFFFFF = ?", (bytes(flipped), first))
     conn.commit()
     conn.close()
     again = await archived_store(store_factory, root=store.root)
@@ -223,3 +227,31 @@ async def test_the_old_layout_is_migrated_on_start(store_factory: Any, tmp_path:
     again = await store_factory(root=root, log=SMALL)
     assert again.list() == ["chat/1/a", "chat/1/b", "chat/2/a"]
     assert read_all(again.get("chat/1/a"))[:2] == [b"tok0 ", b"x"]
+
+
+async def test_a_dictionary_is_trained_and_earlier_answers_recoded(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.file import archive
+
+    monkeypatch.setattr(archive, "DICT_TRAIN_AFTER", 30)
+    monkeypatch.setattr(archive, "DICT_BYTES", 4096)
+    store = await archived_store(store_factory, fsync="never")
+    words = [b" the", b" stream", b" answer", b" resumes", b" after", b" a", b" reconnect", b"."]
+    answers = {f"d/{i:03d}": [words[(i * 7 + k * 3) % len(words)] for k in range(40 + i)] for i in range(60)}
+    for sid, chunks in answers.items():
+        await finish(store, sid, chunks, per=5)
+    await until(lambda: store.counters["archived"] == 60 and store.counters.get("recoded", 0) > 0, 30)
+    assert store.counters["dicts_trained"] == 1
+    for sid, chunks in answers.items():
+        assert read_all(store.get(sid)) == chunks
+    conn = sqlite3.connect(store.root / "store.db")
+    flags = {d[4] for (d,) in conn.execute("SELECT data FROM blocks")}
+    conn.close()
+    # zstd with predicted lengths; with the dictionary unless it did not make that answer smaller
+    assert 0x07 in flags and flags <= {0x05, 0x07}
+    await store.stop()
+    again = await archived_store(store_factory, root=store.root)
+    for sid, chunks in answers.items():
+        s = again.get(sid)
+        assert read_all(s) == chunks and s.read(7, max_chunks=2) == chunks[7:9]

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import zstandard
 
 from storage import Log, LogOptions, Store, StoreOptions, ids
 from storage.file.archive import ArchivedLog
@@ -175,6 +176,7 @@ def verify(data: Path, ledger: Ledger) -> tuple[int, int]:
     asyncio.run(restart())
     checked = archived = 0
     catalog = Catalog(data / "store.db")
+    dicts = {i: zstandard.ZstdCompressionDict(d) for i, d in catalog.dicts().items()}
     try:
         sids = catalog.list_ids()
         assert ledger.created <= set(sids), "a created stream disappeared"
@@ -182,7 +184,10 @@ def verify(data: Path, ledger: Ledger) -> tuple[int, int]:
             entry = catalog.get(sid)
             assert entry is not None
             path = ids.stream_dir(data, sid)
-            log = ArchivedLog(path, entry, opts, catalog) if entry.archived else Log.open(path, opts)
+            if entry.archived:
+                log: Log = ArchivedLog(path, entry, opts, catalog, dicts)
+            else:
+                log = Log.open(path, opts)
             archived += entry.archived
             try:
                 chunks: list[bytes] = []

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from hub.core.auth import bearer
 from hub.core.errors import DSError, HubError
-from hub.core.fanout import Format, Outbox, OutboxClosed
+from hub.core.fanout import Format
+from hub.core.outbox import Outbox, OutboxClosed
 from hub.core.service import HUB, Hub
 from hub.protocols.durable.forks import ForkPlan, fork_offset, fork_plan, on_delete
 from hub.protocols.durable.state import DS, Durable, DurableConfig

@@ -223,6 +223,9 @@ def decode(frame: str | bytes) -> ClientMsg:
     return msg
 
 
+NOTHING_TO_APPEND = "data is empty: nothing to append (skip empty deltas before sending)"
+
+
 def check(msg: ClientMsg) -> None:
     """Value rules beyond the types (the same ones the HTTP API applies)."""
     if isinstance(msg, Subscribe):
@@ -231,8 +234,8 @@ def check(msg: ClientMsg) -> None:
     elif isinstance(msg, Append):
         if (msg.seq is None) != (msg.producer is None):
             raise HubError("bad_request", "producer and seq go together: send both or neither", msg.stream)
-        if isinstance(msg.data, list) and not msg.data:
-            raise HubError("bad_request", "data is an empty list: nothing to append", msg.stream)
+        if msg.data in ("", []):  # "" and [] alike (and as on HTTP): no chunk, not an empty one
+            raise HubError("bad_request", NOTHING_TO_APPEND, msg.stream)
     elif isinstance(msg, Create) and msg.ttl is not None and not msg.ttl >= 0:
         raise HubError("bad_request", "ttl must be a number of seconds >= 0", msg.stream)
 
