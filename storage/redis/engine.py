@@ -299,7 +299,7 @@ class RedisStream:
             e._renew,
             secrets.token_hex(8),
             _now(),
-            self._next,
+            f"{self._meta.epoch}:{self._next}",
             producer_id or "",
             "1" if producer_id is not None and seq is not None else "0",
             seq if seq is not None else 0,
@@ -845,7 +845,7 @@ class RedisEngine:
         # their order (a producer's pipelined appends each look their stream up first)
         r = await s._submit(
             [k.meta, k.sealed, k.tomb, self.space.deadlines],
-            [self._renew, secrets.token_hex(8), s._next if s._meta.epoch else 0, k.channel, s.id],
+            [self._renew, secrets.token_hex(8), f"{s._meta.epoch}:{s._next}", k.channel, s.id],
             lambda _: None,
             "load",
         )

@@ -22,12 +22,14 @@ end
 -- Before anything reads or writes an open stream: renew its epoch when Redis may have lost data
 -- that a reader already saw. Two signs: the stream was last touched by another Redis incarnation
 -- (and the fsync policy does not make acknowledged writes survive a restart: ``renew`` = '1'), or
--- a hub already saw offsets past what Redis now holds (``hint``). Returns the stream's epoch.
+-- a hub already saw offsets of this epoch past what Redis now holds (``hint``: "<epoch>:<offset>",
+-- what it knew; a hint of an older epoch says nothing). Returns the stream's epoch.
 local function check_epoch(m, channel, renew, new_epoch, hint)
   local h = redis.call('HMGET', m, 'rid', 'ep', 'cl', 'n')
   local rid = run_id()
   local ep = h[2]
-  local lost = tonumber(hint) > tonumber(h[4])
+  local hint_epoch, hint_next = string.match(hint, '^(%w*):(%d+)$')
+  local lost = hint_epoch == ep and tonumber(hint_next) > tonumber(h[4])
   if h[1] ~= rid then
     if renew == '1' and not h[3] then lost = true end
     redis.call('HSET', m, 'rid', rid)
