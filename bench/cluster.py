@@ -150,22 +150,26 @@ async def append_vs_xadd(url: str, streams: int, per: int) -> tuple[float, float
     tok = b"x" * 40
     try:
         handles = [await eng.create(f"rate/{i}") for i in range(streams)]
+        seqs = [0] * streams
 
-        async def ours(s: Any) -> None:
+        async def ours(i: int) -> None:
+            for _ in range(per):
+                seqs[i] += 1
+                await handles[i].append([tok], "p", seqs[i])
+
+        async def bare(i: int, base: int) -> None:
             for q in range(per):
-                await s.append([tok], "p", q)
+                await r.xadd(f"bare:{i}", {"c": tok}, id=f"0-{base + q + 1}")
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(ours(s) for s in handles))
-        engine_rate = streams * per / (time.perf_counter() - t0)
-
-        async def bare(i: int) -> None:
-            for q in range(per):
-                await r.xadd(f"bare:{i}", {"c": tok}, id=f"0-{q + 1}")
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(bare(i) for i in range(streams)))
-        xadd_rate = streams * per / (time.perf_counter() - t0)
+        # alternating rounds, the best of each: the machine is shared, a single round is noisy
+        engine_rate = xadd_rate = 0.0
+        for rnd in range(3):
+            t0 = time.perf_counter()
+            await asyncio.gather(*(ours(i) for i in range(streams)))
+            engine_rate = max(engine_rate, streams * per / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            await asyncio.gather(*(bare(i, rnd * per) for i in range(streams)))
+            xadd_rate = max(xadd_rate, streams * per / (time.perf_counter() - t0))
         return engine_rate, xadd_rate
     finally:
         await r.aclose()

@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import ids
@@ -296,7 +296,7 @@ class RedisStream:
         e = self.engine
         args: list[Any] = [
             mode,
-            e._renew,
+            e._write_consts,
             secrets.token_hex(8),
             _now(),
             f"{self._meta.epoch}:{self._next}",
@@ -307,12 +307,6 @@ class RedisStream:
             "1" if stream_seq is not None else "0",
             stream_seq or "",
             close_json,
-            self.k.channel,
-            e.opts.publish_bytes,
-            _opt(e.opts.default_ttl),
-            e.opts.expire_grace,
-            e.space.events,
-            e.origin,
             *chunks,
         ]
         k = self.k
@@ -681,6 +675,7 @@ class RedisEngine:
         self._seal_due: dict[str, float] = {}
         self._seal_wake = asyncio.Event()
         self._renew = "1"
+        self._write_consts = ""
         self._streams_total = self._streams_open = 0
         self._running = False
         self._pool: aioredis.BlockingConnectionPool | None = None
@@ -717,6 +712,16 @@ class RedisEngine:
         if renew is None:
             renew = self.fsync != "always"
         self._renew = "1" if renew else "0"
+        o = self.opts
+        consts = [
+            self._renew,
+            o.publish_bytes,
+            _opt(o.default_ttl),
+            o.expire_grace,
+            self.space.events,
+            self.origin,
+        ]
+        self._write_consts = "|".join(str(c) for c in consts)
         self._live = Live(self._pool)
         await self._live.start(self.space.events, self._on_event)
         await self._count()
@@ -776,11 +781,19 @@ class RedisEngine:
         """EVALSHA of many script calls, pipelined on one connection, in order; replies (or the
         error of each call) in the same order. A server that forgot a script (a restart) gets it
         again, and the calls it refused are sent once more."""
-        pipe = self._r.pipeline(transaction=False)
-        for name, keys_, args in items:
-            pipe.evalsha(self._scripts[name].sha, len(keys_), *keys_, *args)
+        replies: list[Any]
         try:
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if len(items) == 1:  # the common case: no pipeline machinery for one call
+                name, keys_, args = items[0]
+                try:
+                    replies = [await self._r.evalsha(self._scripts[name].sha, len(keys_), *keys_, *args)]
+                except ResponseError as e:  # NOSCRIPT, or an error the script raised
+                    replies = [e]
+            else:
+                pipe = self._r.pipeline(transaction=False)
+                for name, keys_, args in items:
+                    pipe.evalsha(self._scripts[name].sha, len(keys_), *keys_, *args)
+                replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as e:
             self.counters["redis_errors"] += 1
             raise StorageUnavailable(f"redis: {e}") from e

@@ -2,9 +2,9 @@
 -- explicit ids 0-<offset+1>, the offset/epoch metadata, retention, and the live notification
 -- (PUBLISH on the stream's channel, payload carrying epoch + offset so a receiver detects gaps).
 -- KEYS: meta, data, sealed, tombstone, open set, deadlines
--- ARGV: 1 mode, 2 renew, 3 new epoch, 4 now, 5 hint, 6 producer id ('' none), 7 has seq, 8 seq,
---       9 producer epoch, 10 has stream seq, 11 stream seq, 12 close json ('' none), 13 channel,
---       14 inline publish cap, 15 default ttl, 16 grace, 17 events channel, 18 origin, 19.. chunks
+-- ARGV: 1 mode, 2 the engine's constants "renew|publish cap|default ttl|grace|events channel|origin",
+--       3 new epoch, 4 now, 5 hint, 6 producer id ('' none), 7 has seq, 8 seq, 9 producer epoch,
+--       10 has stream seq, 11 stream seq, 12 close json ('' none), 13.. chunks
 -- Returns {'ok', first, count, next, epoch, closed} | {'dup', first, count, next}
 --       | {'err', code, msg, next}
 --       | {'sealed'} | {'gone'} | {'nf'}
@@ -15,8 +15,10 @@ if redis.call('EXISTS', m) == 0 then
   if redis.call('EXISTS', t) == 1 then return {'gone'} end
   return {'nf'}
 end
-local channel = ARGV[13]
-local ep = check_epoch(m, channel, ARGV[2], ARGV[3], ARGV[5])
+local channel = string.sub(m, 1, -2) .. 'c'  -- keys.py: the stream's keys differ in their last letter
+local renew, cap, default_ttl, grace, events, origin =
+  string.match(ARGV[2], '^([01])|(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+local ep = check_epoch(m, channel, renew, ARGV[3], ARGV[5])
 local h = redis.call('HMGET', m, 'n', 'cl', 'ss', 'raw', 'id')
 local n, closed, sid = tonumber(h[1]), h[2], h[5]
 local now = ARGV[4]
@@ -59,7 +61,7 @@ end
 local count = 0
 if mode == 'a' then
   local lens, total = {}, 0
-  for i = 19, #ARGV do
+  for i = 13, #ARGV do
     count = count + 1
     redis.call('XADD', d, '0-' .. fmt(n + count), 'c', ARGV[i])
     lens[count] = fmt(#ARGV[i])
@@ -67,9 +69,9 @@ if mode == 'a' then
   end
   redis.call('HSET', m, 'n', fmt(n + count), 'raw', fmt(tonumber(h[4]) + total), 'la', now, 'acc', now)
   if ARGV[10] == '1' then redis.call('HSET', m, 'ss', ARGV[11]) end
-  if total <= tonumber(ARGV[14]) then
+  if total <= tonumber(cap) then
     local data = {}
-    for i = 19, #ARGV do data[#data + 1] = ARGV[i] end
+    for i = 13, #ARGV do data[#data + 1] = ARGV[i] end
     redis.call('PUBLISH', channel, 'c ' .. ep .. ' ' .. fmt(n) .. ' ' .. table.concat(lens, ',') .. '\n' ..
       table.concat(data))
   else  -- too big to carry: receivers read it with XRANGE
@@ -87,8 +89,8 @@ if ARGV[12] ~= '' then
   redis.call('HSET', m, 'cl', ARGV[12], 'cat', now, 'acc', now)
   redis.call('ZREM', openk, sid)
   redis.call('PUBLISH', channel, 'e ' .. ep .. ' ' .. fmt(n + count) .. ' ' .. ARGV[12])
-  redis.call('PUBLISH', ARGV[17], 'e ' .. ARGV[18] .. ' ' .. sid)
+  redis.call('PUBLISH', events, 'e ' .. origin .. ' ' .. sid)
   now_closed = 1
 end
-schedule(m, d, dl, sid, ARGV[15], ARGV[16])
+schedule(m, d, dl, sid, default_ttl, grace)
 return {'ok', fmt(n), fmt(count), fmt(n + count), ep, now_closed}
