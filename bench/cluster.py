@@ -61,9 +61,6 @@ async def producer(
     acks: dict[int, float],
 ) -> None:
     async with session.ws_connect(url) as ws:
-        await ws.send_str(msgspec.json.encode({"op": "create", "stream": stream, "id": "c"}).decode())
-        while msgspec.json.decode((await ws.receive()).data).get("op") != "ack":
-            pass
         sent: dict[int, float] = {}
 
         async def read_acks() -> None:
@@ -100,6 +97,10 @@ async def fan_run(
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
         acks: dict[int, float] = {}
+        async with session.ws_connect(url_prod) as ws:  # the stream exists before anyone subscribes
+            await ws.send_str(msgspec.json.encode({"op": "create", "stream": stream, "id": "c"}).decode())
+            while msgspec.json.decode((await ws.receive()).data).get("op") != "ack":
+                pass
         remote_times: list[dict[int, float]] = []
         tasks = []
         for i in range(subs):
@@ -114,6 +115,8 @@ async def fan_run(
         await producer(session, url_prod, stream, toks, rate, acks)
         counts = await asyncio.gather(*tasks)
         dt = time.perf_counter() - t0
+        if sum(counts) != subs * len(toks):
+            raise RuntimeError(f"delivered {sum(counts)} chunks, expected {subs} x {len(toks)}")
         lat = [(t[off] - acks[off]) * 1000 for t in remote_times for off in t if off in acks]
         return sum(counts) / dt, lat
 

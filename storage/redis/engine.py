@@ -142,6 +142,7 @@ class RedisStream:
         self._inflight = 0  # this engine's appends awaiting their reply
         self._queue: list[tuple[str, list[str], list[Any], Callable[[Any], None], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._inline = False  # a caller is sending this stream's only call in flight itself
         self._changed = asyncio.Event()
         self._subs = 0  # listeners + waiters: while > 0 the engine subscribes to the channel
         self._last_access_sent = 0.0
@@ -361,17 +362,36 @@ class RedisStream:
         """Queue one script call (a write, or the load ``get_stream`` makes first). A stream's writes reach Redis in the order they were
         made (one writer per stream, pipelining what queued up behind a round trip), as the file
         engine assigns them in call order: a producer's pipelined seqs never overtake each other."""
+        if self._writer is None and not self._queue and not self._inline:
+            # Nothing of this stream in flight: the caller sends it itself (no task, no future).
+            # Calls made meanwhile queue up and go once it is answered. A cancel mid-flight drops
+            # the connection (redis-py); the reply's effects then come from the next catch-up.
+            self._inline = True
+            self._inflight += 1
+            try:
+                r = (await self.engine._eval_batch([(script, keys_, args)]))[0]
+            finally:
+                self._inflight -= 1
+                self._inline = False
+                self._start_writer()
+            if isinstance(r, Exception):
+                raise StorageUnavailable(f"redis: {r}")
+            settle(r)
+            return r
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((script, keys_, args, settle, fut))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop())
-            self.engine._bg.add(self._writer)
-            self._writer.add_done_callback(self.engine._bg.discard)
+        self._start_writer()
         self._inflight += 1
         try:
             return await fut
         finally:
             self._inflight -= 1
+
+    def _start_writer(self) -> None:
+        if self._writer is None and self._queue and not self._inline:
+            self._writer = asyncio.create_task(self._write_loop())
+            self.engine._bg.add(self._writer)
+            self._writer.add_done_callback(self.engine._bg.discard)
 
     async def _write_loop(self) -> None:
         batch: list[Any] = []

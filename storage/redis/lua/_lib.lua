@@ -24,8 +24,9 @@ end
 -- (and the fsync policy does not make acknowledged writes survive a restart: ``renew`` = '1'), or
 -- a hub already saw offsets of this epoch past what Redis now holds (``hint``: "<epoch>:<offset>",
 -- what it knew; a hint of an older epoch says nothing). Returns the stream's epoch.
-local function check_epoch(m, channel, renew, new_epoch, hint)
-  local h = redis.call('HMGET', m, 'rid', 'ep', 'cl', 'n')
+local function check_epoch(m, channel, renew, new_epoch, hint, h)
+  -- h: the meta hash's rid, ep, cl, n (fetched here unless the caller already has them)
+  h = h or redis.call('HMGET', m, 'rid', 'ep', 'cl', 'n')
   local rid = run_id()
   local ep = h[2]
   local hint_epoch, hint_next = string.match(hint, '^(%w*):(%d+)$')

@@ -10,7 +10,9 @@
 --       | {'sealed'} | {'gone'} | {'nf'}
 local m, d, z, t, openk, dl = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local mode = ARGV[1]
-if redis.call('EXISTS', m) == 0 then
+-- one HMGET for everything below (each redis.call costs more than the work it does)
+local h = redis.call('HMGET', m, 'rid', 'ep', 'cl', 'n', 'ss', 'raw', 'id', 'xa', 'ttl', 'ittl')
+if not h[7] then
   if redis.call('EXISTS', z) == 1 then return {'sealed'} end
   if redis.call('EXISTS', t) == 1 then return {'gone'} end
   return {'nf'}
@@ -18,9 +20,9 @@ end
 local channel = string.sub(m, 1, -2) .. 'c'  -- keys.py: the stream's keys differ in their last letter
 local renew, cap, default_ttl, grace, events, origin =
   string.match(ARGV[2], '^([01])|(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-local ep = check_epoch(m, channel, renew, ARGV[3], ARGV[5])
-local h = redis.call('HMGET', m, 'n', 'cl', 'ss', 'raw', 'id')
-local n, closed, sid = tonumber(h[1]), h[2], h[5]
+local ep = check_epoch(m, channel, renew, ARGV[3], ARGV[5], h)
+local n, closed, sid = tonumber(h[4]), h[3], h[7]
+h = {h[4], h[3], h[5], h[6], h[7], h[8], h[9], h[10]}  -- n, cl, ss, raw, id, xa, ttl, ittl
 local now = ARGV[4]
 local pid, has_seq = ARGV[6], ARGV[7] == '1'
 local seq, pep = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -67,8 +69,16 @@ if mode == 'a' then
     lens[count] = fmt(#ARGV[i])
     total = total + #ARGV[i]
   end
-  redis.call('HSET', m, 'n', fmt(n + count), 'raw', fmt(tonumber(h[4]) + total), 'la', now, 'acc', now)
-  if ARGV[10] == '1' then redis.call('HSET', m, 'ss', ARGV[11]) end
+  local fields = {'n', fmt(n + count), 'raw', fmt(tonumber(h[4]) + total), 'la', now, 'acc', now}
+  if ARGV[10] == '1' then fields[#fields + 1] = 'ss'; fields[#fields + 1] = ARGV[11] end
+  if pid ~= '' and has_seq then
+    if not win or win.epoch ~= pep then win = {epoch = pep, entries = {}} end
+    win.entries[#win.entries + 1] = {seq, n, count}
+    while #win.entries > PRODUCER_WINDOW do table.remove(win.entries, 1) end
+    fields[#fields + 1] = 'p:' .. pid
+    fields[#fields + 1] = format_window(win)
+  end
+  redis.call('HSET', m, unpack(fields))
   if total <= tonumber(cap) then
     local data = {}
     for i = 13, #ARGV do data[#data + 1] = ARGV[i] end
@@ -78,7 +88,7 @@ if mode == 'a' then
     redis.call('PUBLISH', channel, 'n ' .. ep .. ' ' .. fmt(n) .. ' ' .. fmt(count))
   end
 end
-if pid ~= '' and has_seq then
+if mode == 'c' and pid ~= '' and has_seq then
   if not win or win.epoch ~= pep then win = {epoch = pep, entries = {}} end
   win.entries[#win.entries + 1] = {seq, n, count}
   while #win.entries > PRODUCER_WINDOW do table.remove(win.entries, 1) end
@@ -92,5 +102,8 @@ if ARGV[12] ~= '' then
   redis.call('PUBLISH', events, 'e ' .. origin .. ' ' .. sid)
   now_closed = 1
 end
-schedule(m, d, dl, sid, default_ttl, grace)
+-- retention: only a stream that has (or had) a deadline needs it moved
+if h[6] or h[7] or h[8] or (now_closed == 1 and default_ttl ~= '') then
+  schedule(m, d, dl, sid, default_ttl, grace)
+end
 return {'ok', fmt(n), fmt(count), fmt(n + count), ep, now_closed}
