@@ -70,6 +70,8 @@ async def producer(
                     acks[f["offset"]] = time.perf_counter()
                     if len(acks) == len(toks):
                         return
+                elif f.get("op") == "error":
+                    raise RuntimeError(f"the producer got an error frame: {f}")
 
         reader = asyncio.create_task(read_acks())
         t0 = time.perf_counter()
@@ -80,8 +82,11 @@ async def producer(
             sent[i] = time.perf_counter()
             msg = {"op": "append", "stream": stream, "data": t.decode(), "id": i, "producer": "p", "seq": i}
             await ws.send_str(msgspec.json.encode(msg).decode())
-        async with asyncio.timeout(60):
-            await reader
+        try:
+            async with asyncio.timeout(60):
+                await reader
+        except TimeoutError:
+            raise RuntimeError(f"{len(acks)} of {len(toks)} appends acknowledged after 60 s") from None
         await ws.send_str(
             msgspec.json.encode({"op": "close", "stream": stream, "status": "done", "id": "x"}).decode()
         )
