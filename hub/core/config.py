@@ -16,6 +16,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8765
     data_dir: Path = Path("data")
+    store: str | None = None  # redis://host:port/db: the Redis engine, shared by hubs side by side
     fsync: str = "interval"
     fsync_interval_ms: float = 5.0
     admin_token: str | None = None  # bearer token for /admin and /metrics; random when unset
