@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import aiohttp
 import pytest
 
 from .conftest import WS, wait_for
@@ -332,3 +333,31 @@ async def test_subscribe_and_cancel_echo_their_request_ids(hub, connect):
     await ws.send(op="cancel", stream="nope", id="c2")
     err = await ws.recv_op("error")
     assert err["id"] == "c2" and err["code"] == "stream_not_found"
+
+
+async def test_permessage_deflate_is_off_unless_configured(start_hub):
+    """Every browser offers permessage-deflate; aiohttp's zlib state would cost ~100 KiB per tab."""
+    for compress, expected in ((False, None), (True, "permessage-deflate")):
+        running = await start_hub(ws_compress=compress)
+        async with aiohttp.ClientSession() as s, s.ws_connect(running.ws_url, compress=15) as ws:
+            ext = ws._response.headers.get("Sec-WebSocket-Extensions")
+            assert (ext.split(";")[0] if ext else None) == expected
+            await ws.send_json({"op": "ping", "t": 7})
+            reply = await ws.receive_json(timeout=5)
+            assert reply["op"] == "pong" and reply["t"] == 7
+
+
+async def test_an_idle_connection_holds_no_writer_task(hub, connect):
+    """The outbox's writer runs only while frames are queued, and a later frame starts it again."""
+    ws = await connect(hub.ws_url)
+    await ws.send(op="create", stream="idle/w", id=0)
+    await ws.recv_op("ack")
+    await ws.send(op="subscribe", stream="idle/w", id=1)
+    await ws.recv_op("subscribed")
+    conn = next(iter(hub.hub.connections))
+    outbox = conn.outbox  # type: ignore[attr-defined]
+    await wait_for(lambda: outbox._writer is None, what="the writer task to end")
+    assert outbox._q is None
+    assert conn.subs["idle/w"]._task is None  # type: ignore[attr-defined]  # replay done: live
+    await ws.send(op="ping", t=1)
+    assert (await ws.recv_op("pong"))["t"] == 1
