@@ -3,6 +3,6 @@ reconnects and a ``Subscriber`` that resumes exactly where it stopped; over plai
 ``HttpProducer`` with the same shape; and ``cancel`` over HTTP."""
 
 from hub.client.http import HttpProducer
-from hub.client.websocket import Chunk, ClientError, Producer, Subscriber, cancel
+from hub.client.websocket import Chunk, ClientError, Producer, StreamReset, Subscriber, cancel
 
-__all__ = ["Chunk", "ClientError", "HttpProducer", "Producer", "Subscriber", "cancel"]
+__all__ = ["Chunk", "ClientError", "HttpProducer", "Producer", "StreamReset", "Subscriber", "cancel"]
