@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> None:
         "--allowed-origins", help="comma-separated WebSocket Origin allow-list (RHUB_ALLOWED_ORIGINS)"
     )
     sv.add_argument("--stream-ttl-s", type=float, help="keep closed streams this long (RHUB_STREAM_TTL_S)")
+    sv.add_argument(
+        "--max-total-bytes", type=int, help="stored bytes cap, oldest answers go first (RHUB_MAX_TOTAL_BYTES)"
+    )
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
     args = ap.parse_args(argv)
     if args.cmd != "serve":
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         jwt_secret=args.jwt_secret,
         allowed_origins=origins,
         stream_ttl_s=args.stream_ttl_s,
+        max_total_bytes=args.max_total_bytes,
         demo=args.demo,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

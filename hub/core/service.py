@@ -70,6 +70,7 @@ class Hub:
             fsync=config.fsync,
             interval_ms=config.fsync_interval_ms,
             default_ttl=config.stream_ttl_s,
+            max_total_bytes=config.max_total_bytes,
             log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
         )
         self.fanout = Fanout()

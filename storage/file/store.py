@@ -375,6 +375,8 @@ class Store:
         await loop.run_in_executor(self._db_pool, self._start_catalog, reconcile)
         self._dicts = {i: zstandard.ZstdCompressionDict(d) for i, d in self.catalog.dicts().items()}
         self._dict_id = max(self._dicts, default=None)
+        if self.opts.max_total_bytes is not None:
+            await loop.run_in_executor(self._db_pool, self.catalog.ensure_arch_index)
         live = self.catalog.live_ids()
         for sid, status, closed in live:
             if status != "open":
@@ -780,6 +782,7 @@ class Store:
             "catalog_allocated_bytes": sum(
                 p.stat().st_blocks * 512 for p in self.root.glob("store.db*") if p.is_file()
             ),
+            "archived_bytes": self.catalog.archived_bytes,
             **self.counters,
         }
 
@@ -1006,14 +1009,34 @@ class Store:
             elif when is not None:
                 heapq.heappush(self._deadlines, (when, sid))
         cap = self.opts.max_total_bytes
+        dropped_archived = False
         if cap is not None:
-            live = [self.get(i) for i in self.list() if i not in expired]
-            total = sum(s.log.stored_bytes for s in live)
-            for s in sorted((s for s in live if s.close_info), key=lambda s: s.close_info.at):  # type: ignore[union-attr]
+            # stored bytes: the archive's running total plus the live streams' (O(live), never a
+            # walk of every answer); the oldest go first: archived answers in archive order, then
+            # closed live ones by close time
+            total = self.catalog.archived_bytes
+            live_closed = []
+            for sid, _, _ in self.catalog.live_ids():
+                if sid in expired or sid in self._deleting:
+                    continue
+                with contextlib.suppress(StreamNotFound, StreamGone):
+                    s = self.get(sid)
+                    total += s.log.stored_bytes
+                    if s.close_info is not None:
+                        live_closed.append((s.close_info.at, sid, s.log.stored_bytes))
+            if total > cap:
+                for sid, size in self.catalog.oldest_archived(4096):
+                    if total <= cap:
+                        break
+                    if sid not in expired:
+                        expired.append(sid)
+                        total -= size
+                        dropped_archived = True
+            for _, sid, size in sorted(live_closed):
                 if total <= cap:
                     break
-                expired.append(s.id)
-                total -= s.log.stored_bytes
+                expired.append(sid)
+                total -= size
 
         async def drop(sid: str) -> None:
             with contextlib.suppress(StreamNotFound, StreamGone):
@@ -1022,6 +1045,9 @@ class Store:
 
         for i in range(0, len(expired), 64):  # side by side: expiry must keep up with creation
             await asyncio.gather(*(drop(sid) for sid in expired[i : i + 64]), return_exceptions=True)
+        if dropped_archived or (expired and self.opts.max_total_bytes is not None):
+            with contextlib.suppress(sqlite3.Error):  # freed pages back to the file system
+                await asyncio.get_running_loop().run_in_executor(self._db_pool, self.catalog.reclaim)
         if now >= self._last_sweep + min(600.0, self.opts.tombstone_ttl / 4):
             self._last_sweep = now
             await asyncio.get_running_loop().run_in_executor(self._bg_pool, self._sweep_tombstones, now)
