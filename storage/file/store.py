@@ -1116,6 +1116,20 @@ class Store:
                 await asyncio.shield(task)
 
     async def _archive_batch(self, sids: builtins.list[str]) -> None:
+        self._archive_queued.update(sids)  # loading them below must not queue them again
+        ok = False
+        try:
+            ok = await self._archive_some(sids)
+        finally:
+            self._archive_queued.difference_update(sids)
+        if ok:  # one that became archivable meanwhile (its seal finished during the batch)
+            for sid in sids:
+                s = self._streams.get(sid)
+                if s is not None and not s.deleted and archivable(s.log) and s.log.close_info is not None:
+                    self._queue_archive(sid, s.log.close_info.at)
+
+    async def _archive_some(self, sids: builtins.list[str]) -> bool:
+        """Archive what can be of ``sids``; False if writing failed (retried after a restart)."""
         streams = []
         for sid in sids:
             try:
@@ -1126,7 +1140,7 @@ class Store:
             if archivable(s.log) and not s.sealing and not s.deleted:
                 streams.append(s)
         if not streams:
-            return
+            return True
         loop = asyncio.get_running_loop()
         logs = [s.log for s in streams]
         for s in streams:
@@ -1150,7 +1164,7 @@ class Store:
             )
         except (OSError, sqlite3.Error):
             self.counters["write_errors"] += 1
-            return  # the files are untouched; the answers are archived after the next restart
+            return False  # the files are untouched; the answers are archived after the next restart
         finally:
             for s in streams:
                 s.sealing = False
@@ -1170,6 +1184,7 @@ class Store:
         if not self._training and self._since_train >= due:
             self._training = True
             self._spawn(self._train())
+        return True
 
     async def _train(self) -> None:
         """Train a dictionary from recent short answers; the first one also recodes the answers
