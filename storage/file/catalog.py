@@ -2,11 +2,12 @@
 
 ``streams`` has one row per stream that exists (live or archived): id, status, times, the meta
 fields, and for an archived answer what its files used to say (chunk count, raw bytes, close,
-producer state). ``blocks`` holds archived answers: one row per sealed block, keyed by (stream key,
-first offset), so a seek is one B-tree lookup (O(log n)) and a long answer keeps its block
-structure. A block is a whole framed record (``record.py``: length, CRC32, first offset, count,
-payload), so an archived byte is checked exactly as a segment byte is, and a flipped bit answers
-``corrupt_data``, never wrong text.
+producer state and retry windows). ``blocks`` holds archived answers: one row per block, keyed by
+``arch << 32 | first offset`` (``arch`` numbers answers in archive order), so a seek is one B-tree
+lookup (O(log n)), a long answer keeps its block structure, and appends fill whole pages. A block
+carries its own checksum (``codec.py``), so an archived byte is checked exactly as a segment byte
+is, and a flipped bit answers ``corrupt_data``, never wrong text. ``dicts`` keeps every trained
+zstd dictionary, ``settings`` the few counters that must survive a restart.
 
 Invariants:
 
