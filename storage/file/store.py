@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import heapq
 import itertools
+import os
 import secrets
 import shutil
 import sqlite3
@@ -443,9 +444,25 @@ class Store:
 
     def _remove_dir(self, path: Path) -> None:
         """Remove a stream directory that no row names as live any more, then prune empty fan-out
-        dirs. A crash half-way leaves a directory that the next start's reconcile removes."""
-        shutil.rmtree(path, ignore_errors=True)
+        dirs. The rename to the trash frees the path at once (a create of the same id may follow);
+        a crash half-way leaves a directory that the next start's reconcile or trash sweep removes."""
+        trash = self._to_trash(path)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
         self._prune(path.parent)
+
+    def _to_trash(self, path: Path) -> Path | None:
+        trash = self.root / "trash" / f"{path.name}.{secrets.token_hex(4)}"
+        try:
+            os.replace(path, trash)
+        except FileNotFoundError:
+            return None
+        return trash
+
+    def _empty_trash(self, trash: Path | None, fan: Path) -> None:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        self._prune(fan)
 
     def _prune(self, fan: Path) -> None:
         """Remove the two fan-out levels above a removed stream if they are empty: a million finished
@@ -757,7 +774,9 @@ class Store:
             await loop.run_in_executor(self._db_pool, self.catalog.remove, [stream_id], durable)
             s.log.shutdown()
             if not isinstance(s.log, ArchivedLog):
-                self._spawn(loop.run_in_executor(self._bg_pool, self._remove_dir, s.log.path))
+                # the path is free when delete returns (the same id may be created right away)
+                trash = await loop.run_in_executor(self._fsync_pool, self._to_trash, s.log.path)
+                self._spawn(loop.run_in_executor(self._bg_pool, self._empty_trash, trash, s.log.path.parent))
         finally:
             self._deleting.discard(stream_id)
         s._fail(StreamGone(f"stream {stream_id!r} was {reason}"), -1)
@@ -893,7 +912,12 @@ class Store:
         seg = s.log.seal_candidate()
         if seg is None or s.sealing or s.id in self._seal_queued:
             return
-        if seg is s.log.active and self.opts.archive_delay_s is not None and archive.short(s.log):
+        if (
+            seg is s.log.active
+            and len(s.log.segments) == 1
+            and self.opts.archive_delay_s is not None
+            and archive.short(s.log)
+        ):
             return  # a short finished answer goes to the archive, which codes its raw records itself
         delay = self.opts.seal_delay_s if seg is s.log.active else 0.0
         heapq.heappush(self._seal_due, (time.monotonic() + delay, next(self._seal_seq), s.id))
