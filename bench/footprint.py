@@ -92,8 +92,7 @@ async def produce(ws_url: str, work: list[tuple[str, list[str]]], seed: int, bar
             if msg["op"] != "ack":
                 raise RuntimeError(f"{sid}: {msg}")
             frames = [
-                {"op": "append", "stream": sid, "data": g, "id": i}
-                for i, g in enumerate(groups(tokens, rng))
+                {"op": "append", "stream": sid, "data": g, "id": i} for i, g in enumerate(groups(tokens, rng))
             ]
             frames.append({"op": "close", "stream": sid, "status": "done", "id": len(frames)})
             want = len(frames)
@@ -169,9 +168,7 @@ async def main_async(n: int, keep: bool) -> int:
                     bar.update(done[0])
 
             b = Bar()
-            await asyncio.gather(
-                *(produce(hub.ws_url, work[k::PRODUCERS], k, b) for k in range(PRODUCERS))
-            )
+            await asyncio.gather(*(produce(hub.ws_url, work[k::PRODUCERS], k, b) for k in range(PRODUCERS)))
         write_s = time.perf_counter() - t0
         note("waiting for every answer to reach the archive")
         t1 = time.perf_counter()
