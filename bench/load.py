@@ -53,6 +53,13 @@ def never_reader(port: int, stream: str, start: str = '"now"') -> socket.socket:
     return s
 
 
+async def answer_pings(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """An idle tab still answers the hub's heartbeat pings, and aiohttp's client does that only inside
+    ``receive``: without this reader the hub closes an idle connection after about 30 s."""
+    async for _ in ws:
+        pass
+
+
 async def settle(session: aiohttp.ClientSession, base: str) -> None:
     """One HTTP round trip after the last subscribe: every frame sent before it has been handled
     (one event loop, frames in order per connection; a short pause covers the other connections)."""
@@ -125,6 +132,7 @@ async def run(
                 rss0 = rss_kb(pid)
                 idle_n = connections - slow - fast
                 idle = []
+                idle_readers: list[asyncio.Task[None]] = []
                 warm = min(50, idle_n // 10)  # --trace: the baseline follows these (lazy set-up, caches)
                 with progress("idle connections", idle_n) as bar:
                     for k in range(idle_n):
@@ -134,6 +142,7 @@ async def run(
                         ws = await session.ws_connect(url, compress=idle_compress)
                         await ws.send_json({"op": "subscribe", "stream": "load/quiet"})
                         idle.append(ws)
+                        idle_readers.append(asyncio.create_task(answer_pings(ws)))
                         bar.update(k + 1)
                 await settle(session, hub.url)
                 rss_idle = rss_kb(pid)
@@ -150,8 +159,10 @@ async def run(
                 lat_b = await phase(url, session, fast, seconds, rate)
                 rss_b = rss_kb(pid)
                 stats = await hub.admin_stats(session)
+                idle_lost = sum(t.done() for t in idle_readers)
                 for ws in idle:
                     await ws.close()
+                await asyncio.gather(*idle_readers, return_exceptions=True)
         finally:
             for s in slow_socks:
                 s.close()
@@ -170,6 +181,7 @@ async def run(
         "samples_b": len(lat_b),
         "slow_drops": stats["slow_consumer_drops"],
         "subscribers": stats["subscribers"],
+        "idle_lost": idle_lost,
         "idle_kb_per_conn": (rss_idle - rss0) / max(1, idle_n),
         "trace_report": report,
     }
@@ -214,7 +226,8 @@ def main() -> None:
     print(
         f"hub RSS: {r['rss_start_mb']:.1f} MB at start, {r['rss_idle_mb']:.1f} MB with "
         f"{a.connections - a.slow - a.fast} idle connections, {r['rss_loaded_mb']:.1f} MB at the end; "
-        f"slow-consumer drops {r['slow_drops']}, subscribers at the end {r['subscribers']}"
+        f"slow-consumer drops {r['slow_drops']}, subscribers at the end {r['subscribers']}, "
+        f"idle connections the hub closed {r['idle_lost']}"
     )
     idle_n = a.connections - a.slow - a.fast
     if r["trace_report"]:

@@ -42,7 +42,8 @@ def census() -> dict[str, list[int]]:
         counts[name] += 1
         sizes[name] += sys.getsizeof(o)
         if isinstance(o, asyncio.Task):  # and which coroutine each task runs
-            task = f"task:{getattr(o.get_coro(), '__qualname__', '?')}"
+            state = "done, still referenced" if o.done() else "pending"
+            task = f"task:{getattr(o.get_coro(), '__qualname__', '?')} ({state})"
             counts[task] += 1
             sizes[task] += sys.getsizeof(o)
     return {k: [counts[k], sizes[k]] for k in counts}
@@ -106,6 +107,54 @@ def group(name: str) -> str:
     return name.split("/", 1)[0]
 
 
+# Roles for the summary table, first match wins: (role, files it covers (prefixes), or None for "any
+# file"; words the allocating source line must contain, or None). The by-line table is the ground
+# truth; these rules only sum it up, and a line they do not know lands in "other".
+ROLES: list[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None]] = [
+    (
+        "tasks and coroutine frames (any await chain, create_task)",
+        None,
+        ("await ", "async for", "create_task"),
+    ),
+    ("tasks and coroutine frames (any await chain, create_task)", ("asyncio/base_events.py",), None),
+    ("asyncio.Event/Lock/Semaphore waiter deques", ("asyncio/locks.py",), None),
+    ("asyncio task registry (WeakSet of all tasks)", ("_weakrefset.py", "weakref.py"), None),
+    (
+        "aiohttp: the HTTP request and its handler, kept for the connection's life",
+        (
+            "aiohttp/web_protocol.py",
+            "aiohttp/web_server.py",
+            "aiohttp/web_request.py",
+            "aiohttp/web_app.py",
+            "aiohttp/web_urldispatcher.py",
+            "aiohttp/helpers.py",
+        ),
+        None,
+    ),
+    (
+        "aiohttp: the WebSocket (response, reader queue, frame parser, writer)",
+        (
+            "aiohttp/web_ws.py",
+            "aiohttp/_websocket/",
+            "aiohttp/web_response.py",
+            "aiohttp/compression_utils.py",
+        ),
+        None,
+    ),
+    ("asyncio: the socket transport and its callbacks", ("asyncio/", "socket.py"), None),
+    ("ours: Connection (hub/protocols/native/ws.py)", ("hub/protocols/native/ws.py", "hub/ws.py"), None),
+    ("ours: Outbox and Subscription (hub/core/fanout.py)", ("hub/core/fanout.py", "hub/fanout.py"), None),
+    ("ours: the rest of hub/ and storage/", ("hub/", "storage/"), None),
+]
+
+
+def role(name: str, src: str) -> str:
+    for label, files, words in ROLES:
+        if (files is None or name.startswith(files)) and (words is None or any(w in src for w in words)):
+            return label
+    return "other"
+
+
 def _ours(name: str) -> bool:
     return name.startswith(_OURS) and not name.startswith(_NOT_OURS)
 
@@ -119,6 +168,7 @@ def breakdown(dump_dir: Path, a: int, b: int, per: int, top: int = 14) -> str:
     by_file: Counter[str] = Counter()
     by_line: Counter[str] = Counter()
     by_ours: Counter[str] = Counter()
+    by_role: Counter[str] = Counter()
     blocks: Counter[str] = Counter()
     for d in diffs:
         frames = list(d.traceback)  # oldest first, the allocating frame last
@@ -128,6 +178,7 @@ def breakdown(dump_dir: Path, a: int, b: int, per: int, top: int = 14) -> str:
         blocks[f] += d.count_diff
         src = linecache.getline(inner.filename, inner.lineno).strip()[:60]
         by_line[f"{f}:{inner.lineno}  {src}"] += d.size_diff
+        by_role[role(f, src)] += d.size_diff
         ours = next((fr for fr in reversed(frames) if _ours(where(fr.filename))), None)
         if ours is None:
             by_ours["(no hub/storage frame: aiohttp and asyncio on their own)"] += d.size_diff
@@ -150,6 +201,11 @@ def breakdown(dump_dir: Path, a: int, b: int, per: int, top: int = 14) -> str:
             f"traced Python memory per connection, by library ({per:,} connections; total {kb(total)} KiB)",
             ["allocated in", "KiB/conn", "share"],
             [[g, kb(v), share(v)] for g, v in groups.most_common() if abs(v) / per >= 5],
+        ),
+        table(
+            "by role (bench.traced_hub.ROLES applied to the allocating lines below)",
+            ["role", "KiB/conn", "share"],
+            [[k, kb(v), share(v)] for k, v in by_role.most_common() if abs(v) / per >= 5],
         ),
         table(
             "by allocating file (the innermost frame)",

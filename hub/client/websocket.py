@@ -34,6 +34,7 @@ from hub.core.tasks import TaskSet
 from hub.protocols.native import messages as m
 
 Request = m.Create | m.Append | m.Close
+CANCEL_CLOSE_S = 5.0  # how long a cancelled Producer tries to close its stream as cancelled
 
 
 class ClientError(Exception):
@@ -107,7 +108,12 @@ class Producer:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if not self._closed and exc_type is not asyncio.CancelledError:
+            if not self._closed and exc_type is asyncio.CancelledError:
+                # The task was cancelled (a shutdown, a timeout, a user's Stop): end the stream as
+                # such now, rather than leave readers waiting for the hub's lease to end it.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.close("cancelled"), CANCEL_CLOSE_S)
+            elif not self._closed:
                 if exc is not None:
                     await self.close("error", f"{exc_type.__name__}: {exc}")
                 else:

@@ -49,7 +49,7 @@ class Auth:
     def __init__(
         self,
         secret: str | None,
-        admin_token: str,
+        admin_token: str | None = None,  # None: this Auth only mints and checks stream tokens
         algorithm: str = "HS256",
         issuer: str | None = None,
         origins: list[str] | None = None,
@@ -99,18 +99,27 @@ class Auth:
         return jwt.encode(claims, self.secret, algorithm=self.algorithm)
 
     def check_admin(self, token: str | None) -> None:
-        if not token or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
+        if (
+            not token
+            or not self.admin_token
+            or not hmac.compare_digest(token.encode(), self.admin_token.encode())
+        ):
             raise HubError("unauthorized", "admin endpoints need the admin bearer token")
 
-    def check_origin(self, origin: str | None, host: str | None) -> None:
-        """Refuse cross-site WebSocket hijacking: browsers always send Origin on upgrades."""
-        if origin is None:
-            return  # not a browser
+    def origin_allowed(self, origin: str, host: str | None) -> bool:
+        """The one allow-list for browser origins, for WebSocket upgrades and CORS alike: the hub's
+        own origin (the Origin's host:port is the Host it was reached by) always; then
+        ``allowed_origins`` if set (``*`` = any), else localhost on any port."""
+        o = urlsplit(origin)
+        if host and o.netloc == host:
+            return True
         if self.origins:
-            if origin.rstrip("/") in self.origins or "*" in self.origins:
-                return
-        else:
-            o = urlsplit(origin)
-            if o.hostname in ("localhost", "127.0.0.1", "::1") or (host and o.netloc == host):
-                return
+            return origin.rstrip("/") in self.origins or "*" in self.origins
+        return o.hostname in ("localhost", "127.0.0.1", "::1")
+
+    def check_origin(self, origin: str | None, host: str | None) -> None:
+        """Refuse cross-site WebSocket hijacking and cross-site requests: browsers always send
+        Origin on upgrades and on every request a page on another site can make that changes state."""
+        if origin is None or self.origin_allowed(origin, host):
+            return  # no Origin: not a browser (curl, a server, the Python client)
         raise HubError("forbidden", f"origin {origin!r} is not allowed")

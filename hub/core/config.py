@@ -34,7 +34,15 @@ class Config:
     stream_ttl_s: float | None = None  # how long closed streams are kept; None = forever
     max_total_bytes: int | None = None  # stored bytes cap: the oldest finished answers go first
     segment_bytes: int = 8 << 20  # raw segments roll (and get sealed) at this size
+    archive_delay_s: float | None = 10.0  # a finished answer moves into the archive this long after its close
     demo: bool = False  # serve the demo chat page and the built-in simulated model
+    # Answers end: an open stream with no producer for this long ends as error/producer_lost (a hub
+    # restart counts as gone); None = never. Durable Streams streams (content-typed) are not leased.
+    producer_lease_s: float | None = 30.0
+    open_ttl_s: float | None = None  # an open stream ends as error/open_ttl_expired this long after creation
+    admin_token_file: Path | None = None  # read the admin token from this file (first line)
+    access_log: str = "off"  # off, on (one redacted line per request) or json
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
@@ -43,22 +51,58 @@ class Config:
             raw = _env(f.name)
             if raw is None:
                 continue
-            setattr(cfg, f.name, _parse(f.type, raw))
+            try:
+                setattr(cfg, f.name, _parse(f.type, raw))
+            except ValueError as e:
+                raise ConfigError(f"RHUB_{f.name.upper()}={raw!r}: {e}") from None
         for k, v in overrides.items():
             if v is not None:
                 setattr(cfg, k, v)
         cfg.data_dir = Path(cfg.data_dir)
+        cfg.validate()
         return cfg
+
+    def validate(self) -> None:
+        """Refuse values that parse but mean nothing, naming the setting (flags are checked by argparse)."""
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"RHUB_{name.upper()}={getattr(self, name)!r}: expected one of {', '.join(allowed)}"
+                )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"RHUB_PORT={self.port!r}: expected a port number, 0-65535")
+
+
+class ConfigError(ValueError):
+    """A setting's value is wrong: the message names the setting, for a one-line error at start."""
+
+
+CHOICES = {
+    "fsync": ("always", "interval", "never"),
+    "access_log": ("off", "on", "json"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 def _parse(typ: object, raw: str) -> object:
     t = str(typ)
+    if t.endswith("| None") and raw.strip().lower() in ("", "none", "off"):
+        return None  # an optional setting turned off: RHUB_PRODUCER_LEASE_S=off
     if t.startswith("int"):
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("expected an integer") from None
     if t.startswith("float"):
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("expected a number") from None
     if t.startswith("bool"):
-        return raw.lower() in ("1", "true", "yes", "on")
+        if raw.strip().lower() not in TRUE + FALSE:
+            raise ValueError(f"expected one of {', '.join(TRUE + FALSE[:-1])}")
+        return raw.strip().lower() in TRUE
     if t.startswith("list"):
         return [x.strip() for x in raw.split(",") if x.strip()]
     if t.startswith("Path"):

@@ -44,6 +44,7 @@ STATUS: dict[str, int] = {
     "chunk_too_large": 413,
     "frame_too_large": 413,
     "body_too_large": 413,
+    "unsupported_media_type": 415,
     "too_many_subscriptions": 429,
     "too_many_connections": 429,
     "too_many_inflight": 429,

@@ -18,99 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
 from hub.core.errors import HubError, storage_errors
+from hub.core.outbox import Outbox, OutboxClosed
 from hub.protocols.native.messages import Chunks, End, Error, encode
 from storage import CloseInfo, CloseStatus, StreamHandle
 
 
-class OutboxClosed(Exception):
-    pass
-
-
-class Outbox:
-    """A bounded queue of text frames for one client connection, drained by ``run``."""
-
-    def __init__(self, send: Callable[[str], Awaitable[None]], max_bytes: int = 1 << 20) -> None:
-        self._send = send
-        self.max_bytes = max_bytes
-        self._q: deque[str] = deque()
-        self.bytes = 0
-        self._ready = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
-        self.closed = False
-        self.sent_frames = 0
-
-    def offer(self, frame: str) -> bool:
-        """Queue without waiting; False (and nothing queued) if the buffer is full."""
-        if self.closed or self.bytes + len(frame) > self.max_bytes:
-            return False
-        self._push(frame)
-        return True
-
-    def force(self, frame: str) -> bool:
-        """Queue a small control frame (ack, error) past the soft limit, up to twice the limit."""
-        if self.closed or self.bytes + len(frame) > 2 * self.max_bytes:
-            return False
-        self._push(frame)
-        return True
-
-    async def put(self, frame: str) -> None:
-        """Queue once the buffer has drained below half; used by replay, which can wait."""
-        while not self.closed and self.bytes > self.max_bytes // 2:
-            self._space.clear()
-            await self._space.wait()
-        if self.closed:
-            raise OutboxClosed
-        self._push(frame)
-
-    async def wait_space(self) -> None:
-        while not self.closed and self.bytes > self.max_bytes // 2:
-            self._space.clear()
-            await self._space.wait()
-        if self.closed:
-            raise OutboxClosed
-
-    def _push(self, frame: str) -> None:
-        self._q.append(frame)
-        self.bytes += len(frame)
-        self._ready.set()
-
-    async def run(self) -> None:
-        try:
-            while True:
-                while not self._q:
-                    if self.closed:
-                        return
-                    self._ready.clear()
-                    await self._ready.wait()
-                frame = self._q.popleft()
-                await self._send(frame)
-                self.bytes -= len(frame)
-                self.sent_frames += 1
-                if self.bytes <= self.max_bytes // 2:
-                    self._space.set()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self.closed = True
-        self._q.clear()
-        self.bytes = 0
-        self._ready.set()
-        self._space.set()
-
-
 class Format:
-    """How frames look on a transport. The WebSocket protocol is the default; SSE overrides it."""
+    """How frames look on a transport: the WebSocket protocol's by default; each SSE flavour (ours,
+    Durable Streams') overrides it. ``chunks`` gets the chunks' bytes: a format that shows text
+    decodes them (and the fan-out builds each run's frame once per format, however many subscribe)."""
 
-    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
-        return encode(Chunks(stream, offset, data))
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        return encode(Chunks(stream, offset, texts(data)))
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:
         # the engine types statuses as str; a CloseInfo only ever holds a CloseStatus
@@ -132,7 +56,7 @@ class FanoutStats:
     resumes: int = 0  # subscriptions that started past offset 0
 
 
-def _texts(chunks: list[bytes]) -> list[str]:
+def texts(chunks: list[bytes]) -> list[str]:
     return [c.decode("utf-8", "replace") for c in chunks]
 
 
@@ -147,7 +71,7 @@ class Subscription:
     coalesce_bytes: int = 16384
     replay_batch: int = 1024
     mode: str = "replay"  # replay -> live -> done
-    _pending: list[str] = field(default_factory=list)
+    _pending: list[bytes] = field(default_factory=list)
     _pending_from: int = 0
     _pending_bytes: int = 0
     _timer: asyncio.TimerHandle | None = None
@@ -181,11 +105,10 @@ class Subscription:
                         chunks = await s.read_chunks(
                             self.next, self.replay_batch, max(16 << 10, self.outbox.max_bytes // 4)
                         )
-                    texts = _texts(chunks)
-                    frame = self.fmt.chunks(s.id, self.next, texts)
-                    self.next += len(texts)
-                    st.replayed += len(texts)
-                    st.deliveries += len(texts)
+                    frame = self.fmt.chunks(s.id, self.next, chunks)
+                    self.next += len(chunks)
+                    st.replayed += len(chunks)
+                    st.deliveries += len(chunks)
                     st.frames += 1
                     await self.outbox.put(frame)
                     await asyncio.sleep(0)  # let the writer send this frame before we build the next
@@ -219,37 +142,37 @@ class Subscription:
 
     # --- live --------------------------------------------------------------------------------
 
-    def on_chunks(self, offset: int, texts: list[str], frames: dict[Format, str]) -> None:
+    def on_chunks(self, offset: int, chunks: list[bytes], frames: dict[Format, str]) -> None:
         """A durable chunk run from storage; ``frames`` caches the encoded frame per format."""
         if self.mode != "live":
             return
-        end = offset + len(texts)
+        end = offset + len(chunks)
         if end <= self.next:
             return
         if offset > self.next:  # cannot happen while storage publishes in order; recover anyway
             self._to_replay()
             return
         if offset < self.next:
-            texts = texts[self.next - offset :]
+            chunks = chunks[self.next - offset :]
             offset = self.next
-            frame = self.fmt.chunks(self.stream.id, offset, texts)
+            frame = self.fmt.chunks(self.stream.id, offset, chunks)
         elif self.coalesce_ms <= 0:
             frame = frames.get(self.fmt) or frames.setdefault(
-                self.fmt, self.fmt.chunks(self.stream.id, offset, texts)
+                self.fmt, self.fmt.chunks(self.stream.id, offset, chunks)
             )
         if self.coalesce_ms > 0:
             if not self._pending:
                 self._pending_from = offset
                 self._timer = asyncio.get_running_loop().call_later(self.coalesce_ms / 1000, self.flush)
-            self._pending += texts
-            self._pending_bytes += sum(map(len, texts))
+            self._pending += chunks
+            self._pending_bytes += sum(map(len, chunks))
             self.next = end
             if self._pending_bytes >= self.coalesce_bytes:
                 self.flush()
             return
         if self.outbox.offer(frame):
             self.next = end
-            self.fanout.stats.deliveries += len(texts)
+            self.fanout.stats.deliveries += len(chunks)
             self.fanout.stats.frames += 1
         else:
             self._to_replay()
@@ -336,10 +259,9 @@ class Fanout:
         subs = self.subs.get(stream.id)
         if not subs:
             return
-        texts = _texts(chunks)
         frames: dict[Format, str] = {}
         for sub in list(subs):
-            sub.on_chunks(offset, texts, frames)
+            sub.on_chunks(offset, chunks, frames)
 
     def on_end(self, stream: StreamHandle, info: CloseInfo) -> None:
         for sub in list(self.subs.get(stream.id, ())):

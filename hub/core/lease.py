@@ -11,15 +11,18 @@ service closes them (durably, so every reader, now or after a restart, sees the 
   (a hub restart counts as gone): it gets one lease from the start for its producer to come back.
 - ``open_ttl_expired``: the stream has been open for ``open_ttl_s`` since it was created, held or not.
 
+``expire`` at the bottom is the only code here that waits: the service runs it as a task.
+
 Invariants: a stream is due at most once per ``track`` (``due`` forgets what it returns); a held stream
 is never due for ``producer_lost``; deadlines use one monotonic clock, injected so tests need no sleeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 PRODUCER_LOST = "producer_lost"
@@ -160,3 +163,20 @@ class Leases:
         lease.gen += 1
         lease.scheduled = at
         heapq.heappush(self._heap, (at, lease.gen, stream_id))
+
+
+# --- the one part that waits ---------------------------------------------------------------------
+
+
+async def expire(
+    leases: Leases, close: Callable[[str, str], Awaitable[None]], max_wait_s: float = 1.0
+) -> None:
+    """Run until cancelled: close every stream as it comes due, with its reason. ``close`` must be
+    idempotent for a stream that ended meanwhile (its producer closed it in the same instant).
+    Wakes at the earliest deadline, and at least every ``max_wait_s`` (a lease taken out after
+    the sleep began may be due before it ends)."""
+    while True:
+        wait = leases.next_due()
+        await asyncio.sleep(min(max_wait_s, wait) if wait is not None else max_wait_s)
+        for stream_id, reason in leases.due():
+            await close(stream_id, reason)

@@ -8,8 +8,9 @@ Invariants:
   it is, is decided once, in ``Hub.__init__`` (start-up wiring).
 * Every ``StorageError`` becomes a ``HubError`` here (``errors.storage_errors``), so no transport catches
   storage errors, and every client of every protocol sees the same code for the same failure.
-* Counters, limits (chunk size), cancel requests and resume counts are kept here, once: a transport
-  never bumps a counter of its own for an operation it asked the service to do.
+* Counters, limits (chunk size), cancel requests, resume counts and the observer hooks
+  (``hub.core.hooks``, for analytics) are kept here, once: a transport never bumps a counter of its
+  own for an operation it asked the service to do.
 * Per-stream bookkeeping ends with the stream (``_forget``), so a hub serving millions keeps none.
 """
 
@@ -25,8 +26,12 @@ from aiohttp import web
 
 from hub.core.auth import Auth
 from hub.core.config import Config
+from hub.core.datadir import DataDirLock
 from hub.core.errors import HubError, storage_errors
-from hub.core.fanout import WS_FORMAT, Fanout, Format, Outbox, Subscription
+from hub.core.fanout import WS_FORMAT, Fanout, Format, Subscription
+from hub.core.hooks import Hooks
+from hub.core.lease import Leases, expire
+from hub.core.outbox import Outbox
 from hub.core.registry import Registry
 from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
 
@@ -39,6 +44,7 @@ class Counters:
     reconnects: int = 0  # subscriptions that resumed from a non-zero offset
     cancels: int = 0
     errors: int = 0
+    producer_lost: int = 0  # streams the lease ended (producer_lost or open_ttl_expired)
 
 
 @dataclass
@@ -71,10 +77,12 @@ class Hub:
             interval_ms=config.fsync_interval_ms,
             default_ttl=config.stream_ttl_s,
             max_total_bytes=config.max_total_bytes,
+            archive_delay_s=config.archive_delay_s,
             log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
         )
         self.fanout = Fanout()
         self.counters = Counters()
+        self.hooks = Hooks()
         self.started = time.time()
         self.connections: set[object] = set()
         self.per_ip: dict[str, int] = {}
@@ -85,20 +93,29 @@ class Hub:
         self.delivery_rate = Rate()
         self.closing = False
         self._sampler: asyncio.Task[None] | None = None
+        self.lock = DataDirLock(config.data_dir)  # one hub per data dir, held from start to stop
+        self.leases = Leases(config.producer_lease_s, config.open_ttl_s)  # answers end (lease.py)
+        self._lease_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.store.on_end.append(lambda st: self._forget(st.id, deleted=False))
         self.store.on_delete.append(lambda sid: self._forget(sid, deleted=True))
+        self.store.on_create.append(self._lease)
+        self.lock.acquire()  # before the store touches a file: a second hub must change nothing
         await self.store.start()
         self._sampler = asyncio.create_task(self._sample())
+        if self.leases.enabled:
+            self._lease_task = asyncio.create_task(self._run_leases())
 
     async def stop(self) -> None:
-        if self._sampler:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+        for task in (self._sampler, self._lease_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.fanout.close_all()
         await self.store.stop()
+        self.lock.release()  # after CLEAN_SHUTDOWN: only the holder ever writes it
 
     async def _sample(self) -> None:
         while True:
@@ -182,6 +199,8 @@ class Hub:
         if not res.duplicate:
             self.counters.appends += 1
             self.counters.appended_chunks += res.count
+            self.hooks.emit(self.hooks.appended, sid, res)
+        self.leases.renew(sid)  # an HTTP producer's lease; a held stream ignores it
         return res
 
     async def close(
@@ -195,6 +214,7 @@ class Hub:
         with storage_errors(s.id):
             await s.close(status, error, producer)
         self.cancel_requested.discard(s.id)
+        self.hooks.emit(self.hooks.closed, s.id, status, error)
         return s
 
     async def fork(
@@ -241,7 +261,9 @@ class Hub:
         if offset > 0:
             self.counters.reconnects += 1
             self.resume_counts[stream.id] = self.resume_counts.get(stream.id, 0) + 1
-        return self.fanout.subscribe(stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
+        sub = self.fanout.subscribe(stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
+        self.hooks.emit(self.hooks.subscribed, stream.id, offset)
+        return sub
 
     # --- cancel ------------------------------------------------------------------------------
 
@@ -252,6 +274,7 @@ class Hub:
             return False
         self.counters.cancels += 1
         self.cancel_requested.add(stream_id)
+        self.hooks.emit(self.hooks.cancel_requested, stream_id)
         return self.cancel_listeners.emit(stream_id, stream_id) > 0
 
     def watch_cancel(self, stream_id: str, cb: Callable[[str], None]) -> None:
@@ -262,12 +285,50 @@ class Hub:
 
     def _forget(self, stream_id: str, deleted: bool) -> None:
         self.cancel_requested.discard(stream_id)
+        self.leases.forget(stream_id)
         for cb in self.cancel_listeners.pop(stream_id):
             forget = getattr(getattr(cb, "__self__", None), "forget_stream", None)
             if forget is not None:
                 forget(stream_id)
         if deleted:
             self.resume_counts.pop(stream_id, None)
+
+    # --- producer leases (hub/core/lease.py) ------------------------------------------------------
+
+    def _lease(self, s: StreamHandle, age_s: float = 0.0) -> None:
+        """Lease an open stream of ours; Durable Streams streams (content-typed) have no producer
+        session to lose and stay open until closed or expired."""
+        if s.id not in self.leases and not s.ended and s.meta.content_type is None:
+            self.leases.track(s.id, age_s)
+
+    async def hold(self, stream: StreamRef, holder: object) -> None:
+        """A producer connection created or appended to the stream: it holds it until ``release``."""
+        with contextlib.suppress(HubError):  # deleted meanwhile: nothing to hold
+            s = await self.get(stream)
+            self._lease(s)
+            self.leases.attach(s.id, holder)
+
+    def release(self, holder: object) -> None:
+        self.leases.detach(holder)
+
+    def heartbeat(self, s: StreamHandle) -> None:
+        """An HTTP producer is still there (POST /streams/{id}/heartbeat)."""
+        self._lease(s)
+        self.leases.renew(s.id)
+
+    async def _run_leases(self) -> None:
+        # A hub restart counts as gone: every open stream gets one lease for its producer to return.
+        now = time.time()
+        for sid in await self.store.open_stream_ids():
+            with contextlib.suppress(HubError):
+                s = await self.get(sid)
+                self._lease(s, max(0.0, now - s.meta.created))
+        await expire(self.leases, self._lapse)
+
+    async def _lapse(self, stream_id: str, reason: str) -> None:
+        with contextlib.suppress(HubError):  # ended or deleted meanwhile
+            await self.close(stream_id, "error", reason)
+            self.counters.producer_lost += 1
 
 
 HUB = web.AppKey("hub", Hub)

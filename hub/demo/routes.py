@@ -7,6 +7,7 @@ own WebSocket API, exactly as an external LLM backend would, so Stop, reload and
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -22,8 +23,9 @@ from hub.core.tasks import TaskSet
 from hub.producers.simulated import run_answer
 from hub.protocols.chats import check_chat_id
 
-STATIC = Path(__file__).parent.parent / "static"
+STATIC = Path(__file__).parent / "static"  # the demo's pages; the browser library is hub/static
 TASKS = web.AppKey("demo_tasks", TaskSet)
+ANSWERING: web.AppKey[set[str]] = web.AppKey("demo_answering")  # streams whose answer task runs
 
 
 def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -43,12 +45,23 @@ def setup(app: web.Application, config: Config) -> None:
     if not config.demo:
         return
     tasks = app[TASKS] = TaskSet()
+    answering: set[str] = set()
+    app[ANSWERING] = answering
     app.router.add_get("/", page("index.html"))
     app.router.add_get("/admin", page("admin.html"))
+    app.router.add_static("/demo/static/", STATIC, show_index=False)
     app.router.add_post("/demo/ask", ask)
 
     async def stop_tasks(app: web.Application) -> None:
+        answers = list(answering)  # before aclose: each task takes its stream out as it ends
         await tasks.aclose()
+        # aiohttp stops reading every connection before on_shutdown runs, so a cancelled answer's
+        # own close over the WebSocket never arrives: end it here, durably, as the Producer would.
+        hub = app[HUB]
+        for stream in answers:
+            with contextlib.suppress(HubError):
+                if not (await hub.get(stream)).ended:
+                    await hub.close(stream, "cancelled", "the hub shut down mid-answer")
 
     app.on_shutdown.insert(0, stop_tasks)
 
@@ -70,7 +83,9 @@ async def ask(request: web.Request) -> web.Response:
         .with_query({})
     )
     await hub.create(stream, labels={"chat": body.chat, "prompt": body.prompt[:500]})
-    request.app[TASKS].spawn(
+    answering: set[str] = request.app[ANSWERING]
+    answering.add(stream)
+    task = request.app[TASKS].spawn(
         run_answer(
             url,
             stream,
@@ -80,4 +95,5 @@ async def ask(request: web.Request) -> web.Response:
             labels={"chat": body.chat},
         )
     )
+    task.add_done_callback(lambda _: answering.discard(stream))
     return web.json_response({"stream": stream, "chat": body.chat}, status=201)

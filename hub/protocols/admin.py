@@ -38,6 +38,7 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
     st = hub.store.stats()
     fo = hub.fanout.stats
     c = hub.counters
+    rss = _rss_bytes()
     return {
         "uptime_s": round(time.time() - hub.started, 3),
         "streams": st["streams"],
@@ -60,14 +61,17 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
         "reconnects": c.reconnects,
         "slow_consumer_drops": fo.slow_drops,
         "cancels": c.cancels,
+        "producer_lost": c.producer_lost,
         "errors": c.errors,
         "repairs": st["repairs"],
         "fsyncs": st["fsyncs"],
         "write_errors": st["write_errors"],
         "expired": st["expired"],
         "open_files": st["open_files"],
-        "rss_bytes": _rss_bytes(),
-        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_bytes": rss,
+        # the kernel's high-water mark lags the live counters (they are synced per thread, lazily),
+        # so it can read below the current RSS: a peak is never lower than now
+        "max_rss_bytes": max(rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
         "open_fds": _open_fds(),
         "tasks": len(asyncio.all_tasks()),
         "fsync_policy": hub.config.fsync,
@@ -125,6 +129,7 @@ class _Collector:
             "reconnects",
             "slow_consumer_drops",
             "cancels",
+            "producer_lost",
             "errors",
             "repairs",
             "fsyncs",

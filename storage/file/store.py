@@ -442,27 +442,38 @@ class Store:
         lost = [sid for sid, _, _ in cat.live_ids() if sid not in on_disk]
         cat.remove(lost, durable=False)  # rows whose create never became durable
 
-    def _remove_dir(self, path: Path) -> None:
-        """Remove a stream directory that no row names as live any more, then prune empty fan-out
-        dirs. The rename to the trash frees the path at once (a create of the same id may follow);
-        a crash half-way leaves a directory that the next start's reconcile or trash sweep removes."""
-        trash = self._to_trash(path)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-        self._prune(path.parent)
-
-    def _to_trash(self, path: Path) -> Path | None:
+    def _to_trash(self, path: Path) -> Path:
+        """Move a stream directory to the trash (one rename): its path is free for a new stream."""
         trash = self.root / "trash" / f"{path.name}.{secrets.token_hex(4)}"
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.replace(path, trash)
-        except FileNotFoundError:
-            return None
         return trash
 
-    def _empty_trash(self, trash: Path | None, fan: Path) -> None:
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-        self._prune(fan)
+    def _empty_trash(self, trash: Path, path: Path) -> None:
+        """Remove a trashed stream directory, then prune the empty fan-out dirs it left."""
+        shutil.rmtree(trash, ignore_errors=True)
+        self._prune(path.parent)
+
+    def _remove_dir(self, path: Path, epoch: str | None = None) -> None:
+        """Remove a stream directory that no row names as live any more (its answer is archived),
+        then prune empty fan-out dirs. A crash half-way leaves a directory that the next start's
+        reconcile removes. With ``epoch``, only the directory of that incarnation goes: the id may
+        have been deleted and created again since (a new directory at the same path, whose meta.json
+        names another epoch or is not written yet), and that one must stay. Deletes go through the
+        trash instead (``_to_trash``), for the same reason."""
+        if epoch is not None:
+            with FANOUT_LOCK:
+                try:
+                    meta = msgspec.json.decode(read_file(path / "meta.json"), type=StreamMeta)
+                except (OSError, msgspec.DecodeError):
+                    return  # gone already, or a create in progress: not ours to remove
+                if meta.epoch != epoch:
+                    return
+                trash = self._to_trash(path)
+            self._empty_trash(trash, path)
+            return
+        shutil.rmtree(path, ignore_errors=True)
+        self._prune(path.parent)
 
     def _prune(self, fan: Path) -> None:
         """Remove the two fan-out levels above a removed stream if they are empty: a million finished
@@ -774,9 +785,11 @@ class Store:
             await loop.run_in_executor(self._db_pool, self.catalog.remove, [stream_id], durable)
             s.log.shutdown()
             if not isinstance(s.log, ArchivedLog):
-                # the path is free when delete returns (the same id may be created right away)
-                trash = await loop.run_in_executor(self._fsync_pool, self._to_trash, s.log.path)
-                self._spawn(loop.run_in_executor(self._bg_pool, self._empty_trash, trash, s.log.path.parent))
+                # The rename is awaited, so the id's path is free once delete() returns (a create
+                # of the same id must never race a background removal); emptying it is not.
+                path = s.log.path
+                trash = await loop.run_in_executor(self._fsync_pool, self._to_trash, path)
+                self._spawn(loop.run_in_executor(self._bg_pool, self._empty_trash, trash, path))
         finally:
             self._deleting.discard(stream_id)
         s._fail(StreamGone(f"stream {stream_id!r} was {reason}"), -1)
@@ -1192,6 +1205,7 @@ class Store:
         finally:
             for s in streams:
                 s.sealing = False
+        epochs = {a.meta.id: a.meta.epoch for a in answers}
         paths = []
         for sid in moved:
             entry = self.catalog.get(sid)
@@ -1201,7 +1215,7 @@ class Store:
                 loaded.log = ArchivedLog(old.path, entry, self.opts.log, self.catalog, self._dicts)
                 loaded.log.repairs, loaded.log.repair_notes = old.repairs, old.repair_notes
                 old.shutdown()
-            paths.append(ids.stream_dir(self.root, sid))
+            paths.append((ids.stream_dir(self.root, sid), epochs.get(sid)))
         await loop.run_in_executor(self._bg_pool, self._remove_dirs, paths)
         self.counters["archived"] += len(moved)
         due = archive.DICT_TRAIN_AFTER if self._dict_id is None else archive.DICT_RETRAIN_EVERY
@@ -1240,9 +1254,9 @@ class Store:
         finally:
             self._training = False
 
-    def _remove_dirs(self, paths: builtins.list[Path]) -> None:
-        for p in paths:
-            self._remove_dir(p)
+    def _remove_dirs(self, paths: builtins.list[tuple[Path, str | None]]) -> None:
+        for p, epoch in paths:
+            self._remove_dir(p, epoch)
 
     def _sweep_tombstones(self, now: float) -> None:
         for t in (self.root / "tombstones").glob("*/*"):

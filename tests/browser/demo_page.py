@@ -1,4 +1,4 @@
-"""Drive the demo chat page (hub/static/index.html) by its DOM, with waits on page conditions."""
+"""Drive the demo chat page (hub/demo/static/index.html) by its DOM, with waits on page conditions."""
 
 from __future__ import annotations
 

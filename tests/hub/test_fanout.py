@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from hub.core.fanout import Fanout, Outbox, Subscription
+from hub.core.fanout import Fanout, Subscription
+from hub.core.outbox import Outbox
 from storage import Engine, StreamHandle, open_engine
 
 
@@ -171,11 +172,11 @@ async def test_live_runs_are_trimmed_and_a_gap_forces_replay(
     fo = Fanout()
     sub = fo.subscribe(s, outbox, 5)
     await until(lambda: sub.mode == "live", "live")
-    sub.on_chunks(3, ["x3", "x4", "x5", "x6"], {})  # overlaps what it has: only 5 and 6 go out
+    sub.on_chunks(3, [b"x3", b"x4", b"x5", b"x6"], {})  # overlaps what it has: only 5 and 6 go out
     await until(lambda: len(sock.chunks()) == 2, "the trimmed run")
     assert sock.chunks() == [(5, "x5"), (6, "x6")] and sub.next == 7
-    sub.on_chunks(2, ["old"], {})  # entirely before ``next``: nothing
-    sub.on_chunks(9, ["gap"], {})  # past ``next``: never deliver across a gap, go and read storage
+    sub.on_chunks(2, [b"old"], {})  # entirely before ``next``: nothing
+    sub.on_chunks(9, [b"gap"], {})  # past ``next``: never deliver across a gap, go and read storage
     assert sub.mode == "replay" and sub.next == 7
     sub.stop()
     assert sock.chunks() == [(5, "x5"), (6, "x6")]

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 SECRET = "s" * 32
-STREAM = "tenant/a/answer"
+STREAM = "tenant/a/answer"  # each case gets a fresh one under it: a deleted id stays gone (410)
 
 
 def tokens(auth: Any) -> dict[str, str | None]:
@@ -35,15 +35,15 @@ def tokens(auth: Any) -> dict[str, str | None]:
 
 # (name, needs) -> which grant a request needs; "admin" needs the admin token
 HTTP = [
-    ("PUT", f"/streams/{STREAM}", None, "write"),
-    ("POST", f"/streams/{STREAM}", {"data": "x"}, "write"),
-    ("POST", f"/streams/{STREAM}/cancel", None, "cancel"),
-    ("GET", f"/streams/{STREAM}?from=0", None, "read"),
-    ("GET", f"/streams/{STREAM}/sse?from=0", None, "read"),
-    ("POST", f"/streams/{STREAM}/close", {"status": "done"}, "write"),
-    ("DELETE", f"/streams/{STREAM}", None, "write"),
+    ("PUT", "/streams/{s}", None, "write"),
+    ("POST", "/streams/{s}", {"data": "x"}, "write"),
+    ("POST", "/streams/{s}/cancel", None, "cancel"),
+    ("GET", "/streams/{s}?from=0", None, "read"),
+    ("GET", "/streams/{s}/sse?from=0", None, "read"),
+    ("POST", "/streams/{s}/close", {"status": "done"}, "write"),
+    ("DELETE", "/streams/{s}", None, "write"),
     ("GET", "/admin/stats", None, "admin"),
-    ("GET", f"/admin/streams/{STREAM}", None, "admin"),
+    ("GET", "/admin/streams/{s}", None, "admin"),
     ("GET", "/metrics", None, "admin"),
 ]
 WS_OPS = [
@@ -63,16 +63,18 @@ def allowed(kind: str, needs: str) -> bool:
     ).__contains__(needs)
 
 
-async def _reset(session: aiohttp.ClientSession, hub: Any, writer: str) -> None:
+_fresh = iter(range(1 << 30))
+
+
+async def _reset(session: aiohttp.ClientSession, hub: Any, writer: str) -> str:
+    """A fresh open stream with one chunk, for the next case."""
+    sid = f"{STREAM}/{next(_fresh)}"
     h = {"Authorization": f"Bearer {writer}"}
-    async with session.delete(f"{hub.http}/streams/{STREAM}", headers=h):
-        pass
-    # /streams refuses to reuse a deleted id for a day; the Durable Streams PUT may (docs/protocol.md)
-    ds = {**h, "Content-Type": "text/plain"}
-    async with session.put(f"{hub.http}/v1/stream/{STREAM}", headers=ds) as r:
-        assert r.status in (200, 201)
-    async with session.post(f"{hub.http}/streams/{STREAM}", json={"data": "seed"}, headers=h) as r:
+    async with session.put(f"{hub.http}/streams/{sid}", headers=h) as r:
+        assert r.status == 201
+    async with session.post(f"{hub.http}/streams/{sid}", json={"data": "seed"}, headers=h) as r:
         assert r.status == 200
+    return sid
 
 
 @pytest.mark.parametrize("transport", ["http", "ws"])
@@ -83,9 +85,10 @@ async def test_auth_matrix_has_no_unauthorised_success(start_hub, session, trans
     denied = 0
     allowed_ok = 0
     if transport == "http":
-        for method, path, body, needs in HTTP:
+        for method, path_t, body, needs in HTTP:
             for kind, tok in toks.items():
-                await _reset(session, hub, toks["writer"])  # type: ignore[arg-type]
+                sid = await _reset(session, hub, toks["writer"])  # type: ignore[arg-type]
+                path = path_t.format(s=sid)
                 headers = {"Authorization": f"Bearer {tok}"} if tok else {}
                 async with session.request(method, hub.http + path, json=body, headers=headers) as r:
                     ok = r.status < 400
@@ -99,9 +102,10 @@ async def test_auth_matrix_has_no_unauthorised_success(start_hub, session, trans
                 else:
                     allowed_ok += 1
     else:
-        for msg, needs, success_op in WS_OPS:
+        for msg_t, needs, success_op in WS_OPS:
             for kind, tok in toks.items():
-                await _reset(session, hub, toks["writer"])  # type: ignore[arg-type]
+                sid = await _reset(session, hub, toks["writer"])  # type: ignore[arg-type]
+                msg = {**msg_t, "stream": sid}
                 url = hub.ws_url + (f"?token={tok}" if tok else "")
                 async with session.ws_connect(url) as ws:
                     await ws.send_json(msg)
@@ -117,11 +121,8 @@ async def test_auth_matrix_has_no_unauthorised_success(start_hub, session, trans
                             break
                 ops = [f["op"] for f in got]
                 errors = [f["code"] for f in got if f["op"] == "error"]
-                if success_op is None:  # cancel: success is the cancel flag being set
-                    ok = STREAM in hub.hub.cancel_requested
-                    hub.hub.cancel_requested.discard(STREAM)
-                else:
-                    ok = success_op in ops
+                # cancel: success is the cancel flag being set
+                ok = sid in hub.hub.cancel_requested if success_op is None else success_op in ops
                 if ok and not allowed(kind, needs):
                     unauthorised_successes.append(f"ws {msg['op']} with {kind} -> {got}")
                 elif not ok:

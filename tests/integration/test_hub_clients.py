@@ -10,7 +10,7 @@ import pytest
 
 from bench.load import never_reader
 from hub.client import ClientError, Producer, Subscriber
-from hub.core.fanout import Outbox
+from hub.core.outbox import Outbox
 
 from .conftest import wait_for
 

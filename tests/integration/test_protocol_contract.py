@@ -231,6 +231,10 @@ WS_BAD = [
     ({"op": "subscribe", "stream": "e6", "from": -1, "id": "s"}, "invalid_offset"),
     ({"op": "subscribe", "stream": "e6", "from": "later", "id": 4}, "invalid_offset"),
     ({"stream": "e6", "id": 5}, "malformed_frame"),  # no op
+    ({"op": 5, "stream": "e6", "id": 51}, "malformed_frame"),  # an op that is not a string
+    ({"op": "subscribe", "stream": "e6", "from": None, "id": 31}, "invalid_offset"),
+    ({"op": "subscribe", "stream": "e6", "from": True, "id": 32}, "invalid_offset"),
+    ({"op": "append", "stream": "e6", "data": "x", "producer": "p", "seq": -1, "id": 33}, "bad_request"),
     ({"op": "launch", "stream": "e6", "id": 6}, "unknown_op"),
     ({"op": "append", "stream": "e6", "data": 5, "id": 7}, "malformed_frame"),
     ({"op": "append", "stream": "e6", "data": "x", "bogus": 1, "id": 8}, "malformed_frame"),
@@ -296,7 +300,7 @@ async def test_http_bad_input_codes_match_the_websocket(hub, session):
 
 
 async def test_a_client_reset_mid_body_logs_no_traceback(tmp_path):
-    hub = HubProcess(tmp_path / "data", log=tmp_path / "hub.log")
+    hub = HubProcess(tmp_path / "data", log=tmp_path / "hub.log", args=["--access-log", "on"])
     await hub.start()
     try:
         loop = asyncio.get_running_loop()
@@ -372,3 +376,35 @@ async def test_documented_close_codes_and_defaults(hub, connect):
     assert (await ws.recv_op("ack"))["offset"] == 0
     await ws.send(op="append", stream="d8", data="c", producer="p", seq=2, id=4)
     assert (await ws.recv_op("error"))["code"] == "sequence_gap"
+
+
+async def test_replaced_and_ended_subscriptions(start_hub, connect, session):
+    hub = await start_hub(max_subscriptions=1)
+    data = [f"c{i}" for i in range(3000)]
+    async with session.post(f"{hub.http}/streams/rs?create=1", json={"data": data}) as r:
+        assert r.status == 200
+    ws = await connect(hub.ws_url)
+    await ws.send(op="subscribe", stream="rs", id="old")
+    await ws.send(op="subscribe", stream="rs", **{"from": 2990}, id="new")  # replaces it at once
+    seen_new = False
+    got: list[tuple[int, str]] = []
+    while len(got) < 10:
+        f = await ws.recv()
+        if f["op"] == "subscribed":
+            seen_new = f["id"] == "new"
+        elif f["op"] == "chunks" and seen_new:  # after the newer subscribed: only the new position
+            assert f["offset"] == 2990 + len(got), f["offset"]
+            got += list(enumerate(f["data"], f["offset"]))
+    assert [d for _, d in got] == data[2990:]
+    # an ended stream's subscription ends with its end frame: with room for one, both fit in turn
+    for sid in ("end1", "end2"):
+        async with session.post(f"{hub.http}/streams/{sid}?create=1", json={"data": ["x"]}):
+            pass
+        async with session.post(f"{hub.http}/streams/{sid}/close", json={"status": "done"}):
+            pass
+    await ws.send(op="unsubscribe", stream="rs")
+    await ws.recv_op("unsubscribed")
+    for sid in ("end1", "end2"):
+        await ws.send(op="subscribe", stream=sid)
+        _, end = await ws.collect(sid)
+        assert end["status"] == "done"

@@ -30,7 +30,8 @@ async def _read(session, base: str, sid: str, start: int = 0) -> tuple[int, dict
 
 async def test_hub_recovers_torn_tail_missing_index_and_mid_file_corruption(start_hub, session, tmp_path):
     data = tmp_path / "d"
-    hub = await start_hub(data_dir=data, segment_bytes=4096)
+    # segment files are what this test tears, so finished answers stay in them (no archive)
+    hub = await start_hub(data_dir=data, segment_bytes=4096, archive_delay_s=None)
     open_chunks = await _write(session, hub.http, "torn/open", 300, close=False)
     sealed_chunks = await _write(session, hub.http, "torn/sealed", 300, close=True)
     await wait_for(
@@ -52,7 +53,7 @@ async def test_hub_recovers_torn_tail_missing_index_and_mid_file_corruption(star
     raw[40] ^= 0x10  # a bit flip inside the first block of a middle segment
     middle.write_bytes(bytes(raw))
 
-    hub2 = await start_hub(data_dir=data, segment_bytes=4096)
+    hub2 = await start_hub(data_dir=data, segment_bytes=4096, archive_delay_s=None)
     h = hub2.admin_headers()
 
     async def repairs() -> int:

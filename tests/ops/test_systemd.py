@@ -90,3 +90,12 @@ def test_exec_start_with_the_units_environment_serves(tmp_path: Path) -> None:
     finally:
         rc = hub.stop()  # systemd's default KillSignal is SIGTERM
     assert rc == 0, hub.out.text()
+
+
+def test_a_configuration_error_exits_with_the_no_restart_code(tmp_path: Path) -> None:
+    """RestartPreventExitStatus must be the code the hub uses for errors a restart cannot fix."""
+    settings = unit_settings()
+    (prevent,) = [v for k, v in settings if k == "RestartPreventExitStatus"]
+    argv, env = _exec_start_env(tmp_path, RHUB_PORT="not-a-port", RHUB_DATA_DIR=str(tmp_path / "d"))
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == int(prevent), r.stdout + r.stderr

@@ -69,10 +69,11 @@ def test_wheel_holds_every_package_and_the_static_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for pkg in _source_packages():
         assert f"{pkg.replace('.', '/')}/__init__.py" in names, pkg
-    static = sorted(p.name for p in (ROOT / "hub" / "static").iterdir() if p.is_file())
-    assert static, "hub/static is empty"
-    for name in static:
-        assert f"hub/static/{name}" in names, name
+    for d in ("hub/static", "hub/demo/static"):
+        static = sorted(p.name for p in (ROOT / d).iterdir() if p.is_file())
+        assert static, f"{d} is empty"
+        for name in static:
+            assert f"{d}/{name}" in names, name
 
 
 def test_wheel_installs_in_a_fresh_venv_and_imports_everything(wheel: Path, tmp_path: Path) -> None:
@@ -99,7 +100,8 @@ mods = {{}}
 for name in {packages!r}:
     mods[name] = importlib.import_module(name).__file__
 import hub.__main__
-static = sorted(p.name for p in importlib.resources.files("hub").joinpath("static").iterdir())
+files = importlib.resources.files("hub")
+static = sorted(p.name for d in ("static", "demo/static") for p in files.joinpath(d).iterdir())
 print(json.dumps({{"mods": mods, "static": static, "prefix": sys.prefix}}))
 """
     run = tmp_path / "empty"
@@ -118,7 +120,7 @@ print(json.dumps({{"mods": mods, "static": static, "prefix": sys.prefix}}))
     assert sorted(got["mods"]) == sorted(packages)
     for name, file in got["mods"].items():
         assert file.startswith(purelib), f"{name} imported from {file}, not from the installed wheel"
-    assert {"resumable.js", "chat.js", "react.js", "index.html"} <= set(got["static"])
+    assert {"resumable.js", "chat.js", "react.js", "index.html", "demo.js"} <= set(got["static"])
     # the console script is installed and runs
     cli = subprocess.run(
         [str(venv / "bin" / "resumable-hub")], capture_output=True, text=True, cwd=run, env=env, timeout=120

@@ -617,3 +617,26 @@ async def test_a_write_error_on_one_stream_spares_the_others_in_its_group(
         assert read_all(s) == ([] if isinstance(r, Exception) else [data])
         await s.append([b"more"])
         assert read_all(s)[-1] == b"more"
+
+
+async def test_delete_then_recreate_at_once_never_races_the_removal(store_factory, tmp_path) -> None:
+    """delete() returns with the id's path free: a create right after (the Durable Streams PUT may
+    reuse a deleted id) never collides with the background removal of the old files, even when that
+    removal runs late (here: held back until the new stream exists)."""
+    import threading
+
+    store = await store_factory()
+    s = await store.create("again")
+    await s.append([b"old"])
+    release = threading.Event()
+    pool = store._bg_pool
+    blockers = [pool.submit(release.wait, 10) for _ in range(pool._max_workers)]
+    await store.delete("again")
+    s = await store.create("again", replace_gone=True)
+    await s.append([b"new"])
+    release.set()
+    for b in blockers:
+        b.result(timeout=10)
+    await store.stop()
+    store = await store_factory()
+    assert read_all(store.get("again").log) == [b"new"]

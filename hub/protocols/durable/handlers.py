@@ -1,6 +1,7 @@
 """Durable Streams HTTP handlers under ``/v1/stream/{path}``: they parse with ``wire``, act through the
 hub's service API (``hub.core.service``), and answer status + headers. Errors go to the app's one
-error middleware in the ``durable`` dialect; every answer gets the browser-safety headers."""
+error middleware in the ``durable`` dialect; CORS, preflights and the browser-safety headers are
+``hub.protocols.cors``'s (policy ``DURABLE``)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from aiohttp import web
 
 from hub.core.auth import bearer
 from hub.core.errors import DSError, HubError
+from hub.core.fanout import Format
+from hub.core.outbox import Outbox, OutboxClosed
 from hub.core.service import HUB, Hub
 from hub.protocols.durable.forks import ForkPlan, fork_offset, fork_plan, on_delete
 from hub.protocols.durable.state import DS, Durable, DurableConfig
 from hub.protocols.durable.wire import (
-    ALLOW_HEADERS,
     DEFAULT_TYPE,
-    EXPOSE,
     FORK_OFFSET,
     FORK_SUB,
     FORKED_FROM,
@@ -46,7 +47,7 @@ from hub.protocols.durable.wire import (
     sse_data,
 )
 from hub.protocols.http_errors import use_dialect
-from storage import StreamHandle
+from storage import CloseInfo, StreamHandle
 
 ROUTE = PREFIX + "{path:.+}"
 routes = web.RouteTableDef()
@@ -57,7 +58,6 @@ def setup(app: web.Application, config: DurableConfig | None = None) -> None:
     app[DS] = Durable(config or DurableConfig.from_env())
     app.router.add_routes(routes)
     app.on_startup.append(_startup)
-    app.on_response_prepare.append(_browser_headers)
 
     async def on_shutdown(app: web.Application) -> None:
         app[DS].closing.set()
@@ -79,27 +79,6 @@ async def _startup(app: web.Application) -> None:
 
 
 # --- the I/O layer -------------------------------------------------------------------------------
-
-
-async def _browser_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare, so error answers and SSE get them too: nosniff, CORP, and CORS."""
-    if not request.path.startswith(PREFIX):
-        return
-    headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    allowed = request.app[HUB].auth.origins  # the hub's Origin allow-list; empty: any origin
-    if not allowed or "*" in allowed:
-        headers["Access-Control-Allow-Origin"] = "*"  # credentials travel as bearer tokens, not cookies
-    elif origin.rstrip("/") in allowed:
-        headers["Access-Control-Allow-Origin"] = origin
-        headers["Vary"] = "Origin"
-    else:
-        return
-    headers["Access-Control-Expose-Headers"] = EXPOSE
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -188,20 +167,6 @@ def _meta_headers(s: StreamHandle, status_headers: dict[str, str] | None = None)
     if s.ended:
         h["Stream-Closed"] = "true"
     return {**h, **(status_headers or {})}
-
-
-@routes.route("OPTIONS", ROUTE)
-@_endpoint
-async def preflight(request: web.Request) -> web.StreamResponse:
-    asked = request.headers.get("Access-Control-Request-Headers")
-    return web.Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": asked or ALLOW_HEADERS,
-            "Access-Control-Max-Age": "86400",
-        },
-    )
 
 
 # --- create ----------------------------------------------------------------------------------------
@@ -518,9 +483,32 @@ async def _catch_up(
     return web.Response(status=200, body=render(_content_type(s), chunks), headers=h)
 
 
+class _SseFormat(Format):
+    """Durable Streams SSE frames for the fan-out (one instance per response): each run of chunks is
+    a ``data`` event and the ``control`` event after it; the end is a closing ``control`` (unless
+    the last run already said so); errors (a deleted stream) end the response without an event."""
+
+    def __init__(self, s: StreamHandle, mode: str, cur: str) -> None:
+        self.s, self.mode, self.cur, self.closed = s, mode, cur, False
+
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        end = offset + len(data)
+        up_to_date = end >= self.s.next_offset
+        self.closed = up_to_date and self.s.ended
+        return sse_data(self.mode, data) + sse_control(end, self.cur, up_to_date, self.closed)
+
+    def end(self, stream: str, offset: int, info: CloseInfo) -> str:
+        return "" if self.closed else sse_control(offset, self.cur, True, True)
+
+    def error(self, stream: str, code: str, message: str) -> str:
+        return ""
+
+
 async def _sse(
     request: web.Request, hub: Hub, ds: Durable, s: StreamHandle, start: int, cur: str
 ) -> web.StreamResponse:
+    """Replay from ``start``, then live, through the hub's fan-out (the same push path as every other
+    subscriber), until the stream ends, the response has lasted ``sse_max_s`` or the hub stops."""
     cfg = ds.config
     ct = _content_type(s)
     mode = "json" if is_json(ct) else "text" if is_text(ct) else "base64"
@@ -531,38 +519,39 @@ async def _sse(
     await resp.prepare(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.sse_max_s
-    offset, controlled = start, -1  # controlled: the offset of the last control event sent
+    with contextlib.suppress(ConnectionError):
+        if start >= s.next_offset and not s.ended:  # up to date from the start: say so at once
+            await resp.write(sse_control(start, cur, True, False).encode())
+    outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
+    sub = hub.subscribe(s, outbox, start, fmt=_SseFormat(s, mode, cur))
+    writer = asyncio.create_task(outbox.run())
+    finished = asyncio.ensure_future(sub.finished.wait())
+    closing = asyncio.ensure_future(ds.closing.wait())
     try:
-        while True:
-            if offset < s.next_offset:
-                chunks = await hub.read(s, offset, cfg.read_max_chunks, cfg.read_max_bytes)
-                offset += len(chunks)
-                up_to_date = offset >= s.next_offset
-                closed = up_to_date and s.ended
-                await resp.write(
-                    (sse_data(mode, chunks) + sse_control(offset, cur, up_to_date, closed)).encode()
-                )
-                controlled = offset
-                if closed:
-                    break
-                continue
-            if s.ended:  # caught up with a closed stream: say so, and end the response
-                await resp.write(sse_control(offset, cur, True, True).encode())
-                break
-            if controlled != offset:
-                await resp.write(sse_control(offset, cur, True, False).encode())
-                controlled = offset
+        while not (writer.done() or finished.done() or closing.done()):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            if ds.closing.is_set():
-                break
-            if not await ds.wait(hub, s, offset, min(cfg.sse_keepalive_s, remaining)):
-                await resp.write(b": keep-alive\n\n")
-            elif offset >= s.next_offset and not s.ended and not await hub.exists(s.id):
-                break  # woken with nothing new and not ended: deleted
-    except (ConnectionError, HubError):
-        pass  # the client went away, or the stream broke: it resumes from its last offset
+            done, _ = await asyncio.wait(
+                {writer, finished, closing},
+                timeout=min(cfg.sse_keepalive_s, remaining),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done and loop.time() < deadline:
+                outbox.force(": keep-alive\n\n")
+        # the last frames (the end) go out, within the response's time
+        while finished.done() and not writer.done() and outbox.bytes and loop.time() < deadline:
+            await asyncio.wait({writer}, timeout=0.01)
+    except (ConnectionError, OutboxClosed):
+        pass  # the client went away: it resumes from its last offset
+    finally:
+        finished.cancel()
+        closing.cancel()
+        sub.stop()
+        outbox.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
+            await writer
     with contextlib.suppress(ConnectionError):
         await resp.write_eof()
     return resp

@@ -23,9 +23,11 @@ from aiohttp import web
 
 from hub.core.auth import bearer
 from hub.core.errors import HubError
-from hub.core.fanout import Format, Outbox, OutboxClosed
+from hub.core.fanout import Format, texts
+from hub.core.outbox import Outbox, OutboxClosed
 from hub.core.positions import MAX_OFFSET, parse_uint
 from hub.core.service import HUB, Hub
+from hub.protocols.native.messages import NOTHING_TO_APPEND
 from storage import CloseInfo, CloseStatus
 
 routes = web.RouteTableDef()
@@ -41,8 +43,9 @@ class CloseBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CreateBody(msgspec.Struct, forbid_unknown_fields=True):
-    ttl: float | None = None
-    labels: dict[str, str] = {}
+    # UNSET, not a default: a repeated PUT must differ only in what it actually says (then 409)
+    ttl: float | None | msgspec.UnsetType = msgspec.UNSET
+    labels: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -80,10 +83,22 @@ def _ctx(request: web.Request, action: str) -> tuple[Hub, str]:
 async def create(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     body = await _body(request, CreateBody)
-    if body.ttl is not None and not body.ttl >= 0:
+    ttl = body.ttl if body.ttl is not msgspec.UNSET else None
+    labels = body.labels if body.labels is not msgspec.UNSET else {}
+    if ttl is not None and not ttl >= 0:
         raise HubError("bad_request", "ttl must be a number of seconds >= 0", stream=sid)
     existed = await hub.exists(sid)
-    s = await hub.create(sid, ttl=body.ttl, labels=body.labels, exist_ok=True)
+    s = await hub.create(sid, ttl=ttl, labels=labels, exist_ok=True)
+    if existed:  # idempotent only for the same settings, as the Durable Streams PUT
+        differs = [
+            name
+            for name, asked, has in (("ttl", body.ttl, s.meta.ttl), ("labels", body.labels, s.meta.labels))
+            if asked is not msgspec.UNSET and asked != has
+        ]
+        if differs:
+            raise HubError(
+                "stream_exists", f"stream {sid!r} exists with other {' and '.join(differs)}", stream=sid
+            )
     return _json(
         {"stream": sid, "next": s.next_offset, "status": s.status, "epoch": s.epoch},
         200 if existed else 201,
@@ -129,24 +144,45 @@ async def cancel(request: web.Request) -> web.Response:
     return _json({"stream": sid, "cancel_requested": True, "producer_notified": told}, 202)
 
 
+@routes.post("/streams/{id:.+}/heartbeat")
+async def heartbeat(request: web.Request) -> web.Response:
+    """An HTTP producer renews its lease without appending (a model still thinking)."""
+    hub, sid = _ctx(request, "write")
+    s = await hub.get(sid)
+    if s.ended:
+        raise HubError("stream_closed", f"stream {sid!r} is closed ({s.status})", sid)
+    hub.heartbeat(s)
+    return _json({"stream": sid, "status": s.status, "lease_s": hub.config.producer_lease_s})
+
+
 @routes.post("/streams/{id:.+}")
 async def append(request: web.Request) -> web.Response:
     hub, sid = _ctx(request, "write")
     if request.content_type == "application/json":
         body = await _body(request, AppendBody)
+        if body.data in ("", []):
+            raise HubError("bad_request", NOTHING_TO_APPEND, stream=sid)
         data = [body.data] if isinstance(body.data, str) else body.data
         chunks = [d.encode() for d in data]
-    else:
+    elif request.content_type == "text/plain" and "Content-Type" in request.headers:
         raw = await request.read()
         try:
             raw.decode()
         except UnicodeDecodeError:
             raise HubError("bad_request", "a text/plain body must be UTF-8", stream=sid) from None
         if not raw:
-            raise HubError("bad_request", "empty body: nothing to append", stream=sid)
+            raise HubError("bad_request", NOTHING_TO_APPEND, stream=sid)
         chunks = [raw]
-    if not chunks:
-        raise HubError("bad_request", "data is an empty list: nothing to append", stream=sid)
+    else:
+        # curl -d sends application/x-www-form-urlencoded: storing "data=..." as a chunk would be
+        # a silent surprise, so only the two documented bodies are taken.
+        await request.read()  # drain it, so the connection stays usable
+        got = request.headers.get("Content-Type", "none")
+        raise HubError(
+            "unsupported_media_type",
+            f'Content-Type {got!r}: send application/json {{"data": ...}} or a text/plain chunk',
+            stream=sid,
+        )
     pid = request.headers.get("Producer-Id")
     raw_seq = request.headers.get("Producer-Seq")
     if (pid is None) != (raw_seq is None):
@@ -229,8 +265,8 @@ END_ID_SUFFIX = ":end"  # the end event's id: "<offset>:end", distinct from the 
 
 
 class SseFormat(Format):
-    def chunks(self, stream: str, offset: int, data: list[str]) -> str:
-        body = msgspec.json.encode({"offset": offset, "data": data}).decode()
+    def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
+        body = msgspec.json.encode({"offset": offset, "data": texts(data)}).decode()
         return f"id: {offset + len(data)}\ndata: {body}\n\n"
 
     def end(self, stream: str, offset: int, info: CloseInfo) -> str:

@@ -187,7 +187,7 @@ class _Peek(msgspec.Struct):
 
     op: Any = None
     stream: Any = None
-    from_: Any = msgspec.field(default=None, name="from")
+    from_: Any = msgspec.field(default=msgspec.UNSET, name="from")  # UNSET: absent; None: null
     seq: Any = None
     status: Any = None
     id: Any = None
@@ -223,6 +223,9 @@ def decode(frame: str | bytes) -> ClientMsg:
     return msg
 
 
+NOTHING_TO_APPEND = "data is empty: nothing to append (skip empty deltas before sending)"
+
+
 def check(msg: ClientMsg) -> None:
     """Value rules beyond the types (the same ones the HTTP API applies)."""
     if isinstance(msg, Subscribe):
@@ -231,8 +234,8 @@ def check(msg: ClientMsg) -> None:
     elif isinstance(msg, Append):
         if (msg.seq is None) != (msg.producer is None):
             raise HubError("bad_request", "producer and seq go together: send both or neither", msg.stream)
-        if isinstance(msg.data, list) and not msg.data:
-            raise HubError("bad_request", "data is an empty list: nothing to append", msg.stream)
+        if msg.data in ("", []):  # "" and [] alike (and as on HTTP): no chunk, not an empty one
+            raise HubError("bad_request", NOTHING_TO_APPEND, msg.stream)
     elif isinstance(msg, Create) and msg.ttl is not None and not msg.ttl >= 0:
         raise HubError("bad_request", "ttl must be a number of seconds >= 0", msg.stream)
 
@@ -253,7 +256,7 @@ def _why(frame: str | bytes, e: msgspec.ValidationError) -> HubError:
     def offset_like(v: Any) -> bool:
         return v == "now" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OFFSET)
 
-    if peek.op == "subscribe" and peek.from_ is not None and not offset_like(peek.from_):
+    if peek.op == "subscribe" and peek.from_ is not msgspec.UNSET and not offset_like(peek.from_):
         # 1.5, "later", -1, 2^53: the offset rule, whatever the JSON type
         return HubError("invalid_offset", f'from must be an integer 0..{MAX_OFFSET} or "now"', stream)
     if peek.op == "append" and out_of_range(peek.seq):

@@ -3,6 +3,15 @@
 The reader loop never waits on storage or on the socket: an append is started in order (its offset
 is assigned synchronously) and acknowledged by its own task once durable, and every outgoing frame
 goes through the connection's bounded ``Outbox``.
+
+Invariants (docs/protocol.md, "Order" and "Slow readers"):
+
+* Ops on one stream start in arrival order. An op that cannot start at once (a ``create``, or an
+  ``append`` with ``create`` for a stream not there yet) holds a gate; later ops on that stream queue
+  behind it and start one by one as each predecessor has started, so pipelined creates, appends and
+  subscribes behave as if each had waited for the previous reply.
+* A peer that lets control frames pile up past twice the outbox is closed with 4408: the reader
+  stops, and the close frame is written behind what is already buffered, never instead of it.
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ from aiohttp import web
 
 from hub.core.auth import Grant, bearer
 from hub.core.errors import CloseCode, HubError
-from hub.core.fanout import Outbox, Subscription
+from hub.core.fanout import Subscription
+from hub.core.outbox import Outbox
 from hub.core.service import HUB, Hub
 from hub.core.tasks import TaskSet
 from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
@@ -112,6 +122,7 @@ class Connection:
                 sub.stop()
             for sid in self.produced:
                 self.hub.unwatch_cancel(sid, self.on_cancel)
+            self.hub.release(self)  # streams this connection produced get a lease to be taken up
             if self.chats is not None:
                 for chat in self.watching:
                     self.chats.unwatch(chat, self.on_chat_event)
@@ -330,6 +341,7 @@ class Connection:
                 finally:
                     self._open_gate(msg.stream, creating)
             res = await self.hub.append(msg.stream, chunks, msg.producer, msg.seq, create=msg.create)
+            await self.hub.hold(msg.stream, self)  # the producer is here: no lease runs while it stays
             cancelled = msg.stream in self.hub.cancel_requested
             self.send(p.encode(p.Ack(msg.id, msg.stream, res.offset, res.count, res.duplicate, cancelled)))
         except HubError as e:
@@ -349,6 +361,7 @@ class Connection:
                 finally:
                     if gate is not None:
                         self._open_gate(msg.stream, gate)
+                await self.hub.hold(s, self)
                 self.send(p.encode(p.Ack(msg.id, msg.stream, s.next_offset)))
             elif isinstance(msg, p.Close):
                 self.grant.check("write", msg.stream)

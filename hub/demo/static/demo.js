@@ -6,8 +6,8 @@
  * rate (the simulated model's tokens per second), token (a JWT when the hub has auth on).
  */
 
-import { openChat, newChatId, isStreaming } from "./chat.js";
-import { connect } from "./resumable.js";
+import { openChat, newChatId, isStreaming } from "/static/chat.js";  // the browser library, served at /static/ by every hub
+import { connect } from "/static/resumable.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
