@@ -56,7 +56,7 @@ async def produce(
             while not stop.is_set():
                 tok = f"<{sid}#{n}>"
                 h.sent[sid].append(tok)
-                off = await p.append(tok)
+                off = await (await p.append(tok))  # recorded only once acknowledged
                 h.acked[sid].append((off, tok))
                 n += 1
                 await asyncio.sleep(rng.uniform(0.5, 1.5) / rate)

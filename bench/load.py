@@ -2,12 +2,17 @@
 
     python -m bench.load                 # 5,000 connections: 300 never read, 100 fast, the rest idle
     python -m bench.load --quick         # 1,000 connections
+    python -m bench.load --quick --trace DIR          # + where the idle connections' memory goes
+    python -m bench.load --quick --idle-compress 15   # idle clients offer permessage-deflate (browsers)
 
 The hub runs as a subprocess on 127.0.0.1; this process holds every connection. A producer appends
 1 KiB chunks carrying their send time to a hot stream at a fixed rate; fast subscribers measure
 delivery latency. Phase A runs without the never-reading sockets, phase B with them (each subscribed
 to the hot stream with a 4 KiB receive buffer, so the hub's socket buffers fill and its per-connection
-outboxes hit their bound). The hub's RSS is read from /proc before and after.
+outboxes hit their bound). The hub's RSS is read from /proc before and after. Idle connections
+subscribe to a quiet stream and only answer the hub's heartbeat pings, as an idle tab does. With
+``--trace`` the hub runs under tracemalloc (``bench.traced_hub``) and a breakdown of what the idle
+connections hold is printed before the final lines.
 """
 
 from __future__ import annotations

@@ -131,19 +131,19 @@ ROLES: list[tuple[str, tuple[str, ...] | None, tuple[str, ...] | None]] = [
         ),
         None,
     ),
+    ("aiohttp: permessage-deflate (zlib compressor, decompressor)", ("aiohttp/compression_utils.py",), None),
     (
         "aiohttp: the WebSocket (response, reader queue, frame parser, writer)",
-        (
-            "aiohttp/web_ws.py",
-            "aiohttp/_websocket/",
-            "aiohttp/web_response.py",
-            "aiohttp/compression_utils.py",
-        ),
+        ("aiohttp/web_ws.py", "aiohttp/_websocket/", "aiohttp/web_response.py"),
         None,
     ),
     ("asyncio: the socket transport and its callbacks", ("asyncio/", "socket.py"), None),
     ("ours: Connection (hub/protocols/native/ws.py)", ("hub/protocols/native/ws.py", "hub/ws.py"), None),
-    ("ours: Outbox and Subscription (hub/core/fanout.py)", ("hub/core/fanout.py", "hub/fanout.py"), None),
+    (
+        "ours: Outbox and Subscription (hub/core/outbox.py, fanout.py)",
+        ("hub/core/outbox.py", "hub/core/fanout.py", "hub/fanout.py"),
+        None,
+    ),
     ("ours: the rest of hub/ and storage/", ("hub/", "storage/"), None),
 ]
 

@@ -42,8 +42,8 @@ async def main() -> None:
         async for token in llm_tokens(args.prompt, args.delay):
             if p.cancelled:  # a reader pressed Stop
                 break
-            await p.append(token)  # returns once durable
-    print(f"{args.stream}: {'cancelled' if p.cancelled else 'done'} after {p.seq} chunks", flush=True)
+            await p.append(token)  # pipelined: leaving the block waits until all are durable
+    print(f"{args.stream}: {'cancelled' if p.cancelled else 'done'} after {p.appended} chunks", flush=True)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
         help="archive finished answers this long after their close (RHUB_ARCHIVE_DELAY_S)",
     )
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
+    sv.add_argument("--generator", help="module:function, an async generator of answers (RHUB_GENERATOR)")
+    sv.add_argument("--llm-base-url", help="an OpenAI-compatible API for answers (RHUB_LLM_BASE_URL)")
+    sv.add_argument("--llm-model", help="the model name for --llm-base-url (RHUB_LLM_MODEL)")
+    sv.add_argument("--aisdk-prefix", help="where the AI SDK endpoints live (RHUB_AISDK_PREFIX, /api/chat)")
     return ap
 
 
@@ -131,6 +135,10 @@ def configure(args: argparse.Namespace) -> tuple[Config, str]:
         log_level=args.log_level,
         archive_delay_s=args.archive_delay_s,
         demo=args.demo,
+        generator=args.generator,
+        llm_base_url=args.llm_base_url,
+        llm_model=args.llm_model,
+        aisdk_prefix=args.aisdk_prefix,
     )
     if args.admin_token:
         return cfg, "from --admin-token"

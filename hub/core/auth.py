@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import jwt
@@ -23,12 +23,17 @@ class Grant:
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
     cancel: tuple[str, ...] = ()
+    # the token's exp: a long-lived WebSocket is held to it on every write (not part of what it grants)
+    expires: float | None = field(default=None, compare=False)
 
     def can(self, action: str, stream_id: str) -> bool:
         pats = {"read": self.read, "write": self.write, "cancel": self.cancel + self.write}[action]
         return any(p == stream_id or (p.endswith("*") and stream_id.startswith(p[:-1])) for p in pats)
 
     def check(self, action: str, stream_id: str) -> None:
+        if action != "read" and self.expires is not None and time.time() >= self.expires:
+            # reads already granted keep flowing on an open connection; a write needs a live token
+            raise HubError("token_expired", "the token has expired: reconnect with a new one", stream_id)
         if not self.can(action, stream_id):
             raise HubError("forbidden", f"token does not grant {action} on {stream_id!r}", stream_id)
 
@@ -78,7 +83,7 @@ class Auth:
                 options={"require": ["exp"]},
             )
         except jwt.ExpiredSignatureError:
-            raise HubError("unauthorized", "token expired") from None
+            raise HubError("token_expired", "the token has expired: get a new one") from None
         except jwt.PyJWTError as e:
             raise HubError("unauthorized", f"invalid token: {e}") from None
 
@@ -86,7 +91,8 @@ class Auth:
             v = claims.get(name, [])
             return tuple(x for x in ([v] if isinstance(v, str) else v) if isinstance(x, str))
 
-        return Grant(pats("read"), pats("write"), pats("cancel"))
+        exp = claims.get("exp")
+        return Grant(pats("read"), pats("write"), pats("cancel"), float(exp) if exp is not None else None)
 
     def mint(self, read: list[str] = (), write: list[str] = (), ttl: float = 3600, **extra: object) -> str:  # type: ignore[assignment]
         """Sign a token (for tests, tools and an app server that hands tokens to browsers)."""

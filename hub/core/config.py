@@ -43,6 +43,14 @@ class Config:
     admin_token_file: Path | None = None  # read the admin token from this file (first line)
     access_log: str = "off"  # off, on (one redacted line per request) or json
     log_level: str = "info"
+    aisdk_prefix: str = "/api/chat"  # the AI SDK's endpoints: {prefix}, {prefix}/{chat}/stream, ...
+    aisdk_keepalive_s: float = 15.0  # ": keep-alive" comments on an idle AI SDK SSE response
+    aisdk_cookie: str | None = None  # a cookie that carries the token for the AI SDK endpoints (off)
+    generator: str | None = None  # module:function, an async generator of an answer (hub.producers.generator)
+    llm_base_url: str | None = (
+        None  # an OpenAI-compatible API: the built-in generator (key: RHUB_LLM_API_KEY)
+    )
+    llm_model: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:

@@ -30,9 +30,11 @@ STATUS: dict[str, int] = {
     "invalid_offset": 400,
     "invalid_json": 400,
     "unauthorized": 401,
+    "token_expired": 401,
     "forbidden": 403,
     "producer_fenced": 403,
     "stream_not_found": 404,
+    "no_generator": 404,  # the AI SDK send endpoint on a hub without --generator / --llm-base-url
     "stream_gone": 410,
     "stream_exists": 409,
     "stream_closed": 409,

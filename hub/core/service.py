@@ -21,6 +21,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -93,14 +94,20 @@ class Hub:
         self.delivery_rate = Rate()
         self.closing = False
         self._sampler: asyncio.Task[None] | None = None
-        self.lock = DataDirLock(config.data_dir)  # one hub per data dir, held from start to stop
+        # One hub per data dir, held from start to stop. It guards the file engine's directory: an
+        # engine shared by design (Redis, several hubs) must not take it.
+        self.lock = DataDirLock(config.data_dir)
         self.leases = Leases(config.producer_lease_s, config.open_ttl_s)  # answers end (lease.py)
         self._lease_task: asyncio.Task[None] | None = None
+        # the engine's events become the service's lifecycle hooks (``watch``); its own come first
+        self.hooks.ended.append(lambda st: self._forget(st.id, deleted=False))
+        self.hooks.deleted.append(lambda sid: self._forget(sid, deleted=True))
+        self.hooks.created.append(self._lease)
+        self.store.on_create.append(lambda st: self.hooks.emit(self.hooks.created, st))
+        self.store.on_end.append(lambda st: self.hooks.emit(self.hooks.ended, st))
+        self.store.on_delete.append(lambda sid: self.hooks.emit(self.hooks.deleted, sid))
 
     async def start(self) -> None:
-        self.store.on_end.append(lambda st: self._forget(st.id, deleted=False))
-        self.store.on_delete.append(lambda sid: self._forget(sid, deleted=True))
-        self.store.on_create.append(self._lease)
         self.lock.acquire()  # before the store touches a file: a second hub must change nothing
         await self.store.start()
         self._sampler = asyncio.create_task(self._sample())
@@ -122,6 +129,23 @@ class Hub:
             await asyncio.sleep(1.0)
             self.append_rate.sample(self.counters.appended_chunks)
             self.delivery_rate.sample(self.fanout.stats.deliveries)
+
+    def storage_stats(self) -> dict[str, Any]:
+        return self.store.stats()
+
+    def watch(
+        self,
+        created: Callable[[StreamHandle], None] | None = None,
+        ended: Callable[[StreamHandle], None] | None = None,
+        deleted: Callable[[str], None] | None = None,
+    ) -> None:
+        """Be told of every stream's lifecycle (chats, fork graphs, AI SDK adapters)."""
+        if created is not None:
+            self.hooks.created.append(created)
+        if ended is not None:
+            self.hooks.ended.append(ended)
+        if deleted is not None:
+            self.hooks.deleted.append(deleted)
 
     # --- lookups -----------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def _open_fds() -> int:
 
 
 def hub_stats(hub: Hub) -> dict[str, Any]:
-    st = hub.store.stats()
+    st = hub.storage_stats()
     fo = hub.fanout.stats
     c = hub.counters
     rss = _rss_bytes()

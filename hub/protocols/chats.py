@@ -79,9 +79,11 @@ class ChatWatchers:
 
     def __init__(self, hub: Hub) -> None:
         self.watchers: Registry[str] = Registry()
-        hub.store.on_create.append(lambda s: self._emit(s.id, lambda c: self._event(c, "created", s)))
-        hub.store.on_end.append(lambda s: self._emit(s.id, lambda c: self._event(c, "ended", s)))
-        hub.store.on_delete.append(lambda sid: self._emit(sid, lambda c: ChatEvent(c, "deleted", sid)))
+        hub.watch(
+            created=lambda s: self._emit(s.id, lambda c: self._event(c, "created", s)),
+            ended=lambda s: self._emit(s.id, lambda c: self._event(c, "ended", s)),
+            deleted=lambda sid: self._emit(sid, lambda c: ChatEvent(c, "deleted", sid)),
+        )
 
     @staticmethod
     def _event(chat: str, kind: Literal["created", "ended"], s: StreamHandle) -> ChatEvent:

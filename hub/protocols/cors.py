@@ -56,8 +56,11 @@ METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
 GUARDED = ("/streams", "/chats", PREFIX, "/demo", "/ws")
 
 
-def policy_for(path: str) -> Policy | None:
-    return next((p for p in POLICIES if path.startswith(p.prefixes)), None)
+EXTRA = web.AppKey("cors_extra_policies", tuple)  # policies an app adds (the AI SDK's configurable prefix)
+
+
+def policy_for(path: str, extra: tuple[Policy, ...] = ()) -> Policy | None:
+    return next((p for p in (*POLICIES, *extra) if path.startswith(p.prefixes)), None)
 
 
 def allow_origin(request: web.Request) -> str | None:
@@ -83,14 +86,16 @@ async def preflight(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     origin = request.headers.get("Origin")
-    if origin is not None and request.method != "OPTIONS" and request.path.startswith(GUARDED):
+    extra = request.app.get(EXTRA, ())
+    guarded = GUARDED + tuple(prefix for p in extra for prefix in p.prefixes)  # an app's routes too
+    if origin is not None and request.method != "OPTIONS" and request.path.startswith(guarded):
         hub = request.app[HUB]
         if not hub.auth.origin_allowed(origin, request.host):
             hub.counters.errors += 1
             return error_response(
                 HubError("forbidden", f"origin {origin!r} is not allowed (--allowed-origins)")
             )
-    policy = policy_for(request.path) if request.method == "OPTIONS" else None
+    policy = policy_for(request.path, extra) if request.method == "OPTIONS" else None
     if policy is not None:
         is_preflight = "Access-Control-Request-Method" in request.headers
         cors = _cors(request, policy)
@@ -107,7 +112,7 @@ async def preflight(
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    policy = policy_for(request.path)
+    policy = policy_for(request.path, request.app.get(EXTRA, ()))
     if policy is None:
         return
     if policy.safety_headers:

@@ -68,7 +68,11 @@ export class Chat {
   async ask(prompt) {
     const body = { chat: this.chatId, prompt };
     if (this.rate) body.rate = this.rate;
-    const r = await this.client.fetchJson(this.askPath, { method: "POST", body: JSON.stringify(body) });
+    const init = { method: "POST", body: JSON.stringify(body) };
+    // an absolute askPath is the app's own backend, on any origin; a path is on the hub
+    const r = /^https?:\/\//.test(this.askPath)
+      ? await askBackend(this.askPath, init, await this.client._token())
+      : await this.client.fetchJson(this.askPath, init);
     try {
       localStorage.setItem(PROMPTS + r.stream, prompt);
     } catch {
@@ -177,6 +181,16 @@ export class Chat {
       this._schedulePoll();
     }, this.pollMs);
   }
+}
+
+async function askBackend(url, init, token) {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(url, { ...init, headers, cache: "no-store" });
+  const body = await r.json().catch(() => null);
+  if (!r.ok) throw new Error(body?.error?.message || `${url}: HTTP ${r.status}`);
+  if (!body || typeof body.stream !== "string") throw new Error(`${url} must answer {"stream": id}`);
+  return body;
 }
 
 export function isStreaming(status) {

@@ -81,3 +81,23 @@ async def test_cancel_reaches_the_producer_once_and_ends_with_the_stream(hub: Hu
     assert "job" not in hub.cancel_requested
     assert await hub.cancel("job") is False  # ended: nobody to tell, nothing counted
     assert hub.counters.cancels == 1
+
+
+async def test_watch_sees_every_lifecycle_event_once(hub: Hub) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def broken(_: object) -> None:
+        raise RuntimeError("a buggy watcher")
+
+    hub.watch(created=broken, ended=broken, deleted=broken)
+    hub.watch(
+        created=lambda s: seen.append(("created", s.id)),
+        ended=lambda s: seen.append(("ended", s.id)),
+        deleted=lambda sid: seen.append(("deleted", sid)),
+    )
+    await hub.append("w", [b"x"], create=True)
+    await hub.fork("w", "w2")
+    await hub.close("w")
+    await hub.delete("w")
+    assert seen == [("created", "w"), ("created", "w2"), ("ended", "w"), ("deleted", "w")]
+    assert "w" not in hub.resume_counts and len(hub.cancel_listeners) == 0  # per-stream state went too

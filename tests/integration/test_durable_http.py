@@ -82,7 +82,7 @@ async def test_live_long_poll_and_sse_see_websocket_appends(
 ) -> None:
     sid = "live/1"
     async with Producer(hub.ws_url, sid) as p:
-        await p.append("a")
+        await (await p.append("a"))  # durable before the poll asks for offset 1
         poll = asyncio.create_task(
             session.get(url(hub, sid), params={"offset": format_offset(1), "live": "long-poll"})
         )

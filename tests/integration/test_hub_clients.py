@@ -61,7 +61,7 @@ async def test_python_producer_and_subscriber_survive_disconnects(hub):
     async with Producer(hub.ws_url, "py/1", backoff=(0.01, 0.1)) as p:
         consuming = asyncio.create_task(consume())
         for i, t in enumerate(text):
-            assert await p.append(t) == i
+            assert await (await p.append(t)) == i
             if i in (100, 250):
                 await p._ws.close()  # type: ignore[union-attr]  # the network drops under the producer
     await asyncio.wait_for(consuming, 20)

@@ -82,7 +82,12 @@ async def test_no_decision_before_durable_across_kill_9(tmp_path: Path):
     gap, seq 5) while A's appends wait for the 2 s group commit; the hub is killed. Nothing B was
     told may be contradicted by what the restarted hub holds, and resending what was not
     acknowledged ends with exactly one, two, three."""
-    hub = HubProcess(tmp_path / "data", fsync="interval", args=["--fsync-interval-ms", "2000"])
+
+    def process() -> HubProcess:  # a fresh free port per start: another test may take a freed one
+        args = ["--fsync-interval-ms", "2000"]
+        return HubProcess(tmp_path / "data", fsync="interval", args=args, log=tmp_path / "hub.log")
+
+    hub = process()
     await hub.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -98,6 +103,7 @@ async def test_no_decision_before_durable_across_kill_9(tmp_path: Path):
             await b.send(op="append", stream="k", data="five", producer="p", seq=5, id=5)
             early = await _frames_within(b, 0.3)
             hub.kill()
+        hub = process()  # the same data dir
         await hub.start()
         async with aiohttp.ClientSession() as session:
             held = await _chunks(session, hub.url, "k")

@@ -75,7 +75,7 @@ async def _startup(app: web.Application) -> None:
                 ds.add_fork(src, sid)
         if i % 64 == 63:
             await asyncio.sleep(0)
-    hub.store.on_delete.append(lambda sid: on_delete(hub, ds, sid))
+    hub.watch(deleted=lambda sid: on_delete(hub, ds, sid))
 
 
 # --- the I/O layer -------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         grant = hub.auth.grant(bearer(request))
     except HubError as e:
         await ws.send_str(p.error_frame(e))
-        await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")
+        await ws.close(code=CloseCode.UNAUTHORIZED, message=e.code.encode())
         return ws
     hub.per_ip[ip] = hub.per_ip.get(ip, 0) + 1
     hub.counters.connections_total += 1
