@@ -32,6 +32,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.common import HubProcess, Progress
+from bench.redisproc import RedisServer
 from hub.client import ClientError, Producer, Subscriber
 
 
@@ -139,13 +140,28 @@ def check(sid: str, status: int, stored: list[str], final: str | None, h: Histor
 
 
 async def chaos(
-    runs: int, streams: int, subscribers: int, rate: float, fsync: str, seed: int, progress: bool = True
+    runs: int,
+    streams: int,
+    subscribers: int,
+    rate: float,
+    fsync: str,
+    seed: int,
+    progress: bool = True,
+    store: str = "file",
 ) -> tuple[Verdict, History, int]:
     rng = random.Random(seed)
-    with tempfile.TemporaryDirectory(prefix="rhub-chaos-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rhub-chaos-") as tmp, contextlib.ExitStack() as stack:
+        args: list[str] = []
+        if store == "redis":  # the hub is killed, its redis-server (AOF always) lives on
+            redis = stack.enter_context(RedisServer(Path(tmp) / "redis", appendfsync="always"))
+            args = ["--store", redis.url]
         # 2 KiB segments: rolls and seals all the time, so kills land in the middle of them
         hub = HubProcess(
-            Path(tmp) / "data", fsync=fsync, env={"RHUB_SEGMENT_BYTES": "2048"}, log=Path(tmp) / "hub.log"
+            Path(tmp) / "data",
+            fsync=fsync,
+            env={"RHUB_SEGMENT_BYTES": "2048"},
+            log=Path(tmp) / "hub.log",
+            args=args,
         )
         url, base = hub.ws_url, hub.url
         await hub.start()
@@ -198,11 +214,12 @@ def main() -> None:
     ap.add_argument("--fsync", default="interval", choices=["always", "interval", "never"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="20 streams, 10 subscribers (for CI)")
+    ap.add_argument("--store", default="file", choices=["file", "redis"], help="the hub's engine")
     a = ap.parse_args()
     if a.quick:
         a.streams, a.subscribers = min(a.streams, 20), min(a.subscribers, 10)
     t0 = time.perf_counter()
-    v, h, kills = asyncio.run(chaos(a.runs, a.streams, a.subscribers, a.rate, a.fsync, a.seed))
+    v, h, kills = asyncio.run(chaos(a.runs, a.streams, a.subscribers, a.rate, a.fsync, a.seed, store=a.store))
     dt = time.perf_counter() - t0
     print(f"{'kills':<22}{kills:>10}")
     print(f"{'streams':<22}{a.streams:>10}")

@@ -769,7 +769,7 @@ def bench_short(mode: Mode) -> tuple[list[ShortResult], list[str]]:
         "on disk = allocated bytes of the stream directory (meta.json, checkpoint.json, .zlog, .idx; "
         "4 KiB filesystem blocks), which Log.info().stored_bytes does not count.",
         "zstd alone / +dict = the answer's text compressed by itself, without and with a 110 KiB dictionary "
-        "trained on 600 other answers of the same corpus: a reference, storage has no dictionary support yet.",
+        "trained on 600 other answers of the same corpus: a reference: the segment log has no dictionary; the archive (storage/file/archive.py) trains its own.",
     ]
     return out, [table("4b. single responses as separate streams (a chat app's many short answers)",
                        ["corpus", "level", "raw B/stream", "ratio", "median", "stored B/stream", "on disk B/stream",

@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hub.app import make_app
-from hub.core.config import Config, ConfigError
+from hub.core.config import Config, ConfigError, seconds_or_off
 from hub.core.datadir import DataDirBusy, DataDirLock
 from hub.core.logs import access_logger, setup_logging
 
@@ -39,6 +39,10 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", help="bind address (RHUB_HOST, default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="port, 0 = any free port (RHUB_PORT, default 8765)")
     sv.add_argument("--data-dir", help="where streams live (RHUB_DATA_DIR, default ./data)")
+    sv.add_argument(
+        "--store",
+        help="storage engine: redis://host:port/db for hubs side by side (RHUB_STORE; default: files in --data-dir)",
+    )
     sv.add_argument("--fsync", choices=["always", "interval", "never"], help="durability policy (RHUB_FSYNC)")
     sv.add_argument("--fsync-interval-ms", type=float, help="group commit window (RHUB_FSYNC_INTERVAL_MS)")
     sv.add_argument("--admin-token", help="bearer token for /admin and /metrics (RHUB_ADMIN_TOKEN)")
@@ -47,16 +51,20 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--allowed-origins", help="comma-separated browser Origin allow-list (RHUB_ALLOWED_ORIGINS)"
     )
-    sv.add_argument("--stream-ttl-s", type=float, help="keep closed streams this long (RHUB_STREAM_TTL_S)")
+    sv.add_argument(
+        "--stream-ttl-s", type=seconds_or_off, help="keep closed streams this long (RHUB_STREAM_TTL_S)"
+    )
     sv.add_argument(
         "--max-total-bytes", type=int, help="stored bytes cap, oldest answers go first (RHUB_MAX_TOTAL_BYTES)"
     )
     sv.add_argument(
         "--producer-lease-s",
-        type=float,
+        type=seconds_or_off,
         help="end an open stream whose producer is gone this long (RHUB_PRODUCER_LEASE_S, default 30)",
     )
-    sv.add_argument("--open-ttl-s", type=float, help="end a stream still open this long (RHUB_OPEN_TTL_S)")
+    sv.add_argument(
+        "--open-ttl-s", type=seconds_or_off, help="end a stream still open this long (RHUB_OPEN_TTL_S)"
+    )
     sv.add_argument(
         "--access-log",
         choices=["off", "on", "json"],
@@ -67,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sv.add_argument(
         "--archive-delay-s",
-        type=float,
+        type=seconds_or_off,
         help="archive finished answers this long after their close (RHUB_ARCHIVE_DELAY_S)",
     )
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
@@ -86,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_CONFIG)
     try:
         cfg, token_source = configure(args)
-        DataDirLock.check(cfg.data_dir)  # before the port: a second hub is told about the dir
+        if not cfg.store or cfg.store.startswith("file:"):  # hubs on Redis share no data dir
+            DataDirLock.check(cfg.data_dir)  # before the port: a second hub is told about the dir
         sock = listen(cfg.host, cfg.port)
     except (StartupError, ConfigError, DataDirBusy) as e:
         fail(str(e))
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     app = make_app(cfg)
     port = sock.getsockname()[1]
     print(
-        f"resumable-hub: data in {cfg.data_dir.resolve()} (fsync={cfg.fsync}, "
+        f"resumable-hub: data in {cfg.store or cfg.data_dir.resolve()} (fsync={cfg.fsync}, "
         f"auth={'on' if cfg.jwt_secret else 'off'}, producer lease {_seconds(cfg.producer_lease_s)})",
         flush=True,
     )
@@ -121,6 +130,7 @@ def configure(args: argparse.Namespace) -> tuple[Config, str]:
         host=args.host,
         port=args.port,
         data_dir=args.data_dir,
+        store=args.store,
         fsync=args.fsync,
         fsync_interval_ms=args.fsync_interval_ms,
         admin_token=args.admin_token,

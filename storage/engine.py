@@ -235,7 +235,7 @@ def open_engine(url: str, **options: Any) -> Engine:
     engine (``options`` are ``storage.file.StoreOptions`` fields), ``redis://host:port/db`` for Redis."""
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
-            from .redis import RedisEngine  # type: ignore[import-not-found,unused-ignore]
+            from .redis import RedisEngine
         except ImportError as e:  # pragma: no cover - until the Redis engine lands
             raise ValueError(f"the Redis engine is not available: {e}") from None
         engine: Engine = RedisEngine(url, **options)

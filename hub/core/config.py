@@ -16,6 +16,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8765
     data_dir: Path = Path("data")
+    store: str | None = None  # redis://host:port/db: the Redis engine, shared by hubs side by side
     fsync: str = "interval"
     fsync_interval_ms: float = 5.0
     admin_token: str | None = None  # bearer token for /admin and /metrics; random when unset
@@ -51,6 +52,8 @@ class Config:
         None  # an OpenAI-compatible API: the built-in generator (key: RHUB_LLM_API_KEY)
     )
     llm_model: str | None = None
+    ds_long_poll_s: float = 20.0  # Durable Streams: a long-poll with nothing new answers 204 after this
+    ds_sse_max_s: float = 60.0  # Durable Streams: an SSE response ends after this (clients resume)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
@@ -65,7 +68,7 @@ class Config:
                 raise ConfigError(f"RHUB_{f.name.upper()}={raw!r}: {e}") from None
         for k, v in overrides.items():
             if v is not None:
-                setattr(cfg, k, v)
+                setattr(cfg, k, None if v is OFF else v)  # a flag's "off" turns an optional setting off
         cfg.data_dir = Path(cfg.data_dir)
         cfg.validate()
         return cfg
@@ -79,6 +82,24 @@ class Config:
                 )
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"RHUB_PORT={self.port!r}: expected a port number, 0-65535")
+
+
+class _Off:
+    def __repr__(self) -> str:
+        return "off"
+
+
+OFF = _Off()  # what an optional duration flag gives for ``off`` (``--producer-lease-s off``): unset it
+
+
+def seconds_or_off(raw: str) -> float | _Off:
+    """argparse type of the optional durations: a number of seconds, or ``off``."""
+    if raw.strip().lower() in ("off", "none"):
+        return OFF
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"expected seconds or off, not {raw!r}") from None
 
 
 class ConfigError(ValueError):

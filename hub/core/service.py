@@ -71,16 +71,25 @@ class Hub:
     def __init__(self, config: Config, auth: Auth) -> None:
         self.config = config
         self.auth = auth
-        # start-up wiring: the one place that names an engine (the file engine's options)
-        self.store: Engine = open_engine(
-            str(config.data_dir),
-            fsync=config.fsync,
-            interval_ms=config.fsync_interval_ms,
-            default_ttl=config.stream_ttl_s,
-            max_total_bytes=config.max_total_bytes,
-            archive_delay_s=config.archive_delay_s,
-            log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
-        )
+        # start-up wiring: the one place that names an engine and its options
+        if config.store and not config.store.startswith("file:"):
+            self.store: Engine = open_engine(
+                config.store, default_ttl=config.stream_ttl_s, max_chunk_bytes=config.max_chunk_bytes
+            )
+        else:
+            self.store = open_engine(
+                config.store or str(config.data_dir),
+                fsync=config.fsync,
+                interval_ms=config.fsync_interval_ms,
+                default_ttl=config.stream_ttl_s,
+                max_total_bytes=config.max_total_bytes,
+                archive_delay_s=config.archive_delay_s,
+                log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
+            )
+        # An engine several hubs share (Redis) tells so: such hubs lock no data dir, and keep no
+        # producer leases of their own yet (a lease held by one hub would end the answers produced
+        # through the others; shared leases are docs/scaling.md's open item).
+        self.shared_store = bool(getattr(self.store, "shared", False))
         self.fanout = Fanout()
         self.counters = Counters()
         self.hooks = Hooks()
@@ -97,7 +106,10 @@ class Hub:
         # One hub per data dir, held from start to stop. It guards the file engine's directory: an
         # engine shared by design (Redis, several hubs) must not take it.
         self.lock = DataDirLock(config.data_dir)
-        self.leases = Leases(config.producer_lease_s, config.open_ttl_s)  # answers end (lease.py)
+        self.leases = Leases(
+            None if self.shared_store else config.producer_lease_s,
+            None if self.shared_store else config.open_ttl_s,
+        )  # answers end (lease.py)
         self._lease_task: asyncio.Task[None] | None = None
         # the engine's events become the service's lifecycle hooks (``watch``); its own come first
         self.hooks.ended.append(lambda st: self._forget(st.id, deleted=False))
@@ -108,7 +120,12 @@ class Hub:
         self.store.on_delete.append(lambda sid: self.hooks.emit(self.hooks.deleted, sid))
 
     async def start(self) -> None:
-        self.lock.acquire()  # before the store touches a file: a second hub must change nothing
+        # an engine shared by several hubs may carry a Stop to the hub its producer is connected to
+        remote_cancels = getattr(self.store, "on_cancel", None)
+        if remote_cancels is not None:
+            remote_cancels.append(self._cancel_here)
+        if not self.shared_store:
+            self.lock.acquire()  # before the store touches a file: a second hub must change nothing
         await self.store.start()
         self._sampler = asyncio.create_task(self._sample())
         if self.leases.enabled:
@@ -297,6 +314,15 @@ class Hub:
         if s.ended:
             return False
         self.counters.cancels += 1
+        told = self._cancel_here(stream_id)
+        tell_others = getattr(self.store, "request_cancel", None)
+        if tell_others is not None:
+            with storage_errors(stream_id):
+                await tell_others(stream_id)
+        return told
+
+    def _cancel_here(self, stream_id: str) -> bool:
+        """Mark the stream cancelled on this hub and tell its producer if it is connected here."""
         self.cancel_requested.add(stream_id)
         self.hooks.emit(self.hooks.cancel_requested, stream_id)
         return self.cancel_listeners.emit(stream_id, stream_id) > 0

@@ -11,8 +11,10 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -105,12 +107,23 @@ async def test_the_guide_runs_as_written(tmp_path: Path, pages: Pages) -> None:
                 "() => (document.querySelector('p.assistant')?.textContent ?? '').length > 20"
             )
             await page.reload()  # mid-answer (70 tokens/s): history, then the resumed answer, once
+            chat = await page.evaluate("sessionStorage.chatId")
+            api = f"http://127.0.0.1:{port}/api/chat/{chat}"
+            async with aiohttp.ClientSession() as http:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:  # until the answer has ended (and so is saved)
+                    async with http.get(f"{api}/messages") as r:
+                        msgs = (await r.json())["messages"]
+                    if len(msgs) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+            want = msgs[1]["parts"][-1]["text"]
+            assert len(want) > 200
             await page.wait_for_function(
-                "() => document.querySelector('button[type=submit]') && !document.querySelector('button[type=submit]').disabled"
-            )
+                "w => document.querySelectorAll('p.assistant').length === 1 && "
+                "document.querySelector('p.assistant').textContent === w",
+                arg=want,
+            )  # the whole answer, once: not doubled by the replay, nothing missing at the seam
             assert await page.locator("p.user").all_inner_texts() == ["How do resumable streams work?"]
-            assert await page.locator("p.assistant").count() == 1
-            text = (await page.locator("p.assistant").all_inner_texts())[0]
-            assert len(text) > 200
         finally:
             await server.close()

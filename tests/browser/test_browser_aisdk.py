@@ -8,7 +8,9 @@ test time and served by the hub under test. Answers come from the generator API
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -54,9 +56,9 @@ class AiHub:
     def __init__(self, server: TestServer, hub: Hub) -> None:
         self.server, self.hub = server, hub
 
-    def url(self, chat: str, transport: str = "http", delay: float = 0.02) -> str:
+    def url(self, chat: str, transport: str = "http", delay: float = 0.02, extra: str = "") -> str:
         base = str(self.server.make_url("/aisdk/index.html"))
-        return f"{base}?chat={chat}&transport={transport}&n={N}&delay={delay}"
+        return f"{base}?chat={chat}&transport={transport}&n={N}&delay={delay}{extra}"
 
 
 @pytest.fixture
@@ -137,3 +139,23 @@ async def test_stop_keeps_the_partial_answer(ai_hub: AiHub, pages: Pages, transp
     assert after.startswith(shown)  # the partial is kept, whole (it may hold the words in flight)
     assert len(after.split()) == stored - 6  # start, 3 reasoning, text-start, text-end: 6 non-words
     assert await page.locator("li.msg.assistant").count() == 1
+
+
+async def test_websocket_abort_alone_reaches_the_producer(ai_hub: AiHub, pages: Pages) -> None:
+    """No stop endpoint: the transport's own ``abort`` frame (sent by ``stop()``) ends the answer."""
+    page = await pages.new()
+    await page.goto(ai_hub.url("abort1", "ws", delay=0.03, extra="&stopvia=abort"))
+    await page.wait_for_selector("#prompt")
+    await ask(page, "go")
+    await wait_words(page, 10)
+    await page.click("#stop")
+    sid = (await ai_hub.hub.list_streams("chat/abort1/"))[0]
+    s = await ai_hub.hub.get(sid)
+    deadline = time.monotonic() + 10
+    while not s.ended and time.monotonic() < deadline:  # abort is one-way: poll for its effect
+        await asyncio.sleep(0.02)
+    assert s.status == "cancelled" and s.next_offset < N
+    await page.reload()
+    await page.wait_for_selector("#prompt")
+    await page.wait_for_function("() => document.querySelectorAll('li.msg.assistant').length === 1")
+    assert (await assistant_texts(page))[0].startswith("w0 w1 w2 ")

@@ -1,10 +1,11 @@
 """Run the official Durable Streams conformance suite against the hub.
 
-    .venv/bin/python tests/conformance/run.py [extra vitest arguments]
+    .venv/bin/python tests/conformance/run.py [--store redis] [extra vitest arguments]
 
 Starts the hub in this process on 127.0.0.1 (ephemeral port) over a temporary data dir (the file
 store, fsync=interval as in production), runs the pinned suite (tests/conformance/package.json,
-installed with ``npm ci``; installed here if node_modules is missing) with ``npx vitest run``, and
+installed with ``npm ci``; installed here if node_modules is missing) with ``npx vitest run``
+(``--store redis``: the hub on the Redis engine, over a redis-server of its own, AOF everysec), and
 ends with three lines read from vitest's JSON report::
 
     conformance_passed: N
@@ -48,41 +49,56 @@ def ensure_installed() -> None:
     subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
 
 
-async def run(vitest_args: list[str]) -> int:
+async def run(vitest_args: list[str], store: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rhub-conformance-") as tmp:
-        app = make_app(Config(host="127.0.0.1", port=0, data_dir=Path(tmp) / "data", fsync="interval"))
-        app[DS].config.long_poll_s = LONG_POLL_S
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}"
-        report = Path(tmp) / "report.json"
-        print(f"run.py: hub on {url}, data in {tmp}/data", flush=True)
-        t0 = time.monotonic()
+        redis = None
+        if store == "redis":
+            from bench.redisproc import RedisServer
+
+            redis = RedisServer(Path(tmp) / "redis", appendfsync="everysec").start()
+            print(f"run.py: redis-server on {redis.url}", flush=True)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                "npx",
-                "--no-install",
-                "vitest",
-                "run",
-                "--reporter=default",
-                "--reporter=json",
-                f"--outputFile.json={report}",
-                *vitest_args,
-                cwd=HERE,
-                env={**os.environ, "CONFORMANCE_TEST_URL": url, "FORCE_COLOR": "0"},
-            )
-            code = await proc.wait()
+            return await _run(vitest_args, tmp, redis.url if redis else None)
         finally:
-            await runner.cleanup()
-        elapsed = time.monotonic() - t0
-        if not report.exists():
-            print(f"run.py: vitest wrote no report (exit {code})")
-            print("conformance_passed: 0\nconformance_failed: 0\nconformance_skipped: 0")
-            return 1
-        return summarize(json.loads(report.read_text()), elapsed)
+            if redis is not None:
+                redis.kill()
+
+
+async def _run(vitest_args: list[str], tmp: str, store: str | None) -> int:
+    cfg = Config(host="127.0.0.1", port=0, data_dir=Path(tmp) / "data", fsync="interval", store=store)
+    app = make_app(cfg)
+    app[DS].config.long_poll_s = LONG_POLL_S
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}"
+    report = Path(tmp) / "report.json"
+    print(f"run.py: hub on {url}, data in {tmp}/data", flush=True)
+    t0 = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "npx",
+            "--no-install",
+            "vitest",
+            "run",
+            "--reporter=default",
+            "--reporter=json",
+            f"--outputFile.json={report}",
+            *vitest_args,
+            cwd=HERE,
+            env={**os.environ, "CONFORMANCE_TEST_URL": url, "FORCE_COLOR": "0"},
+        )
+        code = await proc.wait()
+    finally:
+        await runner.cleanup()
+    elapsed = time.monotonic() - t0
+    if not report.exists():
+        print(f"run.py: vitest wrote no report (exit {code})")
+        print("conformance_passed: 0\nconformance_failed: 0\nconformance_skipped: 0")
+        return 1
+    return summarize(json.loads(report.read_text()), elapsed)
 
 
 def summarize(data: dict, elapsed: float) -> int:
@@ -104,7 +120,13 @@ def summarize(data: dict, elapsed: float) -> int:
 
 def main() -> None:
     ensure_installed()
-    sys.exit(asyncio.run(run(sys.argv[1:])))
+    args = sys.argv[1:]
+    store = None
+    if args[:1] == ["--store"] and len(args) > 1:
+        store, args = args[1], args[2:]
+        if store != "redis":
+            sys.exit(f"run.py: --store redis is the one alternative store, not {store!r}")
+    sys.exit(asyncio.run(run(args, store)))
 
 
 if __name__ == "__main__":

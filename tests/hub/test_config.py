@@ -57,3 +57,26 @@ def test_a_bad_number_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RHUB_PORT", "eighty")
     with pytest.raises(ValueError):
         Config.from_env()
+
+
+def test_off_turns_an_optional_duration_off_from_a_flag_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.__main__ import configure, parser
+
+    monkeypatch.setenv("RHUB_PRODUCER_LEASE_S", "5")
+    args = parser().parse_args(["serve", "--producer-lease-s", "off", "--stream-ttl-s", "60"])
+    cfg, _ = configure(args)
+    assert cfg.producer_lease_s is None and cfg.stream_ttl_s == 60.0
+    with pytest.raises(SystemExit):  # argparse's own one-line error, exit code 2
+        parser().parse_args(["serve", "--open-ttl-s", "soon"])
+
+
+def test_durable_streams_settings_are_checked_like_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.core.config import ConfigError
+    from hub.protocols.durable import DurableConfig
+
+    monkeypatch.setenv("RHUB_DS_LONG_POLL_S", "2.5")
+    ds = DurableConfig.from_hub(Config.from_env())
+    assert ds.long_poll_s == 2.5 and ds.sse_max_s == 60.0
+    monkeypatch.setenv("RHUB_DS_SSE_MAX_S", "abc")
+    with pytest.raises(ConfigError, match="RHUB_DS_SSE_MAX_S"):
+        Config.from_env()

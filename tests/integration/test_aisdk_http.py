@@ -209,9 +209,11 @@ async def test_a_page_on_another_origin_may_call_the_endpoints(start_hub, sessio
         "Access-Control-Request-Headers": "content-type",
     }
     async with session.options(f"{hub.http}/ai", headers=pre) as r:
-        assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "*"
+        assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == origin["Origin"]
         assert "Content-Type" in r.headers["Access-Control-Allow-Headers"]
     async with session.get(f"{hub.http}/ai/x/stream", headers=origin) as r:
-        assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "*"
+        assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == origin["Origin"]
+    async with session.get(f"{hub.http}/ai/x/stream", headers={"Origin": "https://evil.example"}) as r:
+        assert r.status == 403  # an origin not allowed is refused before anything runs
     async with session.get(f"{hub.http}/api/chat/x/stream") as r:
         assert r.status == 404  # the prefix moved

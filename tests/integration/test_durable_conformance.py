@@ -38,10 +38,12 @@ def _need_node() -> None:
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=CONFORMANCE, check=True)
 
 
-def test_official_conformance_suite_passes() -> None:
+@pytest.mark.parametrize("store", ["file", "redis"])
+def test_official_conformance_suite_passes(store: str) -> None:
+    """On the file store, and on the Redis engine (run.py starts its own redis-server)."""
     _need_node()
     proc = subprocess.run(
-        [sys.executable, str(CONFORMANCE / "run.py")],
+        [sys.executable, str(CONFORMANCE / "run.py"), *(["--store", "redis"] if store == "redis" else [])],
         cwd=ROOT,
         capture_output=True,
         text=True,

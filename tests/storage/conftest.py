@@ -7,6 +7,7 @@ get a ``store_factory`` that stops every store it made, so no task or file handl
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from bench.redisproc import RedisServer
 from storage import Engine, Log, LogOptions, Store, StoreOptions, StreamMeta, open_engine
 
 # Tiny segments and blocks: a few dozen chunks roll a segment, a handful of them fill a zstd block.
@@ -85,7 +87,21 @@ async def store_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
 # --- the engine contract suite (test_engine_contract.py): one parameter per engine kind ----------
 
-ENGINES = ["file"]
+ENGINES = ["file", "redis"]
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (AOF on, appendfsync always), killed at the end; each
+    test keeps to its own key prefix (``redis_prefix``)."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"t{os.getpid()}.{next(_prefixes)}:"
 
 
 @pytest.fixture(params=ENGINES)
@@ -94,10 +110,15 @@ async def make_engine(
 ) -> AsyncIterator[Callable[[], Awaitable[Engine]]]:
     made: list[Engine] = []
     kind = request.param
+    if kind == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        prefix: str = request.getfixturevalue("redis_prefix")
 
     async def make() -> Engine:
         if kind == "file":
             eng = open_engine(str(tmp_path / "data"), log=SMALL, retention_every=0.05, seal_delay_s=0.0)
+        elif kind == "redis":
+            eng = open_engine(server.url, prefix=prefix, retention_every=0.05, seal_delay_s=0.0)
         else:  # pragma: no cover
             raise AssertionError(kind)
         await eng.start()

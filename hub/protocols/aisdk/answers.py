@@ -164,12 +164,14 @@ async def start(
     req = ChatRequest(chat, sid, convo, trigger, body, messages)
     runner = Runner(gen, req, message_id(sid), append, close)
     hub.watch_cancel(sid, runner.stop)
+    await hub.hold(sid, runner)  # the runner is the answer's producer: its lease lapses only with it
     task = asyncio.create_task(runner.run())
     tasks.add(task)
 
     def done(t: asyncio.Task[Any]) -> None:
         tasks.discard(t)
         hub.unwatch_cancel(sid, runner.stop)
+        hub.release(runner)
 
     task.add_done_callback(done)
     return s

@@ -55,7 +55,7 @@ routes = web.RouteTableDef()
 
 def setup(app: web.Application, config: DurableConfig | None = None) -> None:
     """Serve the protocol on ``app`` (after the hub's own startup, which opens the store)."""
-    app[DS] = Durable(config or DurableConfig.from_env())
+    app[DS] = Durable(config or DurableConfig.from_hub(app[HUB].config))
     app.router.add_routes(routes)
     app.on_startup.append(_startup)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from hub.core.config import Config
 from hub.core.service import Hub
 from hub.core.tasks import TaskSet
 from storage import StreamHandle
@@ -24,13 +24,9 @@ class DurableConfig:
     read_max_chunks: int = 4096
 
     @classmethod
-    def from_env(cls) -> DurableConfig:
-        cfg = cls()
-        for name, attr in (("LONG_POLL_S", "long_poll_s"), ("SSE_MAX_S", "sse_max_s")):
-            raw = os.environ.get(f"RHUB_DS_{name}")
-            if raw:
-                setattr(cfg, attr, float(raw))
-        return cfg
+    def from_hub(cls, config: Config) -> DurableConfig:
+        """The hub's settings for this protocol (``RHUB_DS_*``, parsed and checked with the others)."""
+        return cls(long_poll_s=config.ds_long_poll_s, sse_max_s=config.ds_sse_max_s)
 
 
 @dataclass

@@ -28,8 +28,8 @@ function Chat({ initial }) {
   const [input, setInput] = useState("");
   window.__status = status;
   const onStop = async () => {
-    stop();
-    await fetch(`${api}/${chatId}/stop`, { method: "POST" });
+    stop(); // over WebSocketChatTransport this sends `abort`, which the hub passes to the producer
+    if (q.get("stopvia") !== "abort") await fetch(`${api}/${chatId}/stop`, { method: "POST" });
     window.__stopped = true;
   };
   return (

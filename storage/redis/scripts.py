@@ -1,0 +1,22 @@
+"""The engine's Lua scripts: one file each beside this module (lua/), with lua/_lib.lua prepended,
+registered once per client and called by EVALSHA (redis-py reloads a script the server forgot)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from ..engine import PRODUCER_WINDOW
+
+NAMES = ("create", "write", "load", "delete", "seal", "access", "labels")
+
+
+def source(name: str) -> str:
+    d = resources.files(__package__).joinpath("lua")
+    lib = d.joinpath("_lib.lua").read_text()
+    body = d.joinpath(f"{name}.lua").read_text()
+    return (lib + "\n" + body).replace("PRODUCER_WINDOW", str(PRODUCER_WINDOW))
+
+
+def register(client: Any) -> dict[str, Any]:
+    return {name: client.register_script(source(name)) for name in NAMES}
