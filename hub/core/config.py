@@ -33,6 +33,7 @@ class Config:
     max_connections_per_ip: int = 10_000
     heartbeat_s: float = 20.0
     stream_ttl_s: float | None = None  # how long closed streams are kept; None = forever
+    max_total_bytes: int | None = None  # stored bytes cap: the oldest finished answers go first
     segment_bytes: int = 8 << 20  # raw segments roll (and get sealed) at this size
     archive_delay_s: float | None = 10.0  # a finished answer moves into the archive this long after its close
     demo: bool = False  # serve the demo chat page and the built-in simulated model
