@@ -9,12 +9,15 @@ is the producer (``hub.client.Producer``). Tokens are 4 bytes. Three runs over f
 * ``await each``: the pre-pipelining way, ``await (await p.append(t))`` per token (the baseline);
 * ``pipelined``: ``await p.append(t)`` per token, window 4, then ``flush``: the headline;
 * ``coalesced``: the same with ``coalesce_ms=10, coalesce_tokens=64``: fewer, larger chunks;
-* ``paced``: pipelined at 2,000 tokens/s, for the ack latency at a model's pace rather than flat out.
+* ``paced``: pipelined at 2,000 tokens/s, for the ack latency at a model's pace rather than flat out;
+* ``http``: ``hub.client.HttpProducer`` flat out, like ``pipelined`` but over plain HTTP (one request
+  in flight; tokens appended meanwhile batch into the next request).
 
 ``producer_tokens_per_s`` counts tokens acknowledged durable, from the first append to the last ack.
 ``producer_ack_p99_ms`` is the 99th percentile of append-call-to-ack per token in the pipelined run
 flat out (the time a token waits for a window slot included; ``paced`` shows it at a model's pace). ``coalesced_frames_per_s`` is the append frames
-per second the coalesced run sends: what a hub pays per producer. Every run is bounded in tokens and
+per second the coalesced run sends: what a hub pays per producer. ``http_producer_tokens_per_s`` is
+``producer_tokens_per_s`` for the ``http`` run. Every run is bounded in tokens and
 in time (``--max-s``).
 """
 
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import HubProcess, git_revision, note, pct, table
-from hub.client import Producer
+from hub.client import HttpProducer, Producer
 
 
 @dataclass
@@ -54,7 +57,8 @@ async def run(
     url: str, name: str, n: int, max_s: float, await_each: bool, rate: float = 0.0, **opts: Any
 ) -> Run:
     lat: list[float] = []
-    async with Producer(url, f"bench/{name}", **opts) as p:
+    cls = HttpProducer if url.startswith("http") else Producer
+    async with cls(url, f"bench/{name}", **opts) as p:
         t0 = time.perf_counter()
         deadline = t0 + max_s
         sent = 0
@@ -76,7 +80,7 @@ async def run(
                     break
         await p.flush()
         dt = time.perf_counter() - t0
-        frames = p.frames_sent
+        frames = p.frames_sent if isinstance(p, Producer) else p.requests_sent
     return Run(name, sent, dt, frames, lat)
 
 
@@ -98,6 +102,8 @@ async def main() -> None:
             note(f"coalesced: {coal.tokens_per_s:,.0f} tokens/s")
             paced = await run(hub.ws_url, "paced", 4000 if a.quick else 20000, a.max_s, False, rate=2000.0)
             note(f"paced: {paced.tokens_per_s:,.0f} tokens/s")
+            http = await run(hub.url, "http", n, a.max_s, False)
+            note(f"http: {http.tokens_per_s:,.0f} tokens/s")
     rows = [
         [
             r.name,
@@ -108,7 +114,7 @@ async def main() -> None:
             f"{pct(r.ack_ms, 50):.2f}",
             f"{pct(r.ack_ms, 99):.2f}",
         ]
-        for r in (base, piped, coal, paced)
+        for r in (base, piped, coal, paced, http)
     ]
     print(
         table(
@@ -120,6 +126,7 @@ async def main() -> None:
                 "pipelined: window 4; tokens waiting for a slot share the next frame",
                 "coalesced: coalesce_ms=10, coalesce_tokens=64 (one chunk per 64 tokens or 10 ms)",
                 "paced: pipelined at 2,000 tokens/s (a fast model): the ack latency a token sees",
+                "http: HttpProducer, one request in flight, tokens batch meanwhile (frames = requests)",
                 f"pipelined / await each = {piped.tokens_per_s / base.tokens_per_s:.1f}x",
             ],
         )
@@ -128,6 +135,7 @@ async def main() -> None:
     print(f"producer_tokens_per_s: {piped.tokens_per_s:.0f}")
     print(f"producer_ack_p99_ms: {pct(piped.ack_ms, 99):.2f}")
     print(f"coalesced_frames_per_s: {coal.frames_per_s:.0f}")
+    print(f"http_producer_tokens_per_s: {http.tokens_per_s:.0f}")
 
 
 if __name__ == "__main__":

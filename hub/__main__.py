@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
         "--stream-ttl-s", type=seconds_or_off, help="keep closed streams this long (RHUB_STREAM_TTL_S)"
     )
     sv.add_argument(
+        "--max-total-bytes", type=int, help="stored bytes cap, oldest answers go first (RHUB_MAX_TOTAL_BYTES)"
+    )
+    sv.add_argument(
         "--producer-lease-s",
         type=seconds_or_off,
         help="end an open stream whose producer is gone this long (RHUB_PRODUCER_LEASE_S, default 30)",
@@ -141,6 +144,7 @@ def configure(args: argparse.Namespace) -> tuple[Config, str]:
         jwt_secret=args.jwt_secret,
         allowed_origins=origins,
         stream_ttl_s=args.stream_ttl_s,
+        max_total_bytes=args.max_total_bytes,
         producer_lease_s=args.producer_lease_s,
         open_ttl_s=args.open_ttl_s,
         access_log=args.access_log,

@@ -35,6 +35,7 @@ class Config:
     # permessage-deflate on WebSockets: aiohttp's zlib state costs ~100 KiB of RSS per browser tab
     ws_compress: bool = False
     stream_ttl_s: float | None = None  # how long closed streams are kept; None = forever
+    max_total_bytes: int | None = None  # stored bytes cap: the oldest finished answers go first
     segment_bytes: int = 8 << 20  # raw segments roll (and get sealed) at this size
     archive_delay_s: float | None = 10.0  # a finished answer moves into the archive this long after its close
     demo: bool = False  # serve the demo chat page and the built-in simulated model

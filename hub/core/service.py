@@ -82,6 +82,7 @@ class Hub:
                 fsync=config.fsync,
                 interval_ms=config.fsync_interval_ms,
                 default_ttl=config.stream_ttl_s,
+                max_total_bytes=config.max_total_bytes,
                 archive_delay_s=config.archive_delay_s,
                 log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
             )

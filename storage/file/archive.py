@@ -58,7 +58,7 @@ def archivable(log: Log) -> bool:
         and not log.failed
         and bool(log.segments)
         and all(not s.corrupt for s in log.segments)
-        and (short(log) or all(s.sealed for s in log.segments))
+        and ((short(log) and len(log.segments) == 1) or all(s.sealed for s in log.segments))
         and log.durable_offset == log.next_offset
         and log.durable_offset <= OFFSET_MASK  # offsets must fit a block key's low 32 bits
     )

@@ -2,11 +2,12 @@
 
 ``streams`` has one row per stream that exists (live or archived): id, status, times, the meta
 fields, and for an archived answer what its files used to say (chunk count, raw bytes, close,
-producer state). ``blocks`` holds archived answers: one row per sealed block, keyed by (stream key,
-first offset), so a seek is one B-tree lookup (O(log n)) and a long answer keeps its block
-structure. A block is a whole framed record (``record.py``: length, CRC32, first offset, count,
-payload), so an archived byte is checked exactly as a segment byte is, and a flipped bit answers
-``corrupt_data``, never wrong text.
+producer state and retry windows). ``blocks`` holds archived answers: one row per block, keyed by
+``arch << 32 | first offset`` (``arch`` numbers answers in archive order), so a seek is one B-tree
+lookup (O(log n)), a long answer keeps its block structure, and appends fill whole pages. A block
+carries its own checksum (``codec.py``), so an archived byte is checked exactly as a segment byte
+is, and a flipped bit answers ``corrupt_data``, never wrong text. ``dicts`` keeps every trained
+zstd dictionary, ``settings`` the few counters that must survive a restart.
 
 Invariants:
 
@@ -129,9 +130,13 @@ def deadline(meta: StreamMeta, closed: float | None, default_ttl: float | None) 
     return min(known) if known else None
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, new: bool = False) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; writes say BEGIN/COMMIT themselves
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=64)
+    if new:
+        # INCREMENTAL: pages freed by retention go back to the file system (Catalog.reclaim), not
+        # only to SQLite's free list; it can be chosen only before the database has its first page
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     # WAL: readers (the event loop) never wait for the writer, and a commit is one append to -wal
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL: a commit survives a process crash; an OS crash may drop the last commits, which is
@@ -147,7 +152,7 @@ class Catalog:
         self.path = path
         self.created = not path.exists()
         self.default_ttl = default_ttl
-        self._w = _connect(path)
+        self._w = _connect(path, new=self.created)
         self._w.executescript(_SCHEMA)
         version = self._w.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
@@ -157,6 +162,8 @@ class Catalog:
         self._apply_default_ttl(default_ttl)
         row = self._w.execute("SELECT value FROM settings WHERE name = 'next_arch'").fetchone()
         self._next_arch = row[0] if row is not None else 1
+        row = self._w.execute("SELECT value FROM settings WHERE name = 'archived_bytes'").fetchone()
+        self.archived_bytes = row[0] if row is not None else 0  # blob bytes of every archived block
         self._r = _connect(path)
         self.count = self._r.execute("SELECT count(*) FROM streams").fetchone()[0]
 
@@ -306,9 +313,14 @@ class Catalog:
                     continue
                 if row[0] is not None:
                     k = row[0] << 32
+                    size = self._w.execute(
+                        "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK)
+                    ).fetchone()[0]
+                    self.archived_bytes -= size or 0
                     self._w.execute("DELETE FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK))
                 self._w.execute("DELETE FROM streams WHERE id = ?", (sid,))
                 self.count -= 1
+            self._save_archived_bytes()
 
     def archive(self, answers: Sequence[ArchivedAnswer], durable: bool = True) -> list[str]:
         """Move finished answers into ``blocks`` in one transaction (fsynced if ``durable``: always,
@@ -324,6 +336,7 @@ class Catalog:
                     continue
                 key = self._next_arch
                 self._next_arch += 1
+                self.archived_bytes += sum(len(d) for _, d in a.blocks)
                 self._w.executemany(
                     "INSERT OR REPLACE INTO blocks (pos, data) VALUES (?, ?)",
                     [((key << 32) | first, data) for first, data in a.blocks],
@@ -346,6 +359,7 @@ class Catalog:
                 )
                 moved.append(a.meta.id)
             self._w.execute("INSERT OR REPLACE INTO settings VALUES ('next_arch', ?)", (self._next_arch,))
+            self._save_archived_bytes()
         return moved
 
     def blocks_between(self, lo: int, hi: int) -> list[tuple[int, int, bytes]]:
@@ -362,9 +376,42 @@ class Catalog:
     def replace_blocks(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
         """Swap blocks for equivalent ones (recoded): the old bytes stay valid until the commit."""
         with self._txn():
-            self._w.executemany(
-                "UPDATE blocks SET data = ? WHERE pos = ?", [(d, (k << 32) | f) for k, f, d in rows]
-            )
+            for k, f, d in rows:
+                pos = (k << 32) | f
+                old = self._w.execute("SELECT length(data) FROM blocks WHERE pos = ?", (pos,)).fetchone()
+                if old is not None:
+                    self._w.execute("UPDATE blocks SET data = ? WHERE pos = ?", (d, pos))
+                    self.archived_bytes += len(d) - old[0]
+            self._save_archived_bytes()
+
+    def _save_archived_bytes(self) -> None:
+        self._w.execute(
+            "INSERT OR REPLACE INTO settings VALUES ('archived_bytes', ?)", (self.archived_bytes,)
+        )
+
+    def ensure_arch_index(self) -> None:
+        """An index of archived answers in archive order, for a total-bytes cap (made only when a
+        cap is set: other stores need not pay its bytes per answer)."""
+        self._w.execute("CREATE INDEX IF NOT EXISTS streams_arch ON streams(arch) WHERE arch IS NOT NULL")
+
+    def oldest_archived(self, limit: int) -> list[tuple[str, int]]:
+        """(id, stored bytes) of the first archived answers, oldest first (needs ensure_arch_index)."""
+        rows = self._r.execute(
+            "SELECT id, arch FROM streams WHERE arch IS NOT NULL ORDER BY arch LIMIT ?", (limit,)
+        ).fetchall()
+        return [(sid, self.stored_bytes(arch)) for sid, arch in rows]
+
+    def allocated_bytes(self) -> int:
+        """Bytes of database pages in use (the file minus its free pages)."""
+        pages = self._r.execute("PRAGMA page_count").fetchone()[0]
+        free = self._r.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self._r.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def reclaim(self) -> None:
+        """Give free pages back to the file system (after retention removed answers)."""
+        # executescript steps the pragma to its end (execute would free one page: one step)
+        self._w.executescript("PRAGMA incremental_vacuum;")
 
     def vacuum(self) -> None:
         """Rewrite the database compactly (after the first recoding pass, while it is still small)."""

@@ -376,6 +376,8 @@ class Store:
         await loop.run_in_executor(self._db_pool, self._start_catalog, reconcile)
         self._dicts = {i: zstandard.ZstdCompressionDict(d) for i, d in self.catalog.dicts().items()}
         self._dict_id = max(self._dicts, default=None)
+        if self.opts.max_total_bytes is not None:
+            await loop.run_in_executor(self._db_pool, self.catalog.ensure_arch_index)
         live = self.catalog.live_ids()
         for sid, status, closed in live:
             if status != "open":
@@ -812,6 +814,7 @@ class Store:
             "catalog_allocated_bytes": sum(
                 p.stat().st_blocks * 512 for p in self.root.glob("store.db*") if p.is_file()
             ),
+            "archived_bytes": self.catalog.archived_bytes,
             **self.counters,
         }
 
@@ -922,7 +925,12 @@ class Store:
         seg = s.log.seal_candidate()
         if seg is None or s.sealing or s.id in self._seal_queued:
             return
-        if seg is s.log.active and self.opts.archive_delay_s is not None and archive.short(s.log):
+        if (
+            seg is s.log.active
+            and len(s.log.segments) == 1
+            and self.opts.archive_delay_s is not None
+            and archive.short(s.log)
+        ):
             return  # a short finished answer goes to the archive, which codes its raw records itself
         delay = self.opts.seal_delay_s if seg is s.log.active else 0.0
         heapq.heappush(self._seal_due, (time.monotonic() + delay, next(self._seal_seq), s.id))
@@ -1038,14 +1046,34 @@ class Store:
             elif when is not None:
                 heapq.heappush(self._deadlines, (when, sid))
         cap = self.opts.max_total_bytes
+        dropped_archived = False
         if cap is not None:
-            live = [self.get(i) for i in self.list() if i not in expired]
-            total = sum(s.log.stored_bytes for s in live)
-            for s in sorted((s for s in live if s.close_info), key=lambda s: s.close_info.at):  # type: ignore[union-attr]
+            # stored bytes: the archive's running total plus the live streams' (O(live), never a
+            # walk of every answer); the oldest go first: archived answers in archive order, then
+            # closed live ones by close time
+            total = self.catalog.archived_bytes
+            live_closed = []
+            for sid, _, _ in self.catalog.live_ids():
+                if sid in expired or sid in self._deleting:
+                    continue
+                with contextlib.suppress(StreamNotFound, StreamGone):
+                    s = self.get(sid)
+                    total += s.log.stored_bytes
+                    if s.close_info is not None:
+                        live_closed.append((s.close_info.at, sid, s.log.stored_bytes))
+            if total > cap:
+                for sid, size in self.catalog.oldest_archived(4096):
+                    if total <= cap:
+                        break
+                    if sid not in expired:
+                        expired.append(sid)
+                        total -= size
+                        dropped_archived = True
+            for _, sid, size in sorted(live_closed):
                 if total <= cap:
                     break
-                expired.append(s.id)
-                total -= s.log.stored_bytes
+                expired.append(sid)
+                total -= size
 
         async def drop(sid: str) -> None:
             with contextlib.suppress(StreamNotFound, StreamGone):
@@ -1054,6 +1082,9 @@ class Store:
 
         for i in range(0, len(expired), 64):  # side by side: expiry must keep up with creation
             await asyncio.gather(*(drop(sid) for sid in expired[i : i + 64]), return_exceptions=True)
+        if dropped_archived or (expired and self.opts.max_total_bytes is not None):
+            with contextlib.suppress(sqlite3.Error):  # freed pages back to the file system
+                await asyncio.get_running_loop().run_in_executor(self._db_pool, self.catalog.reclaim)
         if now >= self._last_sweep + min(600.0, self.opts.tombstone_ttl / 4):
             self._last_sweep = now
             await asyncio.get_running_loop().run_in_executor(self._bg_pool, self._sweep_tombstones, now)
@@ -1122,6 +1153,20 @@ class Store:
                 await asyncio.shield(task)
 
     async def _archive_batch(self, sids: builtins.list[str]) -> None:
+        self._archive_queued.update(sids)  # loading them below must not queue them again
+        ok = False
+        try:
+            ok = await self._archive_some(sids)
+        finally:
+            self._archive_queued.difference_update(sids)
+        if ok:  # one that became archivable meanwhile (its seal finished during the batch)
+            for sid in sids:
+                s = self._streams.get(sid)
+                if s is not None and not s.deleted and archivable(s.log) and s.log.close_info is not None:
+                    self._queue_archive(sid, s.log.close_info.at)
+
+    async def _archive_some(self, sids: builtins.list[str]) -> bool:
+        """Archive what can be of ``sids``; False if writing failed (retried after a restart)."""
         streams = []
         for sid in sids:
             try:
@@ -1132,7 +1177,7 @@ class Store:
             if archivable(s.log) and not s.sealing and not s.deleted:
                 streams.append(s)
         if not streams:
-            return
+            return True
         loop = asyncio.get_running_loop()
         logs = [s.log for s in streams]
         for s in streams:
@@ -1156,7 +1201,7 @@ class Store:
             )
         except (OSError, sqlite3.Error):
             self.counters["write_errors"] += 1
-            return  # the files are untouched; the answers are archived after the next restart
+            return False  # the files are untouched; the answers are archived after the next restart
         finally:
             for s in streams:
                 s.sealing = False
@@ -1177,6 +1222,7 @@ class Store:
         if not self._training and self._since_train >= due:
             self._training = True
             self._spawn(self._train())
+        return True
 
     async def _train(self) -> None:
         """Train a dictionary from recent short answers; the first one also recodes the answers

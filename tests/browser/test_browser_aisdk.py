@@ -9,10 +9,12 @@ test time and served by the hub under test. Answers come from the generator API
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -21,6 +23,8 @@ from playwright.async_api import Page
 from hub.app import make_app
 from hub.core.config import Config
 from hub.core.service import HUB, Hub
+from hub.protocols.aisdk.answers import answer_text
+from hub.protocols.aisdk.ws import ChatSocket
 from tests.browser.conftest import Pages
 
 FIXTURE = Path(__file__).parent / "aisdk-fixture"
@@ -61,15 +65,23 @@ class AiHub:
         return f"{base}?chat={chat}&transport={transport}&n={N}&delay={delay}{extra}"
 
 
-@pytest.fixture
-async def ai_hub(tmp_path: Path, bundle: Path) -> AsyncIterator[AiHub]:
-    config = Config(data_dir=tmp_path / "data", generator="tests.integration.aisdk_gens:paced")
+@contextlib.asynccontextmanager
+async def serve(tmp_path: Path, bundle: Path, **cfg: Any) -> AsyncIterator[AiHub]:
+    config = Config(data_dir=tmp_path / "data", generator="tests.integration.aisdk_gens:paced", **cfg)
     app = make_app(config)
     app.router.add_static("/aisdk/", bundle)
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
-    yield AiHub(server, app[HUB])
-    await server.close()
+    try:
+        yield AiHub(server, app[HUB])
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def ai_hub(tmp_path: Path, bundle: Path) -> AsyncIterator[AiHub]:
+    async with serve(tmp_path, bundle) as hub:
+        yield hub
 
 
 WORDS = "".join(f"w{i} " for i in range(N)).strip()  # innerText trims the last space
@@ -159,3 +171,57 @@ async def test_websocket_abort_alone_reaches_the_producer(ai_hub: AiHub, pages: 
     await page.wait_for_selector("#prompt")
     await page.wait_for_function("() => document.querySelectorAll('li.msg.assistant').length === 1")
     assert (await assistant_texts(page))[0].startswith("w0 w1 w2 ")
+
+
+async def wait_hub(pred: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("outage", ["socket_survives", "socket_lost"])
+async def test_websocket_offline_mid_answer_shows_the_answer_once(
+    tmp_path: Path, bundle: Path, pages: Pages, outage: str
+) -> None:
+    """The page loses the network mid-answer while the model writes on, then comes back: either
+    the WebSocket outlived the outage (the hub's heartbeat is 20 s) and the frames held back
+    arrive, or the hub gave the socket up (heartbeat 0.5 s), useChat reports the lost connection
+    and the page resumes (``resume`` replays the answer, the SDK resets the partial message).
+    Either way the page shows the whole answer exactly once, equal to the text the hub stored."""
+    lost = outage == "socket_lost"
+    async with serve(tmp_path, bundle, heartbeat_s=0.5 if lost else 20.0) as ai_hub:
+        hub = ai_hub.hub
+        page = await pages.new()
+        chat = f"off{int(lost)}"
+        await page.goto(ai_hub.url(chat, "ws", delay=0.03))
+        await page.wait_for_selector("#prompt")
+        await ask(page, "tell me")
+        await wait_words(page, 10)
+        sid = (await hub.list_streams(f"chat/{chat}/"))[0]
+        s = await hub.get(sid)
+
+        await pages.context.set_offline(True)
+        shown = len((await assistant_texts(page))[0].split())
+        # the model writes on while the page is offline: at least 25 words it has not seen (or the end)
+        await wait_hub(lambda: s.next_offset >= shown + 6 + 25 or s.ended, "appends while offline")
+
+        def sockets() -> int:
+            return sum(isinstance(c, ChatSocket) for c in hub.connections)
+
+        if lost:  # and long enough for the hub's heartbeat to give the dead socket up
+            await wait_hub(lambda: sockets() == 0, "the hub to drop the offline socket")
+        else:
+            assert sockets() == 1
+        assert len((await assistant_texts(page))[0].split()) < s.next_offset - 6, "offline missed nothing"
+        await pages.context.set_offline(False)
+
+        await wait_words(page, N - 2)
+        await final_state(page)
+        await wait_hub(lambda: s.ended, "the answer to end")
+        stored, reasoning = await answer_text(hub, s)
+        assert s.status == "done" and stored == WORDS + " "
+        assert await assistant_texts(page) == [WORDS]  # one assistant message, each word once
+        assert await page.locator("li.msg.assistant .reasoning").all_inner_texts() == [reasoning]
+        resumed = await page.evaluate("window.__resumedOnline || 0")
+        assert resumed >= 1 if lost else resumed == 0

@@ -255,3 +255,31 @@ async def test_a_dictionary_is_trained_and_earlier_answers_recoded(
     for sid, chunks in answers.items():
         s = again.get(sid)
         assert read_all(s) == chunks and s.read(7, max_chunks=2) == chunks[7:9]
+
+
+async def test_a_total_bytes_cap_drops_the_oldest_archived_answers_and_frees_their_pages(
+    store_factory: Any,
+) -> None:
+    store = await archived_store(store_factory, fsync="never", retention_every=3600)
+    import random
+
+    big = [random.Random(k).randbytes(4000) for k in range(40)]  # 160 KB each: long, not recoded
+    for i in range(6):
+        await finish(store, f"a/{i}", [c + f"/{i}".encode() for c in big], per=8)
+    await until(lambda: store.counters["archived"] == 6)
+    db = store.root / "store.db"
+    per = store.catalog.archived_bytes // 6
+    await store.stop()
+    before = db.stat().st_size
+    store = await archived_store(
+        store_factory,
+        root=store.root,
+        fsync="never",
+        retention_every=3600,
+        max_total_bytes=2 * per + per // 2,
+    )
+    assert sorted(await store.expire()) == ["a/0", "a/1", "a/2", "a/3"]
+    assert store.list() == ["a/4", "a/5"] and read_all(store.get("a/5"))[0] == big[0] + b"/5"
+    assert store.catalog.archived_bytes <= 2 * per + per // 2
+    await store.stop()
+    assert db.stat().st_size < before / 2  # the pages went back to the file system

@@ -1,7 +1,7 @@
 // A chat page on the real AI SDK: useChat({ resume: true }) over DefaultChatTransport or
 // WebSocketChatTransport (?transport=ws), against the hub's AI SDK endpoints. The chat id comes
 // from ?chat=, so a reload finds the same chat; earlier answers come from {api}/{chat}/messages.
-import React, { useEffect, useState } from "react";
+import React, { useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport, WebSocketChatTransport } from "ai";
@@ -19,7 +19,7 @@ function makeTransport() {
 
 function Chat({ initial }) {
   const [transport] = useState(makeTransport);
-  const { messages, sendMessage, status, stop, error } = useChat({
+  const { messages, sendMessage, status, stop, error, resumeStream } = useChat({
     id: chatId,
     messages: initial,
     resume: true,
@@ -27,6 +27,22 @@ function Chat({ initial }) {
   });
   const [input, setInput] = useState("");
   window.__status = status;
+  // The connection died mid-answer (useChat says "error"; the browser may report the close only
+  // once it is back online): resume the answer when online, as an app would, a few times at most.
+  // A connection that survived the outage carries on by itself.
+  const statusRef = useRef(status);
+  statusRef.current = status;
+  useEffect(() => {
+    const resumeIfLost = () => {
+      if (statusRef.current === "error" && navigator.onLine && (window.__resumedOnline || 0) < 3) {
+        window.__resumedOnline = (window.__resumedOnline || 0) + 1;
+        resumeStream();
+      }
+    };
+    resumeIfLost();
+    window.addEventListener("online", resumeIfLost);
+    return () => window.removeEventListener("online", resumeIfLost);
+  }, [status, resumeStream]);
   const onStop = async () => {
     stop(); // over WebSocketChatTransport this sends `abort`, which the hub passes to the producer
     if (q.get("stopvia") !== "abort") await fetch(`${api}/${chatId}/stop`, { method: "POST" });
