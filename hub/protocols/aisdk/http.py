@@ -27,13 +27,14 @@ import msgspec
 from aiohttp import web
 
 from hub.core.errors import HubError
-from hub.core.fanout import Format, Outbox, OutboxClosed, texts
+from hub.core.fanout import Format, texts
 from hub.core.service import HUB, Hub
 from hub.producers.generator import Generator
 from hub.protocols.aisdk import answers
 from hub.protocols.aisdk.chunks import SSE_DONE, SSE_HEADERS, Translator, sse
 from hub.protocols.chats import CHATS
 from hub.protocols.native.messages import ChatEvent
+from hub.protocols.sse import pump as sse_pump
 from storage import CloseInfo, StreamHandle
 
 GENERATOR = web.AppKey("aisdk_generator", object)
@@ -76,32 +77,10 @@ def _grant(request: web.Request) -> Any:
 async def serve(request: web.Request, hub: Hub, s: StreamHandle) -> web.StreamResponse:
     resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
-    outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
-    outbox.force(": stream-open\n\n")
-    sub = hub.subscribe(s, outbox, 0, fmt=UiSse(Translator(s.id, s.meta.labels)))
-    writer = asyncio.create_task(outbox.run())
-    keepalive = hub.config.aisdk_keepalive_s
-    try:
-        finished = asyncio.create_task(sub.finished.wait())
-        try:
-            while not writer.done() and not finished.done():
-                done, _ = await asyncio.wait(
-                    {writer, finished}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    outbox.force(": keep-alive\n\n")
-        finally:
-            finished.cancel()
-        while not writer.done() and outbox.bytes:  # let the end frame go out
-            await asyncio.wait({writer}, timeout=0.01)
-    except (ConnectionError, OutboxClosed):
-        pass
-    finally:
-        sub.stop()
-        outbox.close()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
-            await writer
+    fmt = UiSse(Translator(s.id, s.meta.labels))
+    await sse_pump(
+        resp, hub, s, 0, fmt, keepalive_s=hub.config.aisdk_keepalive_s, preamble=": stream-open\n\n"
+    )
     return resp
 
 

@@ -15,7 +15,6 @@ from aiohttp import web
 from hub.core.auth import bearer
 from hub.core.errors import DSError, HubError
 from hub.core.fanout import Format
-from hub.core.outbox import Outbox, OutboxClosed
 from hub.core.service import HUB, Hub
 from hub.protocols.durable.forks import ForkPlan, fork_offset, fork_plan, on_delete
 from hub.protocols.durable.state import DS, Durable, DurableConfig
@@ -47,6 +46,7 @@ from hub.protocols.durable.wire import (
     sse_data,
 )
 from hub.protocols.http_errors import use_dialect
+from hub.protocols.sse import pump as sse_pump
 from storage import CloseInfo, StreamHandle
 
 ROUTE = PREFIX + "{path:.+}"
@@ -522,36 +522,17 @@ async def _sse(
     with contextlib.suppress(ConnectionError):
         if start >= s.next_offset and not s.ended:  # up to date from the start: say so at once
             await resp.write(sse_control(start, cur, True, False).encode())
-    outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
-    sub = hub.subscribe(s, outbox, start, fmt=_SseFormat(s, mode, cur))
-    writer = asyncio.create_task(outbox.run())
-    finished = asyncio.ensure_future(sub.finished.wait())
-    closing = asyncio.ensure_future(ds.closing.wait())
-    try:
-        while not (writer.done() or finished.done() or closing.done()):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            done, _ = await asyncio.wait(
-                {writer, finished, closing},
-                timeout=min(cfg.sse_keepalive_s, remaining),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not done and loop.time() < deadline:
-                outbox.force(": keep-alive\n\n")
-        # the last frames (the end) go out, within the response's time
-        while finished.done() and not writer.done() and outbox.bytes and loop.time() < deadline:
-            await asyncio.wait({writer}, timeout=0.01)
-    except (ConnectionError, OutboxClosed):
-        pass  # the client went away: it resumes from its last offset
-    finally:
-        finished.cancel()
-        closing.cancel()
-        sub.stop()
-        outbox.close()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
-            await writer
+    remaining = deadline - loop.time()
+    await sse_pump(
+        resp,
+        hub,
+        s,
+        start,
+        _SseFormat(s, mode, cur),
+        keepalive_s=cfg.sse_keepalive_s,
+        max_s=max(0.0, remaining),
+        stop=ds.closing,
+    )
     with contextlib.suppress(ConnectionError):
         await resp.write_eof()
     return resp

@@ -14,8 +14,6 @@ GET    /streams?prefix=P        ids
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any, cast, get_args
 
 import msgspec
@@ -24,10 +22,10 @@ from aiohttp import web
 from hub.core.auth import bearer
 from hub.core.errors import HubError
 from hub.core.fanout import Format, texts
-from hub.core.outbox import Outbox, OutboxClosed
 from hub.core.positions import MAX_OFFSET, parse_uint
 from hub.core.service import HUB, Hub
 from hub.protocols.native.messages import NOTHING_TO_APPEND
+from hub.protocols.sse import pump as sse_pump
 from storage import CloseInfo, CloseStatus
 
 routes = web.RouteTableDef()
@@ -234,30 +232,7 @@ async def sse(request: web.Request) -> web.StreamResponse:
         }
     )
     await resp.prepare(request)
-    outbox = Outbox(lambda f: resp.write(f.encode()), hub.config.outbox_bytes)
-    sub = hub.subscribe(s, outbox, offset, fmt=SSE_FORMAT)
-    writer = asyncio.create_task(outbox.run())
-    try:
-        finished = asyncio.create_task(sub.finished.wait())
-        try:
-            while not writer.done() and not finished.done():  # until the end is queued, or the peer goes
-                done, _ = await asyncio.wait(
-                    {writer, finished}, timeout=15, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    outbox.force(": keep-alive\n\n")
-        finally:
-            finished.cancel()
-        while not writer.done() and outbox.bytes:  # then let the end frame go out
-            await asyncio.wait({writer}, timeout=0.01)
-    except (ConnectionError, OutboxClosed):
-        pass
-    finally:
-        sub.stop()
-        outbox.close()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError, Exception):
-            await writer
+    await sse_pump(resp, hub, s, offset, SSE_FORMAT)
     return resp
 
 
