@@ -43,6 +43,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
+from hub.client.batch import Batch
 from hub.client.websocket import (
     CANCEL_CLOSE_S,
     REFUSED,
@@ -50,7 +51,6 @@ from hub.client.websocket import (
     Token,
     _backoff,
     _current,
-    _retrieved,
 )
 from hub.core.tasks import TaskSet
 from hub.protocols.native import messages as m
@@ -113,25 +113,22 @@ class HttpProducer:
         self._pump_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._batch: list[str] = []
-        self._batch_futs: list[tuple[int, asyncio.Future[int]]] = []  # (index of its first token, future)
+        self._batch = Batch(max_batch, coalesce_ms, coalesce_tokens, on_due=self._wake.set)
         self._inflight = False
-        self._due = False  # the coalescing timer fired or a flush asked: send even a short batch
-        self._timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()  # nothing batched and nothing in flight
         self._idle.set()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._failed: BaseException | None = None
         self._closed = False
         self._started = False
-        self._next_offset = 0
         self._last_request = time.monotonic()
 
     @property
     def cancelled(self) -> bool:
         """True once a reader asked this stream to stop (seen on the next append answer)."""
         return self.cancel_event.is_set()
+
+    @property
+    def _failed(self) -> BaseException | None:
+        return self._batch.failed
 
     async def start(self) -> HttpProducer:
         """Create the stream (``async with`` does it)."""
@@ -176,8 +173,7 @@ class HttpProducer:
 
     async def aclose(self) -> None:
         await self._tasks.aclose()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._batch.cancel_timer()
         for t in (self._pump_task, self._beat_task):
             if t:
                 t.cancel()
@@ -197,25 +193,15 @@ class HttpProducer:
             raise RuntimeError("start the HttpProducer first (async with, or await start())")
         if data in ("", []):
             return self._tasks.spawn(self._offset_when_idle())
-        while len(self._batch) >= self.max_batch:
-            self._room.clear()
-            await self._room.wait()
-            if self._failed is not None:
-                raise self._failed
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_retrieved)
-        self._batch_futs.append((len(self._batch), fut))
-        self._batch.extend([data] if isinstance(data, str) else data)
+        fut = await self._batch.add(data)
         self.appended += 1 if isinstance(data, str) else len(data)
         self._idle.clear()
-        if self.coalesce_ms and self._timer is None and not self._due:
-            self._timer = asyncio.get_running_loop().call_later(self.coalesce_ms / 1000, self._timer_fired)
         self._wake.set()
         return fut
 
     async def flush(self) -> None:
         """Send what is batched now and wait until every append is durable (or raise its error)."""
-        self._due = True
+        self._batch.due = True
         self._wake.set()
         await self._idle.wait()
         if self._failed is not None:
@@ -247,78 +233,32 @@ class HttpProducer:
 
     async def _offset_when_idle(self) -> int:
         await self._idle.wait()
-        return self._next_offset
+        return self._batch.next_offset
 
     # --- batching ----------------------------------------------------------------------------
-
-    def _timer_fired(self) -> None:
-        self._timer = None
-        self._due = True
-        self._wake.set()
-
-    def _ready(self) -> bool:
-        if not self._batch:
-            return False
-        if not (self.coalesce_ms or self.coalesce_tokens):
-            return True
-        return self._due or bool(self.coalesce_tokens and len(self._batch) >= self.coalesce_tokens)
-
-    def _take(self) -> tuple[list[str], list[asyncio.Future[int]], list[int]]:
-        """Cut the next request's chunks out of the batch, with the futures it resolves and where."""
-        tokens, futs = self._batch[: self.max_batch], self._batch_futs
-        self._batch = self._batch[self.max_batch :]
-        cut = next((i for i, (first, _) in enumerate(futs) if first >= len(tokens)), len(futs))
-        self._batch_futs = [(first - len(tokens), f) for first, f in futs[cut:]]
-        futs = futs[:cut]
-        if self.coalesce_ms or self.coalesce_tokens:
-            size = self.coalesce_tokens or len(tokens)
-            chunks = ["".join(tokens[i : i + size]) for i in range(0, len(tokens), size)]
-            where = [first // size for first, _ in futs]
-        else:
-            chunks, where = tokens, [first for first, _ in futs]
-        if not self._batch:
-            self._due = False
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        self._room.set()
-        return chunks, [f for _, f in futs], where
 
     async def _pump(self) -> None:
         """The one sender: one append request at a time, so seqs reach the hub in order."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._failed is None and self._ready():
-                chunks, futs, where = self._take()
+            while self._batch.ready():
+                taken = self._batch.take()
                 self.seq += 1
                 self.requests_sent += 1
                 self._inflight = True
-                body = msgspec.json.encode({"data": chunks})  # encoded once: a retry is byte-identical
+                body = msgspec.json.encode({"data": taken.chunks})  # encoded once: a retry is byte-identical
                 headers = {"Producer-Id": self.producer_id, "Producer-Seq": str(self.seq)}
                 try:
                     ans = await self._call("POST", self._path, body, headers, is_append=True)
                 except Exception as e:
-                    self._fail(e, futs)
+                    self._batch.fail(e, taken)
                 else:
-                    first = int(ans.get("offset", -1))
-                    if first >= 0:
-                        self._next_offset = max(self._next_offset, first + len(chunks))
-                    for f, i in zip(futs, where, strict=True):
-                        if not f.done():
-                            f.set_result(first + i if first >= 0 else -1)
+                    self._batch.resolve(taken, int(ans.get("offset", -1)))
                 finally:
                     self._inflight = False
             if not self._batch or self._failed is not None:
                 self._idle.set()
-
-    def _fail(self, err: BaseException, futs: list[asyncio.Future[int]]) -> None:
-        self._failed = self._failed or err
-        for f in futs + [f for _, f in self._batch_futs]:
-            if not f.done():
-                f.set_exception(err)
-        self._batch, self._batch_futs = [], []
-        self._room.set()
 
     async def _beat(self) -> None:
         assert self.heartbeat_s

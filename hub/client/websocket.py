@@ -41,6 +41,7 @@ from typing import Any
 
 import aiohttp
 
+from hub.client.batch import Batch, Taken
 from hub.core.errors import FATAL_CLOSE
 from hub.core.tasks import TaskSet
 from hub.protocols.native import messages as m
@@ -101,11 +102,6 @@ class _Pending:
         self.fut = fut
         self.gen = -1  # the connection generation it was last sent on
         self.sends = 0
-
-
-def _retrieved(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # an append nobody awaited must not log "exception was never retrieved"
 
 
 class Producer:
@@ -171,25 +167,22 @@ class Producer:
         self._closed = False
         self._started = False
         self._next_id = 0
-        # the batch: tokens appended but not yet in a frame, with the caller's future for each call
-        self._batch: list[str] = []
-        self._batch_futs: list[tuple[int, asyncio.Future[int]]] = []  # (index of its first token, future)
+        # tokens appended but not yet in a frame, with the caller's future for each call
+        self._batch = Batch(max_batch, coalesce_ms, coalesce_tokens, on_due=self._fill)
         self._inflight = 0
-        self._due = False  # the coalescing timer fired: flush even a short batch
-        self._timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()  # nothing batched and nothing in flight
         self._idle.set()
-        self._room = asyncio.Event()  # the batch is below max_batch
-        self._room.set()
-        self._failed: BaseException | None = None
         self._refused: ClientError | None = None  # the hub refused our token: nothing more is sent
         self._refusals_in_a_row = 0  # a fresh token refused again: give up rather than loop
-        self._next_offset = 0  # as far as this producer's acks tell
 
     @property
     def cancelled(self) -> bool:
         """True once a reader asked this stream to stop (within one round trip of their cancel)."""
         return self.cancel_event.is_set()
+
+    @property
+    def _failed(self) -> BaseException | None:
+        return self._batch.failed
 
     async def start(self) -> Producer:
         """Connect and create the stream (``async with`` does it; call it first to have the stream
@@ -226,8 +219,7 @@ class Producer:
 
     async def aclose(self) -> None:
         await self._tasks.aclose()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._batch.cancel_timer()
         for t in (self._reader, self._pump_task):
             if t:
                 t.cancel()
@@ -250,25 +242,15 @@ class Producer:
             raise self._failed
         if data in ("", []):
             return self._tasks.spawn(self._offset_when_idle())
-        while len(self._batch) >= self.max_batch:
-            self._room.clear()
-            await self._room.wait()
-            if self._failed is not None:
-                raise self._failed
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_retrieved)
-        self._batch_futs.append((len(self._batch), fut))
-        self._batch.extend([data] if isinstance(data, str) else data)
+        fut = await self._batch.add(data)
         self.appended += 1 if isinstance(data, str) else len(data)
         self._idle.clear()
-        if self.coalesce_ms and self._timer is None and not self._due:
-            self._timer = asyncio.get_running_loop().call_later(self.coalesce_ms / 1000, self._timer_fired)
         self._fill()
         return fut
 
     async def flush(self) -> None:
         """Send what is batched now and wait until every append is durable (or raise its error)."""
-        self._due = True
+        self._batch.due = True
         self._fill()
         await self._idle.wait()
         if self._failed is not None:
@@ -276,7 +258,7 @@ class Producer:
 
     async def _offset_when_idle(self) -> int:
         await self._idle.wait()
-        return self._next_offset
+        return self._batch.next_offset
 
     async def close(self, status: m.CloseStatus = "done", error: str | None = None) -> None:
         with contextlib.suppress(ClientError):
@@ -295,67 +277,26 @@ class Producer:
 
     # --- batching ----------------------------------------------------------------------------
 
-    def _timer_fired(self) -> None:
-        self._timer = None
-        self._due = True
-        self._fill()
-
-    def _ready(self) -> bool:
-        if not self._batch:
-            return False
-        if not (self.coalesce_ms or self.coalesce_tokens):
-            return True
-        return self._due or bool(self.coalesce_tokens and len(self._batch) >= self.coalesce_tokens)
-
     def _fill(self) -> None:
         """Move the batch into append frames while the window has room (no await: order is kept)."""
-        while self._inflight < self.window and self._ready() and self._failed is None:
-            tokens, futs = self._batch[: self.max_batch], self._batch_futs
-            self._batch = self._batch[self.max_batch :]
-            cut = next((i for i, (first, _) in enumerate(futs) if first >= len(tokens)), len(futs))
-            self._batch_futs = [(first - len(tokens), f) for first, f in futs[cut:]]
-            futs = futs[:cut]
-            if self.coalesce_ms or self.coalesce_tokens:
-                size = self.coalesce_tokens or len(tokens)
-                chunks = ["".join(tokens[i : i + size]) for i in range(0, len(tokens), size)]
-                where = [first // size for first, _ in futs]
-            else:
-                chunks, where = tokens, [first for first, _ in futs]
-            if not self._batch:
-                self._due = False
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-            self._room.set()
+        while self._inflight < self.window and self._batch.ready():
+            taken = self._batch.take()
             self.seq += 1
             self._inflight += 1
             self.frames_sent += 1
-            pending = self._submit(m.Append(self.stream, chunks, producer=self.producer_id, seq=self.seq))
-            pending.fut.add_done_callback(
-                functools.partial(self._frame_done, futs=[f for _, f in futs], where=where, count=len(chunks))
-            )
+            msg = m.Append(self.stream, taken.chunks, producer=self.producer_id, seq=self.seq)
+            self._submit(msg).fut.add_done_callback(functools.partial(self._frame_done, taken=taken))
         if not self._batch and not self._inflight:
             self._idle.set()
 
-    def _frame_done(
-        self, frame: asyncio.Future[m.Ack], *, futs: list[asyncio.Future[int]], where: list[int], count: int
-    ) -> None:
+    def _frame_done(self, frame: asyncio.Future[m.Ack], *, taken: Taken) -> None:
         self._inflight -= 1
-        if frame.cancelled() or frame.exception() is not None:
-            err = frame.exception() if not frame.cancelled() else ClientError("cancelled", "cancelled")
-            self._failed = self._failed or err
-            for f in futs + [f for _, f in self._batch_futs]:
-                if not f.done():
-                    f.set_exception(err)  # type: ignore[arg-type]
-            self._batch, self._batch_futs = [], []
-            self._room.set()
+        if frame.cancelled():
+            self._batch.fail(ClientError("cancelled", "cancelled"), taken)
+        elif (err := frame.exception()) is not None:
+            self._batch.fail(err, taken)
         else:
-            first = frame.result().offset
-            if first >= 0:
-                self._next_offset = max(self._next_offset, first + count)
-            for f, i in zip(futs, where, strict=True):
-                if not f.done():
-                    f.set_result(first + i if first >= 0 else -1)
+            self._batch.resolve(taken, frame.result().offset)
         self._fill()
 
     # --- plumbing ----------------------------------------------------------------------------
