@@ -19,7 +19,7 @@ async def main() -> None:
     async with Producer(args.url, args.stream, token=args.token, max_attempts=3) as p:
         n = 0
         while True:
-            await p.append(f"c{n} ")
+            await (await p.append(f"c{n} "))  # append is pipelined: its future resolves once durable
             n += 1
             print(f"acked {n}", flush=True)
             await asyncio.sleep(args.every)  # a model's pace
