@@ -45,11 +45,11 @@ import msgspec
 
 from hub.client.batch import Batch
 from hub.client.websocket import (
-    CANCEL_CLOSE_S,
     REFUSED,
     ClientError,
     Token,
     _backoff,
+    _BatchingProducer,
     _current,
 )
 from hub.core.tasks import TaskSet
@@ -60,7 +60,7 @@ class _Retry(Exception):
     """The request may not have reached the hub, or its answer was lost: send it again, same body."""
 
 
-class HttpProducer:
+class HttpProducer(_BatchingProducer):
     """Appends to one stream over HTTP: ``append`` returns at once with a future of the offset.
 
     ``coalesce_ms`` / ``coalesce_tokens`` merge tokens into larger chunks (flushed every N ms or N
@@ -121,14 +121,17 @@ class HttpProducer:
         self._started = False
         self._last_request = time.monotonic()
 
-    @property
-    def cancelled(self) -> bool:
-        """True once a reader asked this stream to stop (seen on the next append answer)."""
-        return self.cancel_event.is_set()
+    def _refused(self) -> bool:
+        return isinstance(self._failed, ClientError) and self._failed.code in REFUSED
 
-    @property
-    def _failed(self) -> BaseException | None:
-        return self._batch.failed
+    def _kick(self) -> None:
+        self._wake.set()
+
+    async def _send_close(self, status: m.CloseStatus, error: str | None) -> None:
+        body: dict[str, Any] = {"status": status}
+        if error is not None:
+            body["error"] = error
+        await self._call("POST", f"{self._path}/close", body)
 
     async def start(self) -> HttpProducer:
         """Create the stream (``async with`` does it)."""
@@ -153,23 +156,6 @@ class HttpProducer:
 
     async def __aenter__(self) -> HttpProducer:
         return await self.start()
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if isinstance(self._failed, ClientError) and self._failed.code in REFUSED:
-                pass  # the hub will not take a close from us either; the lease will end the stream
-            elif not self._closed and exc_type is asyncio.CancelledError:
-                # a shutdown, a timeout, a user's Stop: end the stream as such now, rather than
-                # leave readers waiting for the hub's lease to end it
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.close("cancelled"), CANCEL_CLOSE_S)
-            elif not self._closed:
-                if exc is not None:
-                    await self.close("error", f"{exc_type.__name__}: {exc}")
-                else:
-                    await self.close("cancelled" if self.cancelled else "done")
-        finally:
-            await self.aclose()
 
     async def aclose(self) -> None:
         await self._tasks.aclose()
@@ -199,41 +185,11 @@ class HttpProducer:
         self._wake.set()
         return fut
 
-    async def flush(self) -> None:
-        """Send what is batched now and wait until every append is durable (or raise its error)."""
-        self._batch.due = True
-        self._wake.set()
-        await self._idle.wait()
-        if self._failed is not None:
-            raise self._failed
-
     async def heartbeat(self) -> None:
         """Renew the producer lease without appending (the hub ends a silent producer's stream)."""
         ans = await self._call("POST", f"{self._path}/heartbeat", {})
         if ans.get("status") == "cancelled":
             self._set_cancelled()
-
-    async def close(self, status: m.CloseStatus = "done", error: str | None = None) -> None:
-        with contextlib.suppress(ClientError):
-            await self.flush()  # the partial answer is kept even when the close says error
-        failed = self._failed if status == "done" else None  # "done" would claim every append landed
-        if failed is not None:
-            status, error = "error", f"an append was refused: {failed}"
-        body: dict[str, Any] = {"status": status}
-        if error is not None:
-            body["error"] = error[:1000]
-        try:
-            await self._call("POST", f"{self._path}/close", body)
-        except ClientError as e:
-            if e.code != "stream_closed":
-                raise
-        self._closed = True
-        if failed is not None:
-            raise failed
-
-    async def _offset_when_idle(self) -> int:
-        await self._idle.wait()
-        return self._batch.next_offset
 
     # --- batching ----------------------------------------------------------------------------
 

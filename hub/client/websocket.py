@@ -104,7 +104,84 @@ class _Pending:
         self.sends = 0
 
 
-class Producer:
+class _BatchingProducer:
+    """What the WebSocket and HTTP producers share around their batch (hub/client/batch.py): the
+    close status a block ends with, ``flush``, ``close``. A subclass says how it sends what is ready
+    (``_kick``), how it closes the stream (``_send_close``) and whether the hub refused it."""
+
+    cancel_event: asyncio.Event
+    _batch: Batch
+    _idle: asyncio.Event  # nothing batched and nothing in flight
+    _closed: bool
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a reader asked this stream to stop."""
+        return self.cancel_event.is_set()
+
+    @property
+    def _failed(self) -> BaseException | None:
+        return self._batch.failed
+
+    def _refused(self) -> bool:
+        """The hub will not take our token: nothing more, not even a close, goes to it."""
+        raise NotImplementedError
+
+    def _kick(self) -> None:
+        raise NotImplementedError
+
+    async def _send_close(self, status: m.CloseStatus, error: str | None) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self._refused():
+                pass  # the hub will not take a close from us either; the lease will end the stream
+            elif not self._closed and exc_type is asyncio.CancelledError:
+                # The task was cancelled (a shutdown, a timeout, a user's Stop): end the stream as
+                # such now, rather than leave readers waiting for the hub's lease to end it.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.close("cancelled"), CANCEL_CLOSE_S)
+            elif not self._closed:
+                if exc is not None:
+                    await self.close("error", f"{exc_type.__name__}: {exc}")
+                else:
+                    await self.close("cancelled" if self.cancelled else "done")
+        finally:
+            await self.aclose()
+
+    async def flush(self) -> None:
+        """Send what is batched now and wait until every append is durable (or raise its error)."""
+        self._batch.due = True
+        self._kick()
+        await self._idle.wait()
+        if self._failed is not None:
+            raise self._failed
+
+    async def close(self, status: m.CloseStatus = "done", error: str | None = None) -> None:
+        with contextlib.suppress(ClientError):
+            await self.flush()  # the partial answer is kept even when the close says error
+        failed = self._failed if status == "done" else None  # "done" would claim every append landed
+        if failed is not None:
+            status, error = "error", f"an append was refused: {failed}"
+        try:
+            await self._send_close(status, error[:1000] if error is not None else None)
+        except ClientError as e:
+            if e.code != "stream_closed":
+                raise
+        self._closed = True
+        if failed is not None:
+            raise failed
+
+    async def _offset_when_idle(self) -> int:
+        await self._idle.wait()
+        return self._batch.next_offset
+
+
+class Producer(_BatchingProducer):
     """Appends to one stream, pipelined: ``append`` returns at once with a future of the offset.
 
     At most ``window`` append frames are in flight; tokens appended meanwhile wait in a batch that
@@ -172,17 +249,17 @@ class Producer:
         self._inflight = 0
         self._idle = asyncio.Event()  # nothing batched and nothing in flight
         self._idle.set()
-        self._refused: ClientError | None = None  # the hub refused our token: nothing more is sent
+        self._refusal: ClientError | None = None  # the hub refused our token: nothing more is sent
         self._refusals_in_a_row = 0  # a fresh token refused again: give up rather than loop
 
-    @property
-    def cancelled(self) -> bool:
-        """True once a reader asked this stream to stop (within one round trip of their cancel)."""
-        return self.cancel_event.is_set()
+    def _refused(self) -> bool:
+        return self._refusal is not None
 
-    @property
-    def _failed(self) -> BaseException | None:
-        return self._batch.failed
+    def _kick(self) -> None:
+        self._fill()
+
+    async def _send_close(self, status: m.CloseStatus, error: str | None) -> None:
+        await self._request(m.Close(self.stream, status, error))
 
     async def start(self) -> Producer:
         """Connect and create the stream (``async with`` does it; call it first to have the stream
@@ -199,23 +276,6 @@ class Producer:
 
     async def __aenter__(self) -> Producer:
         return await self.start()
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if self._refused is not None:
-                pass  # the hub will not take a close from us either; the lease will end the stream
-            elif not self._closed and exc_type is asyncio.CancelledError:
-                # The task was cancelled (a shutdown, a timeout, a user's Stop): end the stream as
-                # such now, rather than leave readers waiting for the hub's lease to end it.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.close("cancelled"), CANCEL_CLOSE_S)
-            elif not self._closed:
-                if exc is not None:
-                    await self.close("error", f"{exc_type.__name__}: {exc}")
-                else:
-                    await self.close("cancelled" if self.cancelled else "done")
-        finally:
-            await self.aclose()
 
     async def aclose(self) -> None:
         await self._tasks.aclose()
@@ -236,8 +296,8 @@ class Producer:
         hub could only tell that it had landed). Waits only when ``max_batch`` tokens are queued.
         Raises the error of an earlier append that the hub refused. Empty data (a model's empty
         delta) is skipped, without a seq: its future gives the next offset once all before it landed."""
-        if self._refused is not None:
-            raise self._refused
+        if self._refusal is not None:
+            raise self._refusal
         if self._failed is not None:
             raise self._failed
         if data in ("", []):
@@ -247,33 +307,6 @@ class Producer:
         self._idle.clear()
         self._fill()
         return fut
-
-    async def flush(self) -> None:
-        """Send what is batched now and wait until every append is durable (or raise its error)."""
-        self._batch.due = True
-        self._fill()
-        await self._idle.wait()
-        if self._failed is not None:
-            raise self._failed
-
-    async def _offset_when_idle(self) -> int:
-        await self._idle.wait()
-        return self._batch.next_offset
-
-    async def close(self, status: m.CloseStatus = "done", error: str | None = None) -> None:
-        with contextlib.suppress(ClientError):
-            await self.flush()  # the partial answer is kept even when the close says error
-        failed = self._failed if status == "done" else None  # "done" would claim every append landed
-        if failed is not None:
-            status, error = "error", f"an append was refused: {failed}"
-        try:
-            await self._request(m.Close(self.stream, status, error[:1000] if error is not None else None))
-        except ClientError as e:
-            if e.code != "stream_closed":
-                raise
-        self._closed = True
-        if failed is not None:
-            raise failed
 
     # --- batching ----------------------------------------------------------------------------
 
@@ -311,8 +344,8 @@ class Producer:
         return pending
 
     async def _request(self, msg: Request) -> m.Ack:
-        if self._refused is not None:
-            raise self._refused
+        if self._refusal is not None:
+            raise self._refusal
         return await self._submit(msg).fut
 
     async def _pump(self) -> None:
@@ -409,7 +442,7 @@ class Producer:
 
     def _refuse(self, err: ClientError) -> None:
         """The hub will not take our token: fail everything pending with its reason, send nothing more."""
-        self._refused = err
+        self._refusal = err
         for p in list(self._unacked.values()):
             if not p.fut.done():
                 p.fut.set_exception(err)
