@@ -173,6 +173,12 @@ class Log:
         self._unsynced_fds: list[int] = []
         self._unsynced_dirs: list[Path] = []
         self._cache: tuple[int, int, record.Body] | None = None  # (segment base, position, block)
+        # Under the store's shared journal (journal.py) every write to a segment file is also
+        # framed into the journal by the commit that follows: ``flush`` keeps (file, position,
+        # bytes) here until the committer takes them, and syncs never fsync the segment files.
+        self.journaled = False
+        self._unjournaled: list[tuple[Path, int, bytes]] = []
+        self._presync: tuple[Segment, int, tuple, bool, bool, str | None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -514,6 +520,8 @@ class Log:
             self._rollback(seg)
             code = errno.errorcode.get(e.errno or 0, "EIO")
             raise StorageUnavailable(f"write failed ({code}): {e.strerror}") from e
+        if self.journaled:
+            self._unjournaled.append((seg.path, seg.size, data))
         seg.size += len(data)
         seg.end = self.next_offset
         self.written_offset = self.next_offset
@@ -551,11 +559,45 @@ class Log:
 
     def begin_sync(self) -> SyncTicket:
         """Flush, then name what must be fsynced for everything written so far to be durable."""
+        if self.journaled:  # what ``undo_flush`` returns to if the journal write fails
+            seg = self.active
+            self._presync = (
+                seg,
+                seg.size,
+                self._undo,
+                self._pending_close,
+                bool(self._unjournaled),
+                self._undo_seq,
+            )
         self.flush()
         fds = [*self._unsynced_fds]
         if self._fd is not None:
             fds.append(self._fd)
         return SyncTicket(tuple(fds), tuple(self._unsynced_dirs), self.written_offset)
+
+    def take_unjournaled(self) -> list[tuple[Path, int, bytes]]:
+        """The segment writes since the last call, (file, position, bytes), for the journal."""
+        out, self._unjournaled = self._unjournaled, []
+        return out
+
+    def undo_flush(self) -> bool:
+        """The journal write of this commit failed: forget the commit's flush as if its write had
+        failed (segment truncated back, producer state rolled back, nothing acknowledged). False if
+        that cannot be done exactly (a segment rolled since the last commit): the caller then marks
+        the log failed, and the next access recovers it from its files."""
+        snap, self._presync = self._presync, None
+        if snap is None:
+            return True
+        seg, size, undo, closing, rolled, undo_seq = snap
+        if rolled or seg is not self.active:
+            return False
+        self._unjournaled.clear()
+        seg.size = size
+        self._undo, self._undo_seq, self._pending_close = undo, undo_seq, closing
+        self._rollback(seg)
+        self.written_offset = seg.end = self.next_offset
+        self._save_undo()
+        return True
 
     @staticmethod
     def do_sync(ticket: SyncTicket) -> None:

@@ -24,6 +24,8 @@ import asyncio
 import builtins
 import contextlib
 import dataclasses
+import errno
+import functools
 import heapq
 import itertools
 import os
@@ -65,7 +67,8 @@ from ..errors import (
 from . import archive
 from .archive import ArchivedLog, archivable, pack
 from .catalog import Catalog
-from .log import FANOUT_LOCK, Log, LogOptions
+from .journal import Entry, Journal, replay
+from .log import FANOUT_LOCK, Log, LogOptions, SyncTicket
 from .segment import Segment, read_file, write_atomic
 
 POLICIES = ("always", "interval", "never")
@@ -87,6 +90,10 @@ class StoreOptions:
     # a finished answer moves into the archive this long after its close (None: never); until then a
     # client that just saw the end and comes back reads the files it was reading
     archive_delay_s: float | None = 10.0
+    # the shared journal (journal.py; under always and interval): a file is checkpointed (its
+    # segment files fsynced, then deleted) once it holds this many bytes or is this old
+    journal_bytes: int = 64 << 20
+    journal_age_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.fsync not in POLICIES:
@@ -344,7 +351,21 @@ class Store:
         self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []  # any stream's end became durable
-        self.counters = {"fsyncs": 0, "repairs": 0, "expired": 0, "write_errors": 0, "archived": 0}
+        # "fsyncs" counts group commits (the name predates the journal); "commit_fsyncs" the
+        # fsync calls those commits made, "checkpoint_fsyncs" the ones checkpoints made
+        self.counters = {
+            "fsyncs": 0,
+            "repairs": 0,
+            "expired": 0,
+            "write_errors": 0,
+            "archived": 0,
+            "commit_fsyncs": 0,
+            "checkpoint_fsyncs": 0,
+            "checkpoints": 0,
+            "journal_replayed": 0,
+        }
+        self._journal: Journal | None = None
+        self._checkpointing = False
         self._started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -366,6 +387,25 @@ class Store:
         if was_clean:
             clean.unlink()
         loop = asyncio.get_running_loop()
+        # Before any stream is opened: what the journal holds goes back into the segment files
+        # (after an OS crash they may have lost it), which are then fsynced and the journal emptied.
+        sync = self.opts.fsync != "never"
+        res = await loop.run_in_executor(self._fsync_pool, replay, self.root, sync)
+        self.counters["journal_replayed"] = res.applied
+        if res.torn_bytes:
+            self.counters["repairs"] += 1
+        if sync:
+            self._journal = await loop.run_in_executor(
+                self._fsync_pool,
+                functools.partial(
+                    Journal,
+                    self.root,
+                    self.opts.journal_bytes,
+                    self.opts.journal_age_s,
+                    first=res.last_file + 1,
+                    seq=res.last_seq,
+                ),
+            )
         self._catalog = await loop.run_in_executor(
             self._db_pool, Catalog, self.root / "store.db", self.opts.default_ttl
         )
@@ -498,6 +538,11 @@ class Store:
         for t in list(self._bg):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await t
+        if self._journal is not None:
+            # every segment file fsynced, the journal deleted: a clean start has nothing to replay
+            with contextlib.suppress(OSError):
+                await asyncio.get_running_loop().run_in_executor(self._fsync_pool, self._journal.close)
+            self._journal = None
         for s in self._streams.values():
             s.log.shutdown()
         self._open.clear()
@@ -688,6 +733,7 @@ class Store:
         """A new stream's files exist: the id now names it (and no longer answers "gone")."""
         with contextlib.suppress(FileNotFoundError):
             self._tombstone(stream_id).unlink()
+        log.journaled = self._journal is not None
         s = self._streams[stream_id] = Stream(self, log)
         self._touch(s)
         self._schedule(s)
@@ -726,7 +772,15 @@ class Store:
             if s is not None:  # failed fsync: drop what memory believes and recover from the files
                 s.log.shutdown()
                 verify = True
+                if self._journal is not None:
+                    # what the files hold is served as durable once reopened, but the journal may
+                    # not have it (its write or fsync failed): make the files durable themselves
+                    try:
+                        _fsync_raw(path)
+                    except OSError as e:
+                        raise StorageUnavailable(f"fsync failed: {e.strerror or e}") from e
             log = Log.open(path, self.opts.log, verify)
+            log.journaled = self._journal is not None
             self.counters["repairs"] += log.repairs
             ci = log.close_info if log.close_durable else None
             status = ci.status if ci is not None else "open"
@@ -867,9 +921,13 @@ class Store:
         await fut
 
     async def _committer(self) -> None:
+        # Leader/follower group commit: a commit starts as soon as something is dirty and no commit
+        # is running; what arrives while its fsync runs is the next commit's. Nothing waits a fixed
+        # interval: an idle disk acknowledges after one fsync. Without the journal (``never`` has
+        # none; a store not started) the old interval pause still batches per-stream fsyncs.
         while True:
             await self._kick.wait()
-            if self.opts.fsync == "interval":
+            if self.opts.fsync == "interval" and self._journal is None:
                 await asyncio.sleep(self.opts.interval_ms / 1000)
             self._kick.clear()
             await self._commit_once()
@@ -886,6 +944,9 @@ class Store:
         if not work:
             return
         self.counters["fsyncs"] += 1
+        if self._journal is not None:
+            await self._commit_journal(self._journal, work)
+            return
         # One file per stream means one fsync per dirty stream. Run them side by side: ext4 folds
         # concurrent fsyncs into one journal commit (64 files: 27 ms one by one, 4 ms in parallel).
         loop = asyncio.get_running_loop()
@@ -906,6 +967,73 @@ class Store:
             s.log.end_sync(ticket)
             s._publish()
             self._maybe_seal(s)
+
+    async def _commit_journal(self, j: Journal, work: builtins.list[tuple[Stream, SyncTicket]]) -> None:
+        """The commit under the journal: the segment writes (done by ``begin_sync``) framed into
+        the journal, one fsync, publish. The segment files are fsynced by a later checkpoint."""
+        streams = self.root / "streams"
+        entries = []
+        dirs: builtins.list[Path] = []
+        for s, t in work:
+            for path, pos, data in s.log.take_unjournaled():
+                entries.append(Entry(str(path.relative_to(streams)), s.log.meta.created, pos, data))
+            dirs += t.dirs
+        loop = asyncio.get_running_loop()
+        before = j.fsyncs
+        try:
+            if j.broken:  # never write after a failed fsync into the same file
+                await loop.run_in_executor(self._fsync_pool, j.rotate)
+            j.write(entries, dirs)
+        except OSError as e:
+            self.counters["commit_fsyncs"] += j.fsyncs - before
+            # nothing of this commit is acknowledged: every stream goes back to its last commit
+            code = errno.errorcode.get(e.errno or 0, "EIO")
+            exc = StorageUnavailable(f"write failed ({code}): {e.strerror}")
+            self.counters["write_errors"] += 1
+            for s, _ in work:
+                if s.log.undo_flush():
+                    s._fail(exc, s.log.written_offset)
+                else:
+                    s.log.fail(str(exc))
+                    s._fail(exc, s.log.durable_offset)
+            return
+        rotate = j.due()
+        try:
+            await loop.run_in_executor(self._fsync_pool, _journal_sync, j, rotate)
+        except OSError as e:
+            # the journal's pages may be gone: these appends are not acknowledged, the streams
+            # recover from their files on next access, and the next commit starts a new file
+            reason = f"fsync failed: {e.strerror or e}"
+            j.broken = True
+            for s, _ in work:
+                s.log.fail(reason)
+                s._fail(StorageUnavailable(reason), s.log.durable_offset)
+            return
+        finally:
+            self.counters["commit_fsyncs"] += j.fsyncs - before
+        for s, t in work:
+            s.log.end_sync(t)
+            s._publish()
+            self._maybe_seal(s)
+        if j.old and not self._checkpointing:
+            self._checkpointing = True
+            self._spawn(self._checkpoint(j))
+
+    async def _checkpoint(self, j: Journal) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while j.old:
+                before = j.checkpoint_fsyncs
+                try:
+                    await loop.run_in_executor(self._bg_pool, j.checkpoint)
+                except OSError:
+                    self.counters["write_errors"] += 1
+                    return  # the journal files stay (replayed after a crash); retried after the next rotation
+                finally:
+                    self.counters["checkpoint_fsyncs"] += j.checkpoint_fsyncs - before
+                self.counters["checkpoints"] += 1
+        finally:
+            self._checkpointing = False
 
     # --- background work ---------------------------------------------------------------------
 
@@ -1264,6 +1392,23 @@ class Store:
                 ts = msgspec.json.decode(read_file(t), type=Tombstone)
                 if now >= ts.at + self.opts.tombstone_ttl:
                     t.unlink()
+
+
+def _journal_sync(j: Journal, rotate: bool) -> None:
+    j.sync()
+    if rotate:
+        # the commit is durable: a file that cannot be started now is tried again next commit
+        with contextlib.suppress(OSError):
+            j.rotate()
+
+
+def _fsync_raw(path: Path) -> None:
+    for p in path.glob("*.log"):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _sync_all(tickets: list) -> list[str | None]:
