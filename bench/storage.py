@@ -9,6 +9,9 @@ Prints a human table on stdout, progress on stderr, and ends with four machine-r
     seek_p99_ms: <p99 of Log.read(random offset, 1) on a closed, sealed 1,000,000-chunk stream>
     replay_chunks_per_s: <chunks/s reading that stream from 0 with read(offset, 1024)>
     compression_ratio: <raw/stored of a closed, sealed prose stream, default LogOptions>
+    fsyncs_per_commit: <fsync + fdatasync calls per group commit, 64 producers on 64 streams, fsync=interval>
+    acked_appends_per_s_interval / _always / _never: <64 producers, one stream each, 16 B, awaiting each ack>
+    idle_ack_p50_ms_interval: <one producer alone, awaiting each ack: the latency floor of an idle disk>
 
 See bench/RESULTS.md for what each figure means and how the raw baseline is made fair.
 """
@@ -334,6 +337,99 @@ def bench_appends(mode: Mode) -> tuple[list[AppendRun], list[str]]:
     return runs, [table("1. appends/s through the async Store vs a raw baseline", [
         "impl", "fsync", "chunk", "prod/streams", "appends/s", "per fsync", "ack p50 ms", "ack p99 ms", "starved",
         "ours/raw",
+    ], rows, notes)]  # fmt: skip
+
+
+# --- 1b. one stream per producer: fsyncs per commit, acked appends/s, idle ack latency --------------
+
+WIDE = 64  # producers, each with its own stream: every commit has up to 64 dirty streams
+
+
+class FsyncCounter:
+    """Counts os.fsync and os.fdatasync calls made in this process (every thread) while active."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._real = (os.fsync, os.fdatasync)
+
+    def __enter__(self) -> FsyncCounter:
+        real_fsync, real_fdatasync = self._real
+
+        def fsync(fd: int) -> None:
+            self.calls += 1
+            real_fsync(fd)
+
+        def fdatasync(fd: int) -> None:
+            self.calls += 1
+            real_fdatasync(fd)
+
+        os.fsync, os.fdatasync = fsync, fdatasync  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.fsync, os.fdatasync = self._real  # type: ignore[assignment]
+
+
+@dataclass
+class WideRun:
+    policy: str
+    producers: int
+    appends: int
+    secs: float
+    commits: int
+    fsync_calls: int
+    lat: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.appends / self.secs
+
+
+async def run_wide(root: Path, policy: str, producers: int, secs: float) -> WideRun:
+    store = Store(root, StoreOptions(fsync=policy, interval_ms=5.0))
+    await store.start()
+    streams = [await store.create(f"wide/{i}") for i in range(producers)]
+    chunk = [b"x" * 16]
+    appenders: list[Appender] = [functools.partial(s.append, chunk) for s in streams]
+    commits0 = store.counters["fsyncs"]  # group commits
+    with FsyncCounter() as fc:
+        n, secs_, lat, _ = await _drive(appenders, secs)
+    commits = store.counters["fsyncs"] - commits0
+    await store.stop()
+    return WideRun(policy, producers, n, secs_, commits, fc.calls, lat)
+
+
+def bench_wide(mode: Mode) -> tuple[list[WideRun], list[str]]:
+    runs: list[WideRun] = []
+    plan = [(p, WIDE) for p in ("interval", "always", "never")] + [("interval", 1), ("always", 1)]
+    for k, (policy, prod) in enumerate(plan):
+        note(f"wide {k + 1}/{len(plan)}: fsync={policy}, {prod} producer(s) on their own streams")
+        root = Path(tempfile.mkdtemp(prefix="wide-", dir=mode.tmp))
+        try:
+            runs.append(asyncio.run(run_wide(root, policy, prod, mode.append_secs * 2)))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    rows = [
+        [
+            r.policy,
+            r.producers,
+            fmt_n(r.rate),
+            r.commits,
+            f"{r.appends / max(r.commits, 1):.1f}" if r.policy != "never" else "-",
+            f"{r.fsync_calls / max(r.commits, 1):.2f}" if r.policy != "never" else f"{r.fsync_calls}",
+            f"{pct(r.lat, 50) * 1e3:.2f}",
+            f"{pct(r.lat, 99) * 1e3:.2f}",
+        ]
+        for r in runs
+    ]
+    notes = [
+        "each producer appends 16 B to its own stream and awaits the ack before the next: every commit has up "
+        f"to {WIDE} dirty streams; {mode.append_secs * 2:.1f} s per run.",
+        "fsyncs/commit = os.fsync + os.fdatasync calls in the process during the run (checkpoints included) / group "
+        "commits. 1 producer = an idle disk: its ack p50 is the latency floor a live token sees.",
+    ]
+    return runs, [table("1b. one stream per producer: fsyncs per group commit, acked appends/s", [
+        "fsync", "producers", "acked/s", "commits", "appends/commit", "fsyncs/commit", "ack p50 ms", "ack p99 ms",
     ], rows, notes)]  # fmt: skip
 
 
@@ -793,6 +889,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs, s = bench_appends(mode)
         sections += s
+        wide, s = bench_wide(mode)
+        sections += s
         big, s = bench_big(mode)
         sections += s
         sweep, s = bench_sweep(mode)
@@ -831,6 +929,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seek_p99_ms: {pct(big.seek_sealed, 99) * 1e3:.3f}")
     print(f"replay_chunks_per_s: {big.replay_sealed:.0f}")
     print(f"compression_ratio: {headline.ratio:.3f}")
+    w = {(r.policy, r.producers): r for r in wide}
+    wi = w["interval", WIDE]
+    print(f"fsyncs_per_commit: {wi.fsync_calls / max(wi.commits, 1):.3f}")
+    for policy in ("interval", "always", "never"):
+        print(f"acked_appends_per_s_{policy}: {w[policy, WIDE].rate:.0f}")
+    print(f"idle_ack_p50_ms_interval: {pct(w['interval', 1].lat, 50) * 1e3:.3f}")
     note("done")
     return 0
 

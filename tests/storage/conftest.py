@@ -7,6 +7,7 @@ get a ``store_factory`` that stops every store it made, so no task or file handl
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from bench.redisproc import RedisServer
 from storage import Engine, Log, LogOptions, Store, StoreOptions, StreamMeta, open_engine
+from storage.file import journal
 
 # Tiny segments and blocks: a few dozen chunks roll a segment, a handful of them fill a zstd block.
 SMALL = LogOptions(segment_bytes=4096, block_bytes=1024, seal_level=3)
@@ -37,6 +39,25 @@ def read_all(log: Any, start: int = 0, max_chunks: int = 7) -> list[bytes]:
             return out
         out += got
         offset += len(got)
+
+
+def drop_unsynced(data: Path) -> None:
+    """Do to a data dir's segment files what an OS crash may do to bytes the store never fsynced:
+    every byte written since the file's last checkpoint (from its first frame in the journal on) is
+    gone, and a file whose every byte is in the journal loses its directory entry too. Only the
+    journal was fsynced before those appends were acknowledged; replay must bring each one back."""
+    first: dict[str, int] = {}
+    for p in sorted((data / "journal").glob("*.wal")):
+        frames, _ = journal.scan(p.read_bytes())
+        for _, e in frames:
+            first[e.name] = min(first.get(e.name, e.position), e.position)
+    for name, pos in first.items():
+        seg = data / "streams" / name
+        with contextlib.suppress(FileNotFoundError):
+            if pos == 0:
+                seg.unlink()
+            else:
+                os.truncate(seg, min(pos, seg.stat().st_size))
 
 
 def files_under(root: Path) -> list[Path]:

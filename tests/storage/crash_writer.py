@@ -1,6 +1,6 @@
 """Crash-test writer: a real process that appends to a Store until it is SIGKILLed (see test_crash.py).
 
-    python tests/crash_writer.py DATA_DIR POLICY SEED
+    python tests/crash_writer.py DATA_DIR POLICY SEED [JOURNAL_BYTES]
 
 On start it reopens DATA_DIR (running recovery) and reports every stream it finds, then a few
 workers append to their current stream (several appends in flight at once, so they share group
@@ -109,6 +109,8 @@ class Worker:
 
 async def main() -> None:
     root, policy, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # a tiny journal file size makes checkpoints (rotation, segment fsyncs, deletes) constant
+    journal_bytes = int(sys.argv[4]) if len(sys.argv) > 4 else StoreOptions().journal_bytes
     rng = random.Random(seed)
     # short seal and archive delays, so kills also land while answers are sealed and archived
     store = Store(
@@ -120,6 +122,7 @@ async def main() -> None:
             retention_every=0.05,
             seal_delay_s=0.1,
             archive_delay_s=0.2,
+            journal_bytes=journal_bytes,
         ),
     )
     await store.start()

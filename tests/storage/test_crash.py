@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import pytest
 import zstandard
+from conftest import drop_unsynced
 
 from storage import Log, LogOptions, Store, StoreOptions, ids
 from storage.file.archive import ArchivedLog
@@ -37,11 +38,12 @@ LINE_TIMEOUT = 20.0  # generous: only a hung writer ever waits this long
 
 
 class Writer:
-    def __init__(self, data: Path, policy: str, seed: int) -> None:
+    def __init__(self, data: Path, policy: str, seed: int, journal_bytes: int | None = None) -> None:
         self.stderr = open(data.parent / f"writer-{policy}-{seed}.err", "w+b")  # noqa: SIM115
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
+        extra = [] if journal_bytes is None else [str(journal_bytes)]
         self.proc = subprocess.Popen(
-            [sys.executable, str(WRITER), str(data), policy, str(seed)],
+            [sys.executable, str(WRITER), str(data), policy, str(seed), *extra],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             cwd=ROOT,
@@ -125,9 +127,19 @@ class Ledger:
         assert self.epochs.setdefault(sid, msg["epoch"]) == msg["epoch"], f"{sid}: epoch changed"
 
 
-def run_writer_cycles(data: Path, policy: str, kills: int, rng: random.Random, ledger: Ledger) -> None:
+def run_writer_cycles(
+    data: Path,
+    policy: str,
+    kills: int,
+    rng: random.Random,
+    ledger: Ledger,
+    journal_bytes: int | None = None,
+    os_crash: bool = False,
+) -> None:
     for cycle in range(kills):
-        w = Writer(data, policy, seed=rng.randrange(1 << 30))
+        if os_crash and data.exists():
+            drop_unsynced(data)
+        w = Writer(data, policy, seed=rng.randrange(1 << 30), journal_bytes=journal_bytes)
         seen: set[str] = set()
         # where to kill: during recovery (after some state lines), right after ready, or after k acks
         mode = rng.choice(["recovery", "ready", "acks", "acks", "acks", "acks"])
@@ -233,3 +245,23 @@ def test_sigkill_never_loses_an_acknowledged_chunk(tmp_path: Path, policy: str) 
     assert ledger.acks > KILLS[policy]  # the kills did land while work was being acknowledged
     assert archived > 0, "no answer was ever archived: kills never met the archiver"
     assert len(ledger.closed) > 0 and checked > 0
+
+
+def test_sigkill_during_checkpoints_and_replay_with_lost_page_cache(tmp_path: Path) -> None:
+    """The journal's own crash test: a 2 KiB journal file makes every few commits a checkpoint
+    (rotation, segment fsyncs, journal deletes), so kills land inside checkpoints and, at each
+    restart, inside the replay of what the last run left. Before each restart every segment byte
+    not yet checkpointed is thrown away (an OS crash's worst case): only the journal has them."""
+    seed = int(os.environ.get("CRASH_SEED", "0")) or random.randrange(1 << 30)
+    rng = random.Random(seed)
+    data = tmp_path / "data"
+    ledger = Ledger()
+    kills = 30
+    try:
+        run_writer_cycles(data, "interval", kills, rng, ledger, journal_bytes=2048, os_crash=True)
+        drop_unsynced(data)
+        checked, _ = verify(data, ledger)
+    except BaseException as e:
+        e.add_note(f"reproduce with CRASH_SEED={seed}")
+        raise
+    assert ledger.acks > kills and checked > 0
