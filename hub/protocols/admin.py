@@ -64,7 +64,10 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
         "producer_lost": c.producer_lost,
         "errors": c.errors,
         "repairs": st["repairs"],
-        "fsyncs": st["fsyncs"],
+        "fsyncs": st["fsyncs"],  # group commits
+        # fsync calls: by commits (one per commit under the journal) and by journal checkpoints
+        "commit_fsyncs": st.get("commit_fsyncs", 0),
+        "checkpoint_fsyncs": st.get("checkpoint_fsyncs", 0),
         "write_errors": st["write_errors"],
         "expired": st["expired"],
         "open_files": st["open_files"],
@@ -133,6 +136,8 @@ class _Collector:
             "errors",
             "repairs",
             "fsyncs",
+            "commit_fsyncs",
+            "checkpoint_fsyncs",
             "write_errors",
             "expired",
             "connections_total",

@@ -1,13 +1,15 @@
 """The embedded file store: many streams under one data dir, group commit, retention, file-handle LRU.
 
 This is the asyncio layer over ``Log``. It owns *when* bytes move: appends land in a log's pending
-buffer at once, and one committer task writes and fsyncs every dirty log together, so a thousand
-concurrent appends share one fsync (group commit). ``append`` returns only after its chunks are
-durable under the policy:
+buffer at once, and one committer task writes every dirty log's buffer to its segment file, frames
+the same bytes into the shared journal (``journal.py``) and fsyncs only the journal, so a thousand
+concurrent appends on as many streams share one fsync (group commit). The segment files are fsynced
+later, at journal checkpoints, and replayed from the journal on start. ``append`` returns only after
+its chunks are durable under the policy:
 
-* ``always``: fsync before acknowledging; appends that arrive while an fsync runs share the next one.
-* ``interval``: the committer waits ``interval_ms`` after the first dirty append, then syncs them all.
-* ``never``: the write() reached the OS; a process crash loses nothing, an OS crash may.
+* ``always`` and ``interval`` (leader/follower): a commit starts at once when none is running; the
+  appends that arrive while its fsync runs share the next one. No fixed wait on an idle disk.
+* ``never``: the write() reached the OS (no journal); a process crash loses nothing, an OS crash may.
 
 Only durable chunks are published to readers (listeners, ``wait``), so a crash never takes back a
 chunk that someone has seen.
@@ -79,7 +81,7 @@ SEAL_THREADS = 2
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
     fsync: str = "interval"
-    interval_ms: float = 5.0
+    interval_ms: float = 5.0  # accepted for compatibility; commits no longer wait (docs/storage.md)
     log: LogOptions = field(default_factory=LogOptions)
     max_open_logs: int = 1024  # streams whose file handles stay open (LRU)
     default_ttl: float | None = None  # seconds a closed stream is kept; None = forever
@@ -366,6 +368,9 @@ class Store:
         }
         self._journal: Journal | None = None
         self._checkpointing = False
+        # after an unclean stop: live streams whose raw segments were fsynced since this start
+        self._unclean = False
+        self._tail_synced: set[str] = set()
         self._started = False
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -386,6 +391,7 @@ class Store:
         was_clean = clean.exists()
         if was_clean:
             clean.unlink()
+        self._unclean = not was_clean
         loop = asyncio.get_running_loop()
         # Before any stream is opened: what the journal holds goes back into the segment files
         # (after an OS crash they may have lost it), which are then fsynced and the journal emptied.
@@ -779,6 +785,15 @@ class Store:
                         _fsync_raw(path)
                     except OSError as e:
                         raise StorageUnavailable(f"fsync failed: {e.strerror or e}") from e
+            if self._unclean and self._journal is not None and stream_id not in self._tail_synced:
+                # After a crash, recovery reads what the page cache kept, which may include records
+                # of a commit cut short (written, never journaled): they are served once loaded, so
+                # they must not be lost by an OS crash later. Once per live stream per unclean start.
+                try:
+                    _fsync_raw(path)
+                except OSError as e:
+                    raise StorageUnavailable(f"fsync failed: {e.strerror or e}") from e
+                self._tail_synced.add(stream_id)
             log = Log.open(path, self.opts.log, verify)
             log.journaled = self._journal is not None
             self.counters["repairs"] += log.repairs
@@ -923,12 +938,9 @@ class Store:
     async def _committer(self) -> None:
         # Leader/follower group commit: a commit starts as soon as something is dirty and no commit
         # is running; what arrives while its fsync runs is the next commit's. Nothing waits a fixed
-        # interval: an idle disk acknowledges after one fsync. Without the journal (``never`` has
-        # none; a store not started) the old interval pause still batches per-stream fsyncs.
+        # interval (``interval_ms`` is no longer a wait): an idle disk acknowledges after one fsync.
         while True:
             await self._kick.wait()
-            if self.opts.fsync == "interval" and self._journal is None:
-                await asyncio.sleep(self.opts.interval_ms / 1000)
             self._kick.clear()
             await self._commit_once()
 

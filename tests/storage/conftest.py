@@ -7,7 +7,6 @@ get a ``store_factory`` that stops every store it made, so no task or file handl
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import time
@@ -42,22 +41,32 @@ def read_all(log: Any, start: int = 0, max_chunks: int = 7) -> list[bytes]:
 
 
 def drop_unsynced(data: Path) -> None:
-    """Do to a data dir's segment files what an OS crash may do to bytes the store never fsynced:
-    every byte written since the file's last checkpoint (from its first frame in the journal on) is
-    gone, and a file whose every byte is in the journal loses its directory entry too. Only the
-    journal was fsynced before those appends were acknowledged; replay must bring each one back."""
-    first: dict[str, int] = {}
+    """Do to a data dir's segment files what an OS crash may do to bytes the store never fsynced,
+    for every byte the journal holds (the worst case for replay): each journaled range of a segment
+    file is zeroed, and a file whose every byte is journaled loses its directory entry. Only the
+    journal was fsynced before those appends were acknowledged; replay must bring each one back.
+    (Bytes past the journal, of a commit cut short, are left as they are: those were never
+    acknowledged, and losing them is the ordinary torn tail that recovery already handles.)"""
+    ranges: dict[str, list[tuple[int, int]]] = {}
     for p in sorted((data / "journal").glob("*.wal")):
         frames, _ = journal.scan(p.read_bytes())
         for _, e in frames:
-            first[e.name] = min(first.get(e.name, e.position), e.position)
-    for name, pos in first.items():
+            ranges.setdefault(e.name, []).append((e.position, e.position + len(e.data)))
+    for name, rs in ranges.items():
         seg = data / "streams" / name
-        with contextlib.suppress(FileNotFoundError):
-            if pos == 0:
-                seg.unlink()
-            else:
-                os.truncate(seg, min(pos, seg.stat().st_size))
+        try:
+            size = seg.stat().st_size
+        except FileNotFoundError:
+            continue
+        if min(a for a, _ in rs) == 0 and max(b for _, b in rs) >= size:
+            seg.unlink()
+            continue
+        with open(seg, "r+b") as f:
+            for a, b in rs:
+                b = min(b, size)
+                if a < b:
+                    f.seek(a)
+                    f.write(bytes(b - a))
 
 
 def files_under(root: Path) -> list[Path]:
