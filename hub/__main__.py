@@ -44,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
         help="storage engine: redis://host:port/db for hubs side by side (RHUB_STORE; default: files in --data-dir)",
     )
     sv.add_argument("--fsync", choices=["always", "interval", "never"], help="durability policy (RHUB_FSYNC)")
-    sv.add_argument("--fsync-interval-ms", type=float, help="kept for compatibility: commits no longer wait (RHUB_FSYNC_INTERVAL_MS)")
+    sv.add_argument(
+        "--fsync-interval-ms",
+        type=float,
+        help="kept for compatibility: commits no longer wait (RHUB_FSYNC_INTERVAL_MS)",
+    )
     sv.add_argument("--admin-token", help="bearer token for /admin and /metrics (RHUB_ADMIN_TOKEN)")
     sv.add_argument("--admin-token-file", help="read the admin token from this file (RHUB_ADMIN_TOKEN_FILE)")
     sv.add_argument("--jwt-secret", help="turn auth on: HS256 key for stream tokens (RHUB_JWT_SECRET)")
