@@ -33,7 +33,8 @@ import msgspec
 
 from ..engine import CloseInfo, StreamMeta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: packs (streams.member_at) and shared keys (blocks.refs)
+WAL_LIMIT = 1 << 20
 OFFSET_MASK = (1 << 32) - 1  # a block's first offset in the low 32 bits of its key
 STATUS_CODES = {"open": 0, "done": 1, "error": 2, "cancelled": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS streams (
     chunks INTEGER,               -- archived only, from here on
     raw_bytes INTEGER,
     error TEXT,
-    producers BLOB                -- msgpack [producer map, retry windows] as a checkpoint has them
+    producers BLOB,               -- msgpack [producer map, retry windows] as a checkpoint has them
+    member_at INTEGER             -- in a pack: the index of its first chunk in the key's chunks (NULL: 0)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS streams_open ON streams(id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS streams_live ON streams(id) WHERE arch IS NULL;
@@ -65,7 +67,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     -- (streams.arch << 32) | first chunk offset of the block: one integer key, so the table is
     -- SQLite's rowid B-tree, and answers archived in order are appended to full pages
     pos INTEGER PRIMARY KEY,
-    data BLOB NOT NULL            -- one framed block (codec.py), checksum included
+    data BLOB NOT NULL,           -- one framed block (codec.py), checksum included
+    refs INTEGER                  -- on a key's first row: the streams rows using the key (NULL: 1)
 );
 CREATE TABLE IF NOT EXISTS dicts (id INTEGER PRIMARY KEY, data BLOB NOT NULL, trained REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -73,7 +76,13 @@ CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID
 
 _COLS = (
     "id, status, created, closed, epoch, ttl, expires_at, idle_ttl, content_type, labels,"
-    " arch, chunks, raw_bytes, error, producers"
+    " arch, chunks, raw_bytes, error, producers, member_at"
+)
+# version 1 -> 2: the new columns are NULL in old rows, which is what they mean there (not packed,
+# one user per key)
+_MIGRATE_1 = (
+    "ALTER TABLE streams ADD COLUMN member_at INTEGER",
+    "ALTER TABLE blocks ADD COLUMN refs INTEGER",
 )
 
 Producers = dict[str, tuple[int, int, int, int]]
@@ -98,6 +107,7 @@ class Entry:
     error: str | None = None
     producers: Producers | None = None
     windows: Windows | None = None
+    member_at: int = 0  # archived in a pack: where its chunks start among the key's
 
     @property
     def archived(self) -> bool:
@@ -112,15 +122,24 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class ArchivedAnswer:
-    """What moving one finished answer into the archive writes."""
+    """What moving one finished answer into the archive writes (its blocks: ``Pack``)."""
 
     meta: StreamMeta  # as the stream's files say now (recovery may have renewed the epoch)
-    blocks: Sequence[tuple[int, bytes]]  # (first offset, framed block: codec.py)
     chunks: int
     raw_bytes: int
     close: CloseInfo
     producers: Producers
     windows: Windows
+    member_at: int = 0  # where its chunks start among its pack's
+
+
+@dataclass(frozen=True, slots=True)
+class Pack:
+    """Blocks stored under one archive key, and the answers that read them: one long answer's
+    sealed blocks, or one block holding the chunks of several short answers, one after the other."""
+
+    blocks: Sequence[tuple[int, bytes]]  # (first offset, framed block: codec.py)
+    answers: Sequence[ArchivedAnswer]
 
 
 def deadline(meta: StreamMeta, closed: float | None, default_ttl: float | None) -> float | None:
@@ -144,6 +163,9 @@ def _connect(path: Path, new: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     # a reader may meet a checkpoint or WAL recovery in progress: wait for it rather than fail
     conn.execute("PRAGMA busy_timeout=10000")
+    # after a checkpoint the WAL file shrinks back to this instead of staying at its high-water
+    # mark (a VACUUM or a big archive batch writes megabytes to it)
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
     return conn
 
 
@@ -155,7 +177,12 @@ class Catalog:
         self._w = _connect(path, new=self.created)
         self._w.executescript(_SCHEMA)
         version = self._w.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
+        if version == 1:
+            with self._txn():
+                for stmt in _MIGRATE_1:
+                    self._w.execute(stmt)
+                self._w.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version == 0:
             self._w.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise RuntimeError(f"{path}: catalog schema {version}, this code knows {SCHEMA_VERSION}")
@@ -234,11 +261,13 @@ class Catalog:
         return None if row is None else (row[0] & OFFSET_MASK, bytes(row[1]))
 
     def stored_bytes(self, key: int) -> int:
-        row = self._r.execute(
-            "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?",
-            (key << 32, (key << 32) | OFFSET_MASK),
-        ).fetchone()
-        return int(row[0] or 0)
+        """Bytes of ``key``'s blocks, divided among the rows that share them (a pack's answers)."""
+        k = key << 32
+        size = self._r.execute(
+            "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK)
+        ).fetchone()[0]
+        refs = self._r.execute("SELECT refs FROM blocks WHERE pos = ?", (k,)).fetchone()
+        return int(size or 0) // ((refs[0] if refs is not None else None) or 1)
 
     def dicts(self) -> dict[int, bytes]:
         """Every trained dictionary (a few: one per retraining), kept as long as the store lives."""
@@ -305,59 +334,76 @@ class Catalog:
             )
 
     def remove(self, stream_ids: Sequence[str], durable: bool) -> None:
-        """Forget streams (and their archived blocks). ``durable``: fsynced before returning."""
+        """Forget streams (and the archived blocks no other row uses). ``durable``: fsynced
+        before returning."""
         with self._txn(full=durable):
             for sid in stream_ids:
                 row = self._w.execute("SELECT arch FROM streams WHERE id = ?", (sid,)).fetchone()
                 if row is None:
                     continue
                 if row[0] is not None:
-                    k = row[0] << 32
-                    size = self._w.execute(
-                        "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK)
-                    ).fetchone()[0]
-                    self.archived_bytes -= size or 0
-                    self._w.execute("DELETE FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK))
+                    self._unref(row[0])
                 self._w.execute("DELETE FROM streams WHERE id = ?", (sid,))
                 self.count -= 1
             self._save_archived_bytes()
 
-    def archive(self, answers: Sequence[ArchivedAnswer], durable: bool = True) -> list[str]:
+    def _unref(self, key: int) -> None:
+        """One row fewer uses ``key``'s blocks; the last one frees them."""
+        k = key << 32
+        row = self._w.execute("SELECT refs FROM blocks WHERE pos = ?", (k,)).fetchone()
+        if row is not None and (row[0] or 1) > 1:
+            self._w.execute("UPDATE blocks SET refs = ? WHERE pos = ?", (row[0] - 1 if row[0] > 2 else None, k))
+            return
+        size = self._w.execute(
+            "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK)
+        ).fetchone()[0]
+        self.archived_bytes -= size or 0
+        self._w.execute("DELETE FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK))
+
+    def archive(self, packs: Sequence[Pack], durable: bool = True) -> list[str]:
         """Move finished answers into ``blocks`` in one transaction (fsynced if ``durable``: always,
         unless the store's policy is ``never``); returns the ids moved (a stream deleted meanwhile
-        has no row any more and is skipped)."""
+        has no row any more and is skipped; a pack none of whose answers is left is not written)."""
         moved = []
         with self._txn(full=durable):
-            for a in answers:
-                row = self._w.execute(
-                    "SELECT 1 FROM streams WHERE id = ? AND arch IS NULL", (a.meta.id,)
-                ).fetchone()
-                if row is None:
+            for pack in packs:
+                live = [
+                    a
+                    for a in pack.answers
+                    if self._w.execute(
+                        "SELECT 1 FROM streams WHERE id = ? AND arch IS NULL", (a.meta.id,)
+                    ).fetchone()
+                    is not None
+                ]
+                if not live:
                     continue
                 key = self._next_arch
                 self._next_arch += 1
-                self.archived_bytes += sum(len(d) for _, d in a.blocks)
+                self.archived_bytes += sum(len(d) for _, d in pack.blocks)
+                refs = len(live) if len(live) > 1 else None
                 self._w.executemany(
-                    "INSERT OR REPLACE INTO blocks (pos, data) VALUES (?, ?)",
-                    [((key << 32) | first, data) for first, data in a.blocks],
+                    "INSERT OR REPLACE INTO blocks (pos, data, refs) VALUES (?, ?, ?)",
+                    [((key << 32) | first, data, refs if first == 0 else None) for first, data in pack.blocks],
                 )
-                self._w.execute(
-                    "UPDATE streams SET arch = ?, status = ?, closed = ?, deadline = ?, epoch = ?,"
-                    " chunks = ?, raw_bytes = ?, error = ?, producers = ? WHERE id = ?",
-                    (
-                        key,
-                        STATUS_CODES[a.close.status],
-                        a.close.at,
-                        deadline(a.meta, a.close.at, self.default_ttl),
-                        _epoch(a.meta.epoch),
-                        a.chunks,
-                        a.raw_bytes,
-                        a.close.error,
-                        _labels_enc.encode((a.producers, a.windows)) if a.producers else None,
-                        a.meta.id,
-                    ),
-                )
-                moved.append(a.meta.id)
+                for a in live:
+                    self._w.execute(
+                        "UPDATE streams SET arch = ?, status = ?, closed = ?, deadline = ?, epoch = ?,"
+                        " chunks = ?, raw_bytes = ?, error = ?, producers = ?, member_at = ? WHERE id = ?",
+                        (
+                            key,
+                            STATUS_CODES[a.close.status],
+                            a.close.at,
+                            deadline(a.meta, a.close.at, self.default_ttl),
+                            _epoch(a.meta.epoch),
+                            a.chunks,
+                            a.raw_bytes,
+                            a.close.error,
+                            _labels_enc.encode((a.producers, a.windows)) if a.producers else None,
+                            a.member_at or None,
+                            a.meta.id,
+                        ),
+                    )
+                    moved.append(a.meta.id)
             self._w.execute("INSERT OR REPLACE INTO settings VALUES ('next_arch', ?)", (self._next_arch,))
             self._save_archived_bytes()
         return moved
@@ -453,7 +499,7 @@ def _epoch(epoch: str) -> bytes | str:
 
 def _entry(row: tuple[Any, ...]) -> Entry:
     (sid, status, created, closed, epoch, ttl, expires_at, idle_ttl, ctype, labels, arch) = row[:11]
-    chunks, raw, error, producers = row[11:]
+    chunks, raw, error, producers, member_at = row[11:]
     states, windows = _producers_dec.decode(producers) if producers else (None, None)
     meta = StreamMeta(
         id=sid,
@@ -475,4 +521,5 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         error=error,
         producers=states,
         windows=windows,
+        member_at=member_at or 0,
     )

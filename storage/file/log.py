@@ -209,7 +209,7 @@ class Log:
             for pos, h in record.iter_records(mv):
                 if h.type == record.DATA:
                     body = record.decode_block(h, mv[pos + record.HEADER_SIZE : pos + h.size], 1 << 30)
-                    raw += len(body.data) - body.starts[0]
+                    raw += body.raw_size
             end = seg.end
         # the shared segments carry no producer marks any more; a fork starts with no producers
         write_atomic(
@@ -725,7 +725,7 @@ class Log:
             nonlocal block, block_size
             if block:
                 new.index.add(block_first, len(out))
-                out.extend(record.encode_data(block_first, block, None, cctx))
+                out.extend(record.encode_data(block_first, block, None, cctx, separate=True))
                 block, block_size = [], 0
 
         mv = memoryview(buf)

@@ -63,7 +63,7 @@ from ..errors import (
     StreamNotFound,
 )
 from . import archive
-from .archive import ArchivedLog, archivable, pack
+from .archive import ArchivedLog, archivable
 from .catalog import Catalog
 from .log import FANOUT_LOCK, Log, LogOptions
 from .segment import Segment, read_file, write_atomic
@@ -1185,19 +1185,17 @@ class Store:
         dict_id = self._dict_id
         zdict = self._dicts[dict_id] if dict_id is not None else None
 
-        def pack_all() -> builtins.list[tuple[archive.ArchivedAnswer, bytes | None] | None]:
-            cctx = archive.compressor(zdict)
-            return [pack(g, cctx, dict_id) for g in logs]
+        def pack_all() -> tuple[builtins.list[archive.Pack], builtins.list[bytes]]:
+            loaded = [x for x in map(archive.load, logs) if x is not None]
+            return archive.pack(loaded, archive.compressor(zdict), dict_id)
 
         try:
-            packs = await loop.run_in_executor(self._bg_pool, pack_all)
-            answers = [p[0] for p in packs if p is not None]
-            for p in packs:
-                if p is not None and p[1] is not None:
-                    self._samples.append(p[1])
-                    self._since_train += 1
+            packs, samples = await loop.run_in_executor(self._bg_pool, pack_all)
+            answers = [a for p in packs for a in p.answers]
+            self._samples.extend(samples)
+            self._since_train += len(samples)
             moved = await loop.run_in_executor(
-                self._db_pool, self.catalog.archive, answers, self.opts.fsync != "never"
+                self._db_pool, self.catalog.archive, packs, self.opts.fsync != "never"
             )
         except (OSError, sqlite3.Error):
             self.counters["write_errors"] += 1
