@@ -187,7 +187,7 @@ def recode(
         if len(blob) < 5 or blob[4] & (codec.DICT | codec.ZSTD | codec.BARE) != codec.ZSTD | codec.BARE:
             continue
         try:
-            _, body = codec.decode(first, blob, 2 * SMALL_ANSWER, dicts)
+            _, body = codec.decode(first, blob, codec.MAX_BARE, dicts)
         except CorruptData:
             continue  # left as it is: it answers corrupt_data when read
         new = codec.encode(first, body.slice(0, len(body)), cctx, dict_id)

@@ -352,7 +352,9 @@ class Catalog:
         k = key << 32
         row = self._w.execute("SELECT refs FROM blocks WHERE pos = ?", (k,)).fetchone()
         if row is not None and (row[0] or 1) > 1:
-            self._w.execute("UPDATE blocks SET refs = ? WHERE pos = ?", (row[0] - 1 if row[0] > 2 else None, k))
+            self._w.execute(
+                "UPDATE blocks SET refs = ? WHERE pos = ?", (row[0] - 1 if row[0] > 2 else None, k)
+            )
             return
         size = self._w.execute(
             "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK)
@@ -383,7 +385,10 @@ class Catalog:
                 refs = len(live) if len(live) > 1 else None
                 self._w.executemany(
                     "INSERT OR REPLACE INTO blocks (pos, data, refs) VALUES (?, ?, ?)",
-                    [((key << 32) | first, data, refs if first == 0 else None) for first, data in pack.blocks],
+                    [
+                        ((key << 32) | first, data, refs if first == 0 else None)
+                        for first, data in pack.blocks
+                    ],
                 )
                 for a in live:
                     self._w.execute(
@@ -447,12 +452,21 @@ class Catalog:
         ).fetchall()
         return [(sid, self.stored_bytes(arch)) for sid, arch in rows]
 
-    def allocated_bytes(self) -> int:
-        """Bytes of database pages in use (the file minus its free pages)."""
+    def page_bytes(self) -> tuple[int, int]:
+        """(bytes of the database's pages in use, bytes of its free pages). Two pragmas: cheap."""
         pages = self._r.execute("PRAGMA page_count").fetchone()[0]
         free = self._r.execute("PRAGMA freelist_count").fetchone()[0]
         size = self._r.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
+        return int((pages - free) * size), int(free * size)
+
+    def table_bytes(self) -> dict[str, int] | None:
+        """Page bytes of each table and index (SQLite's dbstat), None where dbstat is not built in.
+        Reads every page: O(database), for an occasional look (``Store.footprint``), never per call."""
+        try:
+            rows = self._r.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+        except sqlite3.OperationalError:
+            return None
+        return {name: int(size) for name, size in rows}
 
     def reclaim(self) -> None:
         """Give free pages back to the file system (after retention removed answers)."""

@@ -69,6 +69,7 @@ from .log import FANOUT_LOCK, Log, LogOptions
 from .segment import Segment, read_file, write_atomic
 
 POLICIES = ("always", "interval", "never")
+FOOTPRINT_EVERY = 60.0  # seconds between two background looks at what the data dir takes on disk
 FSYNC_THREADS = 16
 SEAL_THREADS = 2
 
@@ -344,6 +345,9 @@ class Store:
         self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []  # any stream's end became durable
+        self._footprint: dict[str, int] = {}  # Store.footprint's last look
+        self._footprint_at = 0.0
+        self._footprint_busy = False
         self.counters = {"fsyncs": 0, "repairs": 0, "expired": 0, "write_errors": 0, "archived": 0}
         self._started = False
 
@@ -810,13 +814,61 @@ class Store:
             "raw_bytes": sum(s.log.raw_bytes for s in streams),
             "stored_bytes": sum(s.log.stored_bytes for s in streams),
             "repairs": sum(s.log.repairs for s in streams),
-            # what the catalog and the archive take on disk (allocated blocks, not logical sizes)
-            "catalog_allocated_bytes": sum(
-                p.stat().st_blocks * 512 for p in self.root.glob("store.db*") if p.is_file()
-            ),
+            # logical bytes of every archived block (the running total the size cap uses)
             "archived_bytes": self.catalog.archived_bytes,
+            **self._allocated(),
             **self.counters,
         }
+
+    def _allocated(self) -> dict[str, int]:
+        """What the data dir takes on disk (allocated blocks, st_blocks, not logical sizes). The
+        database's files and free pages are looked at on every call (a few stats); the split of its
+        pages by table and the walk of the live streams' files run in the background at most once a
+        ``FOOTPRINT_EVERY`` (``footprint_age_s`` says how old they are; -1: not yet)."""
+        files = {}
+        for name in ("store.db", "store.db-wal", "store.db-shm"):
+            try:
+                files[name] = os.stat(self.root / name).st_blocks * 512
+            except OSError:
+                files[name] = 0
+        try:
+            _, free = self.catalog.page_bytes()
+        except sqlite3.Error:
+            free = 0
+        now = time.monotonic()
+        if not self._footprint_busy and now >= self._footprint_at + FOOTPRINT_EVERY and self._started:
+            self._footprint_busy = True
+            self._spawn(self.footprint())
+        fp = self._footprint
+        catalog = sum(files.values())
+        return {
+            "catalog_allocated_bytes": catalog,  # store.db with its WAL and shared-memory index
+            "catalog_wal_allocated_bytes": files["store.db-wal"],
+            "catalog_free_bytes": free,  # free pages inside store.db (reused before it grows)
+            # pages of the archive's blocks (every archived answer's text) and of the rest of the
+            # database (streams rows, indexes, dictionaries), from the last background look
+            "archive_allocated_bytes": fp.get("archive", 0),
+            "catalog_rows_allocated_bytes": fp.get("rows", 0),
+            "streams_allocated_bytes": fp.get("streams", 0),  # live streams' directories and files
+            "allocated_bytes": catalog + fp.get("streams", 0),
+            "footprint_age_s": int(now - self._footprint_at) if fp else -1,
+        }
+
+    async def footprint(self) -> dict[str, int]:
+        """Look at what the database's tables and the live streams' files take on disk now (the
+        figures ``stats`` reports). O(database pages + live files): in the background."""
+        loop = asyncio.get_running_loop()
+        try:
+            tables = await loop.run_in_executor(self._db_pool, self.catalog.table_bytes)
+            streams = await loop.run_in_executor(self._bg_pool, _tree_allocated, self.root / "streams")
+            fp = {"streams": streams}
+            if tables is not None:
+                fp["archive"] = tables.get("blocks", 0)
+                fp["rows"] = sum(v for k, v in tables.items() if k != "blocks")
+            self._footprint, self._footprint_at = fp, time.monotonic()
+        finally:
+            self._footprint_busy = False
+        return self._footprint
 
     # --- group commit ------------------------------------------------------------------------
 
@@ -1262,6 +1314,16 @@ class Store:
                 ts = msgspec.json.decode(read_file(t), type=Tombstone)
                 if now >= ts.at + self.opts.tombstone_ttl:
                     t.unlink()
+
+
+def _tree_allocated(root: Path) -> int:
+    """Allocated bytes of every file and directory under ``root``."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
 
 
 def _sync_all(tickets: list) -> list[str | None]:
