@@ -11,7 +11,9 @@ async def test_admin_stats_report_allocated_and_logical_bytes(start_hub, session
         sid = f"chat/1/{i}"
         async with session.put(f"{hub.http}/streams/{sid}") as r:
             assert r.status in (200, 201)
-        async with session.post(f"{hub.http}/streams/{sid}", json={"data": [f" tok{k}" for k in range(40)]}) as r:
+        async with session.post(
+            f"{hub.http}/streams/{sid}", json={"data": [f" tok{k}" for k in range(40)]}
+        ) as r:
             assert r.status == 200
         async with session.post(f"{hub.http}/streams/{sid}/close", json={"status": "done"}) as r:
             assert r.status == 200

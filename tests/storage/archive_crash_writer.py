@@ -68,7 +68,10 @@ class FreezingCatalog(catalog.Catalog):
             # transaction of its own; storing a dictionary is one row: inside its transaction)
             if _armed.is_set() and (
                 self.phase == "vacuum"
-                or (self._w.in_transaction and (self.phase == "add-dict" or self._w.total_changes > self._mark))
+                or (
+                    self._w.in_transaction
+                    and (self.phase == "add-dict" or self._w.total_changes > self._mark)
+                )
             ):
                 freeze(self.phase)
             return 0

@@ -305,7 +305,9 @@ def _block_rows(root: Path) -> list[tuple[int, int | None]]:
 async def test_a_chats_short_answers_share_one_block_freed_with_its_last_answer(store_factory: Any) -> None:
     store = await archived_store(store_factory, archive_delay_s=0.5)
     answers = {
-        f"chat/{c}/{k}": [f" w{c}.{k}.{i}".encode() for i in range(10 + 3 * k)] for c in range(3) for k in range(4)
+        f"chat/{c}/{k}": [f" w{c}.{k}.{i}".encode() for i in range(10 + 3 * k)]
+        for c in range(3)
+        for k in range(4)
     }
     streams = {sid: await store.create(sid) for sid in answers}
     for sid, chunks in answers.items():

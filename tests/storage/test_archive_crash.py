@@ -19,7 +19,6 @@ import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -101,6 +100,7 @@ async def verify(data: Path, ledger: Ledger) -> int:
     store = Store(data, StoreOptions(log=OPTS, seal_delay_s=0.0, archive_delay_s=0.0))
     await store.start()
     try:
+
         def finished() -> bool:  # every closed answer archived and its directory gone
             return all(
                 isinstance(store.get(sid).log, ArchivedLog) and not ids.stream_dir(data, sid).exists()
@@ -140,5 +140,3 @@ def test_sigkill_inside_the_archives_background_work_loses_nothing(tmp_path: Pat
     assert checked == sum(len(v) for v in ledger.acked.values()) > 0
     # and the archive keeps working after the repair: a second restart reads the same
     assert asyncio.run(verify(data, ledger)) == checked
-
-
