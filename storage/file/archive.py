@@ -37,7 +37,7 @@ import zstandard
 from ..engine import ProducerState
 from ..errors import CorruptData, OffsetOutOfRange
 from . import codec, record
-from .catalog import OFFSET_MASK, ArchivedAnswer, Catalog, Entry, Pack
+from .catalog import OFFSET_MASK, ArchivedAnswer, Base, Catalog, Entry, Pack
 from .log import SEQ_SEP, Log, LogOptions, split_mark
 from .segment import read_file
 
@@ -95,7 +95,7 @@ def load(log: Log) -> Loaded | None:
     stay). Blocking (a worker thread)."""
     assert log.close_info is not None
     records: list[tuple[record.Header, bytes]] = []
-    expect = 0
+    first = expect = log.prefix.hi if log.prefix is not None else 0  # a fork reads those from its base
     for seg in log.segments:
         mv = memoryview(read_file(seg.path))[: seg.size]
         end = 0
@@ -125,6 +125,7 @@ def load(log: Log) -> Loaded | None:
         close=log.close_info,
         producers=_producers(log),
         windows={k: list(w) for k, w in log.windows.items()},
+        first=first,
     )
     return Loaded(answer, chunks, [rec for _, rec in records])
 
@@ -156,7 +157,7 @@ def pack(
         if members and sum(m.raw_bytes for m in members) + a.raw_bytes > PACK_BYTES:
             emit(members, chunks)
             members, chunks = [], []
-        members.append(dataclasses.replace(a, member_at=len(chunks)))
+        members.append(dataclasses.replace(a, member_at=len(chunks) - a.first))
         chunks += item.chunks
         open_packs[chat] = (members, chunks)
     for members, chunks in open_packs.values():
@@ -196,6 +197,68 @@ def recode(
     return out
 
 
+class Blocks:
+    """Offsets ``lo`` .. ``hi - 1`` of an answer, read from the blocks of one archive key: offset o
+    is chunk ``o + at`` of the key's chunks. Keeps the last block decoded (a replay reads on)."""
+
+    def __init__(
+        self, catalog: Catalog, dicts: Dicts, key: int, at: int, lo: int, hi: int, bound: int
+    ) -> None:
+        self.catalog, self.dicts, self.key, self.at = catalog, dicts, key, at
+        self.lo, self.hi, self.bound = lo, hi, bound
+        self._block: tuple[int, int, record.Body] | None = None  # (first, count, chunks)
+
+    def read(self, offset: int, max_chunks: int, budget: int) -> list[bytes]:
+        """Chunks from ``offset`` (lo <= offset < hi) on, up to ``hi``; a short read stops at damage
+        (the next read, starting there, raises ``CorruptData``)."""
+        out: list[bytes] = []
+        limit = self.hi
+        try:
+            while offset < limit and len(out) < max_chunks and budget > 0:
+                first, body = self._block_at(offset)
+                a = offset - first
+                # never past this range's end: a pack's next answer follows in the same block
+                for c in body.slice(a, min(a + max_chunks - len(out), limit - first)):
+                    if budget <= 0:
+                        break
+                    out.append(c)
+                    budget -= len(c)
+                    offset += 1
+        except CorruptData:
+            if out:
+                return out
+            raise
+        return out
+
+    def _block_at(self, offset: int) -> tuple[int, record.Body]:
+        b = self._block
+        if b is not None and b[0] <= offset < b[0] + b[1]:
+            return b[0], b[2]
+        try:
+            got = self.catalog.block_at(self.key, self.at + offset)
+        except sqlite3.DatabaseError as e:
+            raise CorruptData(f"archive read failed: {e}") from None
+        if got is None:
+            raise CorruptData(f"archived block for offset {offset} is missing")
+        key_first, blob = got
+        count, body = codec.decode(key_first, blob, self.bound, self.dicts)
+        first = key_first - self.at  # in the answer's offsets (negative in a pack's later answers)
+        if len(body) != count or not first <= offset < first + count:
+            raise CorruptData(f"archived blocks for offsets {first + count}..{offset + 1} are missing")
+        self._block = (first, count, body)
+        return first, body
+
+
+def base_blocks(catalog: Catalog, dicts: Dicts, base: Base, opts: LogOptions) -> Blocks:
+    """What a fork of an archived answer reads its first chunks from: its parent's blocks."""
+    key, at, upto = base
+    return Blocks(catalog, dicts, key, at, 0, upto, _bound(opts))
+
+
+def _bound(opts: LogOptions) -> int:
+    return max(opts.block_bytes, 2 * SMALL_ANSWER) + opts.max_append_bytes
+
+
 class ArchivedLog(Log):
     """A finished answer served from the archive; read-only."""
 
@@ -205,13 +268,17 @@ class ArchivedLog(Log):
         self.catalog = catalog
         self.dicts = dicts
         self.key = entry.arch
-        self.at = entry.member_at  # offset 0 is chunk ``at`` of the key's (a pack's later answers)
         self.next_offset = self.written_offset = self.durable_offset = entry.chunks
         self.close_info = entry.close_info
         self.close_durable = True
         self.raw_bytes = entry.raw_bytes
         self._stored: int | None = None
-        self._block: tuple[int, int, record.Body] | None = None  # (first, count, chunks)
+        first = 0
+        if entry.base is not None:  # a fork: its first chunks are its parent's
+            self.prefix = base_blocks(catalog, dicts, entry.base, opts)
+            first = self.prefix.hi
+        # offset 0 is chunk ``member_at`` of the key's (a pack's later answers start further in)
+        self._own = Blocks(catalog, dicts, self.key, entry.member_at, first, entry.chunks, _bound(opts))
         windows = entry.windows or {}
         for k, v in (entry.producers or {}).items():
             pid, stream_seq = split_mark(k)
@@ -242,40 +309,6 @@ class ArchivedLog(Log):
         if from_offset < 0 or from_offset > limit:
             raise OffsetOutOfRange(f"offset {from_offset} is outside 0..{limit}")
         budget = max_bytes or self.opts.max_read_bytes
-        out: list[bytes] = []
-        offset = from_offset
-        try:
-            while offset < limit and len(out) < max_chunks and budget > 0:
-                first, body = self._block_at(offset)
-                a = offset - first
-                # never past this answer's end: a pack's next answer follows in the same block
-                for c in body.slice(a, min(a + max_chunks - len(out), limit - first)):
-                    if budget <= 0:
-                        break
-                    out.append(c)
-                    budget -= len(c)
-                    offset += 1
-        except CorruptData:
-            if out:
-                return out  # serve what is good up to the damage; the next read raises
-            raise
-        return out
-
-    def _block_at(self, offset: int) -> tuple[int, record.Body]:
-        b = self._block
-        if b is not None and b[0] <= offset < b[0] + b[1]:
-            return b[0], b[2]
-        try:
-            got = self.catalog.block_at(self.key, self.at + offset)
-        except sqlite3.DatabaseError as e:
-            raise CorruptData(f"archive read failed: {e}") from None
-        if got is None:
-            raise CorruptData(f"archived block for offset {offset} is missing")
-        key_first, blob = got
-        bound = max(self.opts.block_bytes, 2 * SMALL_ANSWER) + self.opts.max_append_bytes
-        count, body = codec.decode(key_first, blob, bound, self.dicts)
-        first = key_first - self.at  # in this answer's offsets (negative in a pack's later answers)
-        if len(body) != count or not first <= offset < first + count:
-            raise CorruptData(f"archived blocks for offsets {first + count}..{offset + 1} are missing")
-        self._block = (first, count, body)
-        return first, body
+        if self.prefix is not None and from_offset < self.prefix.hi:
+            return self.prefix.read(from_offset, max_chunks, budget)  # a short read at its end
+        return self._own.read(from_offset, max_chunks, budget)

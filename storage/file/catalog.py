@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS streams (
     raw_bytes INTEGER,
     error TEXT,
     producers BLOB,               -- msgpack [producer map, retry windows] as a checkpoint has them
-    member_at INTEGER             -- in a pack: the index of its first chunk in the key's chunks (NULL: 0)
+    member_at INTEGER,            -- chunk index in the key's chunks of its offset 0 (NULL: 0)
+    base BLOB                     -- a fork of an archived answer: msgpack [key, at, upto], the parent's
+                                  -- blocks it reads its first upto chunks from (counted in their refs)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS streams_open ON streams(id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS streams_live ON streams(id) WHERE arch IS NULL;
@@ -76,19 +78,22 @@ CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID
 
 _COLS = (
     "id, status, created, closed, epoch, ttl, expires_at, idle_ttl, content_type, labels,"
-    " arch, chunks, raw_bytes, error, producers, member_at"
+    " arch, chunks, raw_bytes, error, producers, member_at, base"
 )
 # version 1 -> 2: the new columns are NULL in old rows, which is what they mean there (not packed,
 # one user per key)
 _MIGRATE_1 = (
     "ALTER TABLE streams ADD COLUMN member_at INTEGER",
     "ALTER TABLE blocks ADD COLUMN refs INTEGER",
+    "ALTER TABLE streams ADD COLUMN base BLOB",
 )
 
 Producers = dict[str, tuple[int, int, int, int]]
+Base = tuple[int, int, int]  # (archive key, its ``member_at``, chunks shared): a fork's parent blocks
 Windows = dict[str, list[tuple[int, int, int]]]
 _labels_enc = msgspec.msgpack.Encoder()
 _labels_dec = msgspec.msgpack.Decoder(dict[str, str])
+_base_dec = msgspec.msgpack.Decoder(tuple[int, int, int])
 _producers_dec = msgspec.msgpack.Decoder(
     tuple[dict[str, tuple[int, int, int, int]], dict[str, list[tuple[int, int, int]]]]
 )
@@ -107,7 +112,8 @@ class Entry:
     error: str | None = None
     producers: Producers | None = None
     windows: Windows | None = None
-    member_at: int = 0  # archived in a pack: where its chunks start among the key's
+    member_at: int = 0  # archived: the index, among its key's chunks, of its offset 0
+    base: Base | None = None  # a fork of an archived answer: where its first chunks are read from
 
     @property
     def archived(self) -> bool:
@@ -130,7 +136,8 @@ class ArchivedAnswer:
     close: CloseInfo
     producers: Producers
     windows: Windows
-    member_at: int = 0  # where its chunks start among its pack's
+    member_at: int = 0  # the index, among its pack's chunks, of its offset 0
+    first: int = 0  # its first own chunk (a fork of an archived answer reads the ones before from its base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +267,19 @@ class Catalog:
         ).fetchone()
         return None if row is None else (row[0] & OFFSET_MASK, bytes(row[1]))
 
+    def blocks_in(self, key: int, lo: int, hi: int) -> int:
+        """How many of ``key``'s blocks hold its chunks ``lo`` .. ``hi - 1``."""
+        k = key << 32
+        start = self._r.execute(
+            "SELECT max(pos) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | lo)
+        ).fetchone()[0]
+        if start is None or hi <= lo:
+            return 0
+        row = self._r.execute(
+            "SELECT count(*) FROM blocks WHERE pos BETWEEN ? AND ?", (start, k | (hi - 1))
+        ).fetchone()
+        return int(row[0])
+
     def stored_bytes(self, key: int) -> int:
         """Bytes of ``key``'s blocks, divided among the rows that share them (a pack's answers)."""
         k = key << 32
@@ -313,6 +333,21 @@ class Catalog:
         if known is None:
             self.count += 1
 
+    def add_fork(self, meta: StreamMeta, base: Base) -> bool:
+        """A fork's row, reading its first chunks from ``base``: one more user of those blocks, in
+        the same fsynced transaction. False if the parent's blocks are gone (deleted meanwhile)."""
+        k = base[0] << 32
+        with self._txn(full=True):
+            row = self._w.execute("SELECT refs FROM blocks WHERE pos = ?", (k,)).fetchone()
+            if row is None:
+                return False
+            self._insert(meta, "open", None)
+            self._w.execute("UPDATE blocks SET refs = ? WHERE pos = ?", ((row[0] or 1) + 1, k))
+            self._w.execute(
+                "UPDATE streams SET base = ? WHERE id = ?", (_labels_enc.encode(list(base)), meta.id)
+            )
+        return True
+
     def set_status(self, meta: StreamMeta, status: str, closed: float | None) -> None:
         with self._txn():
             self._w.execute(
@@ -338,11 +373,13 @@ class Catalog:
         before returning."""
         with self._txn(full=durable):
             for sid in stream_ids:
-                row = self._w.execute("SELECT arch FROM streams WHERE id = ?", (sid,)).fetchone()
+                row = self._w.execute("SELECT arch, base FROM streams WHERE id = ?", (sid,)).fetchone()
                 if row is None:
                     continue
                 if row[0] is not None:
                     self._unref(row[0])
+                if row[1] is not None:
+                    self._unref(_base_dec.decode(row[1])[0])
                 self._w.execute("DELETE FROM streams WHERE id = ?", (sid,))
                 self.count -= 1
             self._save_archived_bytes()
@@ -513,7 +550,7 @@ def _epoch(epoch: str) -> bytes | str:
 
 def _entry(row: tuple[Any, ...]) -> Entry:
     (sid, status, created, closed, epoch, ttl, expires_at, idle_ttl, ctype, labels, arch) = row[:11]
-    chunks, raw, error, producers, member_at = row[11:]
+    chunks, raw, error, producers, member_at, base = row[11:]
     states, windows = _producers_dec.decode(producers) if producers else (None, None)
     meta = StreamMeta(
         id=sid,
@@ -536,4 +573,5 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         producers=states,
         windows=windows,
         member_at=member_at or 0,
+        base=_base_dec.decode(base) if base else None,
     )

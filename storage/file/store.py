@@ -261,6 +261,10 @@ class Stream:
         fork_point = self.log.meta.labels.get("fork_offset")
         if fork_point is not None and fork_point.isdigit():  # sealed segments below it are hard links
             info.shared_segments = sum(1 for g in self.log.segments if g.sealed and g.end <= int(fork_point))
+        if isinstance(self.log.prefix, archive.Blocks):  # or the archived parent's blocks it reads
+            p = self.log.prefix
+            with contextlib.suppress(sqlite3.Error):
+                info.shared_segments += self.store.catalog.blocks_in(p.key, p.at, p.at + p.hi)
         if not self._end_published:
             info.status, info.error, info.closed = "open", None, None
         return info
@@ -437,6 +441,10 @@ class Store:
             if (entry is not None and entry.archived) or (entry is None and self.gone(sid)):
                 # archived (its rows were fsynced before the directory was to go) or deleted (the
                 # tombstone was durable before the row went): what is left here is garbage
+                self._remove_dir(p)
+            elif entry is None and (p / "prefix.json").exists():
+                # a fork of an archived answer whose row (and reference to the parent's blocks) was
+                # never committed: the fork was never acknowledged, and it cannot read its prefix
                 self._remove_dir(p)
             elif entry is None:
                 # its row was lost (an OS crash after an unsynced commit) or this is the old layout:
@@ -645,24 +653,17 @@ class Store:
             raise StreamExists(f"stream {stream_id!r} already exists")
         if self.gone(stream_id):
             raise StreamGone(f"stream {stream_id!r} was deleted or expired; its id is not reusable yet")
+        if isinstance(src.log, ArchivedLog) and src.log.prefix is None and end > 0:
+            return await self._fork_archived(src, stream_id, end, labels)
         shared: list[Segment] = []
-        for seg in src.log.segments:  # snapshot on the loop: sealing swaps segments in place
+        # snapshot on the loop: sealing swaps segments in place (a source that is itself a fork of
+        # an archived answer has no segments from offset 0: it is copied)
+        for seg in src.log.segments if src.log.prefix is None else []:
             closing = seg is src.log.segments[-1] and src.log.close_info is not None
             if not seg.sealed or seg.end > end or seg.corrupt or closing:
                 break
             shared.append(seg)
-        meta = StreamMeta(
-            id=stream_id,
-            created=time.time(),
-            epoch=secrets.token_hex(8),
-            labels={
-                **src.log.meta.labels,
-                **(labels or {}),
-                "forked_from": source_id,
-                "fork_offset": str(end),
-            },
-            content_type=src.log.meta.content_type,
-        )
+        meta = self._fork_meta(src, stream_id, end, labels)
         done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
         try:
             path = ids.stream_dir(self.root, stream_id)
@@ -681,6 +682,63 @@ class Store:
                 got = src.read(pos, min(4096, end - pos), 4 << 20)
                 await s.append(got)
                 pos += len(got)
+        finally:
+            del self._creating[stream_id]
+            done.set_result(None)
+        for cb in self.on_create:
+            cb(s)
+        return s
+
+    def _fork_meta(self, src: Stream, stream_id: str, end: int, labels: dict[str, str] | None) -> StreamMeta:
+        return StreamMeta(
+            id=stream_id,
+            created=time.time(),
+            epoch=secrets.token_hex(8),
+            labels={**src.log.meta.labels, **(labels or {}), "forked_from": src.id, "fork_offset": str(end)},
+            content_type=src.log.meta.content_type,
+        )
+
+    async def _fork_archived(
+        self, src: Stream, stream_id: str, end: int, labels: dict[str, str] | None
+    ) -> Stream:
+        """A fork of an archived answer reads its first ``end`` chunks from the parent's archived
+        blocks (one more user of them, counted in the catalog: deleting the parent keeps them while
+        the fork lives); only what it appends afterwards goes into its own files."""
+        assert isinstance(src.log, ArchivedLog)
+        base = (src.log.key, src.log._own.at, end)
+        raw = src.log.raw_bytes if end == src.next_offset else 0
+        if end != src.next_offset:
+            pos = 0
+            while pos < end:
+                got = src.read(pos, min(4096, end - pos), 4 << 20)
+                raw += sum(map(len, got))
+                pos += len(got)
+        meta = self._fork_meta(src, stream_id, end, labels)
+        ref = msgspec.json.encode({"arch": base[0], "at": base[1], "upto": end})
+        done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        path = ids.stream_dir(self.root, stream_id)
+        try:
+            try:
+                log = await loop.run_in_executor(
+                    self._fsync_pool, Log.fork, path, meta, self.opts.log, [], (end, raw, ref)
+                )
+            except OSError as e:
+                await loop.run_in_executor(self._fsync_pool, shutil.rmtree, path, True)
+                raise StorageUnavailable(f"cannot fork: {e.strerror or e}") from e
+            try:
+                ok = await loop.run_in_executor(self._db_pool, self.catalog.add_fork, meta, base)
+            except sqlite3.Error as e:
+                ok = False
+                err: Exception = StorageUnavailable(f"cannot record the fork in the catalog: {e}")
+            else:
+                err = StreamGone(f"stream {src.id!r} was deleted while it was forked")
+            if not ok:
+                log.shutdown()
+                await loop.run_in_executor(self._fsync_pool, self._remove_dir, path)
+                raise err
+            log.prefix = archive.base_blocks(self.catalog, self._dicts, base, self.opts.log)
+            s = self._register(stream_id, path, log)
         finally:
             del self._creating[stream_id]
             done.set_result(None)
@@ -731,6 +789,8 @@ class Store:
                 s.log.shutdown()
                 verify = True
             log = Log.open(path, self.opts.log, verify)
+            if entry.base is not None:  # a fork of an archived answer: its first chunks are there
+                log.prefix = archive.base_blocks(self.catalog, self._dicts, entry.base, self.opts.log)
             self.counters["repairs"] += log.repairs
             ci = log.close_info if log.close_durable else None
             status = ci.status if ci is not None else "open"

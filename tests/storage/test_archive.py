@@ -101,22 +101,73 @@ async def test_archived_answers_survive_a_restart_and_stay_unloaded(
     assert third.get("long").meta.labels == {"k": "w"}
 
 
-async def test_fork_and_delete_of_an_archived_answer(store_factory: Any) -> None:
-    store = await archived_store(store_factory)
-    chunks = [f"c{k}".encode() for k in range(30)]
-    await finish(store, "src", chunks)
-    await until(lambda: store.counters["archived"] == 1)
-    fork = await store.fork("src", "fork", upto=10)
+async def test_a_fork_of_an_archived_answer_shares_its_blocks(store_factory: Any) -> None:
+    store = await archived_store(store_factory, archive_delay_s=0.3)
+    chunks = [f" c{k}".encode() for k in range(30)]
+    a, b = await store.create("chat/1/a"), await store.create("chat/1/b")
+    await a.append([b" other", b" answer"])
+    await b.append(chunks)
+    await asyncio.gather(a.close("done"), b.close("done"))
+    await until(lambda: store.counters["archived"] == 2)
+    key, at = _keys(store.root)["chat/1/b"]
+    assert at == 2 and _keys(store.root)["chat/1/a"][0] == key  # a pack's second answer
+    blocks = len(_block_rows(store.root))
+    fork = await store.fork("chat/1/b", "chat/2/a", upto=10)
     assert read_all(fork) == chunks[:10]
-    await fork.append([b"new"])
-    assert read_all(fork) == [*chunks[:10], b"new"]
-    await store.delete("src")
+    assert fork.read(9, 5) == chunks[9:10]
+    info = fork.info()
+    assert info.shared_segments == 1 and info.raw_bytes == sum(map(len, chunks[:10]))
+    # nothing was copied: the fork's files hold no chunk of the prefix
+    assert sum(p.stat().st_size for p in files_under(fork.log.path) if p.suffix == ".log") == 0
+    await fork.append([b" new"])
+    assert read_all(fork) == [*chunks[:10], b" new"]
+    whole = await store.fork("chat/1/b", "chat/3/a")  # the whole answer
+    assert read_all(whole) == chunks
+    await store.delete("chat/1/b")
+    await store.delete("chat/1/a")
     with pytest.raises(StreamGone):
-        store.get("src")
-    assert not store.exists("src") and store.list() == ["fork"]
+        store.get("chat/1/b")
+    assert len(_block_rows(store.root)) == blocks  # the forks still use the parent's block
+    assert read_all(fork) == [*chunks[:10], b" new"]
+    await fork.close("done")
+    await until(lambda: isinstance(store.get("chat/2/a").log, ArchivedLog))
+    archived = store.get("chat/2/a")
+    assert read_all(archived) == [*chunks[:10], b" new"] and archived.read(10) == [b" new"]
+    await store.stop()
+    store = await archived_store(store_factory, root=store.root)
+    assert read_all(store.get("chat/2/a")) == [*chunks[:10], b" new"]
+    assert read_all(store.get("chat/3/a")) == chunks
+    assert (await store.fork("chat/2/a", "chat/4/a", upto=11)).read(0, 100) == [*chunks[:10], b" new"]
+    await store.delete("chat/2/a")
+    await store.delete("chat/3/a")
+    assert read_all(store.get("chat/4/a")) == [*chunks[:10], b" new"]  # a copy: its source was a fork
     conn = sqlite3.connect(store.root / "store.db")
-    assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == 0  # its blocks went with it
+    keys = {pos >> 32 for (pos,) in conn.execute("SELECT pos FROM blocks")}
+    users = {arch for (arch,) in conn.execute("SELECT arch FROM streams WHERE arch IS NOT NULL")}
     conn.close()
+    assert keys <= users  # the last user gone, the parent's block went with it
+    assert len(keys) < blocks + 1
+
+
+async def test_a_fork_whose_row_never_committed_is_removed_on_start(store_factory: Any) -> None:
+    store = await archived_store(store_factory)
+    await finish(store, "src", [b" a", b" b", b" c"])
+    await until(lambda: store.counters["archived"] == 1)
+    fork = await store.fork("src", "fork", upto=2)
+    path = fork.log.path
+    await store.stop()
+    # as if the fork's transaction (its row and its reference to the parent's block) never committed
+    conn = sqlite3.connect(store.root / "store.db")
+    conn.execute("DELETE FROM streams WHERE id = 'fork'")
+    conn.execute("UPDATE blocks SET refs = NULL")
+    conn.commit()
+    conn.close()
+    (store.root / "CLEAN_SHUTDOWN").unlink()
+    assert (path / "prefix.json").exists()
+    again = await archived_store(store_factory, root=store.root)
+    assert again.list() == ["src"] and not path.exists()
+    await again.delete("src")
+    assert _block_rows(again.root) == []
 
 
 async def test_a_corrupt_archived_block_answers_corrupt_data(store_factory: Any) -> None:
