@@ -107,21 +107,6 @@ def frame(first: int, count: int, flags: int, payload: bytes, dict_id: int | Non
     return struct.pack("<I", _crc(first, rest)) + bytes(rest)
 
 
-def predicted_body(chunks: Sequence[bytes]) -> bytes:
-    text = b"".join(chunks)
-    out = bytearray()
-    _uvarint(out, len(text))
-    out += text
-    pos = 0
-    match = PRETOKEN.match
-    for c in chunks:
-        n = len(c)
-        m = match(text, pos)
-        out.append(0) if m is not None and m.end() - pos == n else _uvarint(out, n + 1)
-        pos += n
-    return bytes(out)
-
-
 def _predicted_chunks(body: bytes, count: int) -> record.Body:
     size, pos = _read_uvarint(body, 0)
     text = body[pos : pos + size]
