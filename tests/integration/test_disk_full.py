@@ -32,12 +32,12 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 def fill(path: Path) -> int:
     """Fill the filesystem until ENOSPC; returns bytes written."""
     n = 0
-    with open(path, "wb") as f:
+    # unbuffered: a buffered file keeps the bytes the full disk refused and raises ENOSPC again
+    # when it is closed (how full the disk is left depends on the catalog's page size)
+    with open(path, "wb", buffering=0) as f:
         try:
             while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-                n += 65536
+                n += f.write(b"\0" * 65536) or 0
         except OSError as e:
             assert e.errno == errno.ENOSPC
         with contextlib.suppress(OSError):
