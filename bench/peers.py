@@ -75,7 +75,6 @@ from .textgen import llm_tokens
 NODE_DIR = ROOT / "bench" / "peers_node"
 HARNESS = NODE_DIR / "harness.mjs"
 TEXT = {"Content-Type": "text/plain"}
-WARM_UP = 10  # answers written to each peer before the bytes-per-answer baseline
 CHUNK = b"tok " * 8  # the appends workload's payload: 32 bytes, a few tokens' worth
 _enc = msgspec.json.Encoder()
 
@@ -112,12 +111,44 @@ class Params:
     resumes: int
     append_s: float
     writers: int
+    live_max_s: float
+    warm_up: int  # answers written to each peer before the bytes-per-answer baseline
 
 
 MODES = {
-    "smoke": Params(subs=3, tokens=30, rate=200.0, answers=8, resumes=20, append_s=0.3, writers=4),
-    "quick": Params(subs=50, tokens=200, rate=100.0, answers=100, resumes=200, append_s=2.0, writers=32),
-    "full": Params(subs=200, tokens=1000, rate=100.0, answers=1000, resumes=1000, append_s=5.0, writers=32),
+    "smoke": Params(
+        subs=3,
+        tokens=30,
+        rate=200.0,
+        answers=4,
+        resumes=10,
+        append_s=0.2,
+        writers=4,
+        live_max_s=3.0,
+        warm_up=1,
+    ),
+    "quick": Params(
+        subs=50,
+        tokens=200,
+        rate=100.0,
+        answers=40,
+        resumes=200,
+        append_s=2.0,
+        writers=32,
+        live_max_s=8.0,
+        warm_up=10,
+    ),
+    "full": Params(
+        subs=200,
+        tokens=1000,
+        rate=100.0,
+        answers=1000,
+        resumes=1000,
+        append_s=5.0,
+        writers=32,
+        live_max_s=60.0,
+        warm_up=20,
+    ),
 }
 
 
@@ -126,6 +157,7 @@ class Live:
     lat_ms: list[float]
     delivered_per_s: float
     cpu_us_per_chunk: float
+    chunks: int  # sent before the time limit (all of them unless the peer is slower than the rate)
 
 
 @dataclass
@@ -211,21 +243,29 @@ class Marks:
         return self.n >= len(self.at)
 
 
+def sent_count(sent: Sequence[float]) -> int:
+    return sum(1 for x in sent if not math.isnan(x))
+
+
 def latencies(marks: Sequence[Marks], sent: Sequence[float]) -> list[float]:
+    n = sent_count(sent)
     out = []
     for m in marks:
-        if not m.done:
-            raise RuntimeError(f"a subscriber got {m.n} of {len(m.at)} chunks")
-        out += [(a - s) * 1000 for a, s in zip(m.at, sent, strict=True)]
+        if m.n < n:
+            raise RuntimeError(f"a subscriber got {m.n} of {n} chunks")
+        out += [(a - s) * 1000 for a, s in zip(m.at[:n], sent[:n], strict=True)]
     return out
 
 
-async def paced(toks: Sequence[bytes], rate: float, sent: list[float], label: str) -> Any:
-    """Yields (i, token) at ``rate`` per second, stamping ``sent[i]`` just before the caller sends it."""
+async def paced(toks: Sequence[bytes], p: Params, sent: list[float], label: str) -> Any:
+    """Yields (i, token) at ``p.rate`` per second, stamping ``sent[i]`` just before the caller sends it;
+    stops early after ``p.live_max_s`` (a peer slower than the rate sends fewer chunks: ``sent_count``)."""
     t0 = time.perf_counter()
     with progress(label, len(toks)) as bar:
         for i, t in enumerate(toks):
-            delay = t0 + i / rate - time.perf_counter()
+            if time.perf_counter() - t0 > p.live_max_s:
+                return
+            delay = t0 + i / p.rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             sent[i] = time.perf_counter()
@@ -271,7 +311,7 @@ async def live_ws(hub: HubProcess, p: Params, toks: list[bytes], sid: str) -> tu
                     return
 
         reader = asyncio.create_task(read_acks())
-        async for i, t in paced(toks, p.rate, sent, "live hub WS"):
+        async for i, t in paced(toks, p, sent, "live hub WS"):
             await prod.send_str(
                 _enc.encode({"op": "append", "stream": sid, "data": t.decode(), "id": i}).decode()
             )
@@ -341,7 +381,7 @@ async def live_ds(
             for m, ev in zip(marks, ready, strict=True)
         ]
         await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in ready)), 60)
-        async for _, t in paced(toks, p.rate, sent, f"live DS {url.split('/')[2]}"):
+        async for _, t in paced(toks, p, sent, f"live DS {url.split('/')[2]}"):
             async with s.post(url, data=t, headers=TEXT) as r:
                 if r.status not in (200, 204):
                     raise RuntimeError(f"POST {url}: {r.status} {await r.text()}")
@@ -378,9 +418,9 @@ async def live_redis(url: str, p: Params, toks: list[bytes], key: str) -> tuple[
         tasks = [asyncio.create_task(sub(m, ev)) for m, ev in zip(marks, ready, strict=True)]
         await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in ready)), 60)
         await asyncio.sleep(0.2)  # the XREADs are on the wire (they block server-side)
-        async for i, t in paced(toks, p.rate, sent, "live Redis XADD"):
+        async for i, t in paced(toks, p, sent, "live Redis XADD"):
             await r.xadd(key, {"c": t}, id=f"0-{i + 1}")
-        await r.xadd(key, {"end": "1"}, id=f"0-{len(toks) + 1}")
+        await r.xadd(key, {"end": "1"}, id=f"0-{sent_count(sent) + 1}")
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
     finally:
         await r.aclose()
@@ -411,7 +451,7 @@ async def live_rs(base: str, p: Params, toks: list[bytes], sid: str) -> tuple[li
         await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in ready)), 60)
 
         async def body() -> Any:
-            async for _, t in paced(toks, p.rate, sent, "live resumable-stream"):
+            async for _, t in paced(toks, p, sent, "live resumable-stream"):
                 yield t
 
         async with s.post(f"{base}/push/{sid}", data=body()) as r:
@@ -422,18 +462,21 @@ async def live_rs(base: str, p: Params, toks: list[bytes], sid: str) -> tuple[li
 
 
 async def measure_live(
-    name: str, run: Callable[[], Awaitable[tuple[list[Marks], list[float]]]], pids: Sequence[int], n: int
+    name: str, run: Callable[[], Awaitable[tuple[list[Marks], list[float]]]], pids: Sequence[int]
 ) -> Live:
-    c0, t0 = cpu_seconds(pids), time.perf_counter()
+    c0 = cpu_seconds(pids)
     async with asyncio.timeout(180):
         marks, sent = await run()
-    dt, cpu = time.perf_counter() - t0, cpu_seconds(pids) - c0
-    first = min(sent)
-    last = max(max(m.at) for m in marks)
-    delivered = sum(m.n for m in marks)
-    if delivered != n:
-        raise RuntimeError(f"{name}: delivered {delivered} of {n} chunks ({[m.n for m in marks]})")
-    return Live(latencies(marks, sent), delivered / (last - first), cpu / delivered * 1e6 if dt else 0.0)
+    cpu = cpu_seconds(pids) - c0
+    n = sent_count(sent)
+    delivered = sum(min(m.n, n) for m in marks)
+    if delivered != n * len(marks):
+        raise RuntimeError(
+            f"{name}: delivered {delivered} of {n * len(marks)} chunks ({[m.n for m in marks]})"
+        )
+    lat = latencies(marks, sent)
+    span = max(max(m.at[:n]) for m in marks) - sent[0]
+    return Live(lat, delivered / span, cpu / delivered * 1e6, n)
 
 
 # --- finished answers: write, resume, bytes --------------------------------------------------------
@@ -691,7 +734,6 @@ async def run(mode: str, keep: bool = False) -> Results:
     toks = llm_tokens(p.tokens)
     answers = make_answers(p.answers)
     res.raw_per_answer = sum(len(c) for a in answers for c in a.chunks) / len(answers)
-    n_live = p.subs * p.tokens
     tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     note(f"bench.peers {mode}: data in {tmp}, load average {loadavg()}")
     try:
@@ -727,7 +769,7 @@ async def run(mode: str, keep: bool = False) -> Results:
                     (L_RS, lambda: live_rs(rs.url, p, toks, "live-rs"), [rs.pid, rpid]),
                 ]
                 for name, fn, pids in runs:
-                    res.live[name] = await measure_live(name, fn, pids, n_live)
+                    res.live[name] = await measure_live(name, fn, pids)
                 await appends(res, hub_f, hub_r, ds, r, tmp)
             finally:
                 await r.aclose()
@@ -753,7 +795,7 @@ async def finished_answers(
     note(f"finished answers: {n} short answers ({res.raw_per_answer:,.0f} B of text each on average)")
     # written first and not counted: script caches, client buffers, database pages that any first
     # answer pays for (as bench.cluster does)
-    warm = make_answers(WARM_UP, "warm", seed=8)
+    warm = make_answers(p.warm_up, "warm", seed=8)
     async with asyncio.timeout(600):
         # hub on files: written over Durable Streams, archived, then the data dir with the hub stopped
         await write_ds(f"{hub_f.url}/v1/stream", warm, p.writers, "warm-up hub (file)")
@@ -840,21 +882,22 @@ def report(res: Results, mode: str, load0: str, secs: float) -> str:
     na: list[str] = []
     for name, v in res.live.items():
         if isinstance(v, str):
-            rows.append([name, "n/a", "n/a", "n/a", "n/a"])
+            rows.append([name, "n/a", "n/a", "n/a", "n/a", "n/a"])
             na.append(f"{name}: {v}")
         else:
             rows.append(
-                [name, f"{pct(v.lat_ms, 50):.2f}", f"{pct(v.lat_ms, 99):.2f}", f"{v.delivered_per_s:,.0f}",
-                 f"{v.cpu_us_per_chunk:.1f}"]
+                [name, f"{v.chunks}/{p.tokens}", f"{pct(v.lat_ms, 50):.2f}", f"{pct(v.lat_ms, 99):.2f}",
+                 f"{v.delivered_per_s:,.0f}", f"{v.cpu_us_per_chunk:.1f}"]
             )  # fmt: skip
     out.append(
         table(
             f"bench.peers --{mode}: live, {p.subs} subscribers, {p.tokens} chunks at {p.rate:g}/s"
             f" ({git_revision('bench', 'hub', 'storage')})",
-            ["peer, protocol", "p50 ms", "p99 ms", "delivered/s", "server CPU us/chunk"],
+            ["peer, protocol", "chunks sent", "p50 ms", "p99 ms", "delivered/s", "server CPU us/chunk"],
             rows,
             [
-                "latency: the producer's send of a chunk -> a subscriber holding it, every (subscriber, chunk)",
+                "latency: the producer's send of a chunk -> a subscriber holding it, every (subscriber, chunk);"
+                f" a producer slower than the rate stops after {p.live_max_s:g} s (chunks sent < {p.tokens})",
                 "Durable Streams: one POST per chunk (awaited), SSE readers; WebSocket: pipelined appends",
                 "resumable-stream: one streaming request body; followers via resumeExistingStream (pub/sub);"
                 " the stream's own first reader is drained inside the harness",
