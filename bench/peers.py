@@ -807,13 +807,14 @@ async def finished_answers(
         await write_ds(ds.url, warm, p.writers, "warm-up DS reference")
         await write_ds(f"{hub_r.url}/v1/stream", warm, p.writers, "warm-up hub (Redis)")
         await write_redis(r, warm, p.writers, "peer:")
-        before = await stopped_bytes(hub_f, hub_f.data_dir)
-        offs_f = await write_ds(f"{hub_f.url}/v1/stream", answers, p.writers, "answers hub (file)")
         streams = hub_f.data_dir / "streams"
 
         async def archived() -> bool:
             return not any(q.is_file() for q in streams.rglob("*"))
 
+        await wait_until(archived, 120, "the warm-up answers in the archive")
+        before = await stopped_bytes(hub_f, hub_f.data_dir)
+        offs_f = await write_ds(f"{hub_f.url}/v1/stream", answers, p.writers, "answers hub (file)")
         await wait_until(archived, 120, "every answer in the archive")
         after = await stopped_bytes(hub_f, hub_f.data_dir)
         res.bytes_per_answer[HUB_F] = ((after - before) / n, "allocated, data dir (archived answers)")
@@ -823,7 +824,7 @@ async def finished_answers(
         after = await stopped_bytes(ds, tmp / "ds-ref")
         res.bytes_per_answer[DS_REF] = ((after - before) / n, "allocated, data dir (segments + LMDB)")
 
-        before = await used_memory(r)
+        before = await settled_memory(r, 2.5, 30)  # the warm-up answers sealed
         offs_r = await write_ds(f"{hub_r.url}/v1/stream", answers, p.writers, "answers hub (Redis)")
         after = await settled_memory(r, 2.5, 30)  # the engine seals a closed stream 2 s after its close
         res.bytes_per_answer[HUB_R] = ((after - before) / n, "Redis used_memory (sealed answers)")
