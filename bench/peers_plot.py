@@ -111,6 +111,7 @@ def write(res: Results, out_dir: Path, subtitle: str) -> list[Path]:
     for y, (v, real) in enumerate(zip(sizes, shown, strict=True)):
         ax.text(v, y, f" {real:,.0f}", va="center", fontsize=8)
     ax.set_xscale("log")
+    ax.set_xlim(left=min([100.0, *sizes]) / 2)  # bars start well left of the smallest, so lengths compare
     ax.set_xlabel("bytes per finished answer (log scale)")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title(f"Disk or RAM per finished short answer, {p.answers} answers ({subtitle})", fontsize=9)
