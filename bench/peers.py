@@ -12,7 +12,8 @@ Workloads:
 
 * **live**: one stream, N subscribers attached before the first chunk, T tokens produced at a fixed
   rate. Latency = the producer's send of a chunk -> a subscriber holding it (both clocks this process's),
-  over every (subscriber, chunk); delivered/s = N*T / (first send -> last subscriber done). The hub is
+  over every (subscriber, chunk); delivered/s = deliveries / (first send -> the last one). A producer
+  slower than the rate stops after ``live_max_s`` and the figures cover what it sent. The hub is
   driven twice: over its WebSocket, and over Durable Streams (POST per chunk, SSE readers) with the very
   client code that drives the reference server. resumable-stream: the chunks go to the harness as one
   streaming request body, the N readers are ``resumeExistingStream`` followers (Redis pub/sub).
@@ -22,14 +23,16 @@ Workloads:
   The hub and the reference server are restarted first (cold caches, as after a deploy). Every answer
   read is compared with what was written.
 * **appends**: W writers, one stream each, one append (32 bytes) in flight each, awaited; appends/s
-  for a fixed time. Same durability on both sides of each comparison (see ``ACK``).
+  over a fixed time, every setting in interleaved rounds, the best round kept. Same durability on
+  both sides of each comparison (see ``ACK``).
 * **bytes per answer**: the resume workload's answers, once finished and compacted: allocated bytes
   (``st_blocks``) of the data dir, with the server stopped, after minus before (file stores); Redis
   ``used_memory`` after minus before, after ``MEMORY PURGE`` (Redis-backed).
 * **CPU per delivered chunk**: utime+stime from ``/proc/<pid>/stat`` of every server process of the
-  peer (hub, redis-server, node) over the live workload, divided by N*T.
+  peer (hub, redis-server, node) over the live workload, divided by the deliveries.
 
-The last lines (``key: value``; < 1 is better for the first six, > 1 for the two appends ratios):
+The last lines (``key: value``, every ratio ours/theirs: < 1 is better for the five latency and bytes
+ratios, > 1 for the two appends ratios):
 
 * ``e2e_p99_vs_ds_ref``: live p99 latency, hub on files over Durable Streams / the reference server;
 * ``resume_p99_vs_ds_ref``: resume p99, hub on files / reference server, both GET ``?offset=``;
@@ -242,10 +245,6 @@ class Marks:
         while self.n < len(self.ends) and self.ends[self.n] <= self.bytes:
             self.at[self.n] = now
             self.n += 1
-
-    @property
-    def done(self) -> bool:
-        return self.n >= len(self.at)
 
 
 def sent_count(sent: Sequence[float]) -> int:
