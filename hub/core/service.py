@@ -30,6 +30,7 @@ from hub.core.config import Config
 from hub.core.datadir import DataDirLock
 from hub.core.errors import HubError, storage_errors
 from hub.core.fanout import WS_FORMAT, Fanout, Format, Subscription
+from hub.core.gcpolicy import GcPolicy
 from hub.core.hooks import Hooks
 from hub.core.lease import Leases, expire
 from hub.core.outbox import Outbox
@@ -93,6 +94,7 @@ class Hub:
         self.fanout = Fanout()
         self.counters = Counters()
         self.hooks = Hooks()
+        self.gc: GcPolicy | None = None  # the process's collector policy, when the CLI installed one
         self.started = time.time()
         self.connections: set[object] = set()
         self.per_ip: dict[str, int] = {}

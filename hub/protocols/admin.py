@@ -75,6 +75,7 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
         "open_fds": _open_fds(),
         "tasks": len(asyncio.all_tasks()),
         "fsync_policy": hub.config.fsync,
+        **(hub.gc.stats() if hub.gc is not None else {}),
     }
 
 

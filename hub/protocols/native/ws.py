@@ -37,6 +37,7 @@ from hub.core.outbox import Outbox
 from hub.core.service import HUB, Hub
 from hub.core.tasks import TaskSet
 from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
+from hub.protocols.http_errors import answer, answers_own_errors
 from hub.protocols.native import messages as p
 from storage import Status
 
@@ -45,19 +46,23 @@ log = logging.getLogger("hub.ws")
 # What a stalled reader pins in user space besides the outbox (whose frames are shared with every
 # other subscriber): asyncio's transport buffer and aiohttp's drain interval, 64 KiB each by default,
 # hold private copies of sent frames. The kernel's SO_SNDBUF (``socket_sndbuf``) is the real buffer.
-WRITE_BUFFER = 16 << 10
+WRITE_BUFFER = 4 << 10
 SLOW_CLOSE_S = 5.0  # how long a 4408 close frame may wait behind unread data before the socket is dropped
 
 
+@answers_own_errors  # no error-middleware frame under each open connection: its refusals are here
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     cfg = hub.config
-    hub.auth.check_origin(request.headers.get("Origin"), request.host)
     ip = request.remote or "?"
-    if hub.per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
-        raise HubError(
-            "too_many_connections", f"at most {cfg.max_connections_per_ip} connections per address"
-        )
+    try:
+        hub.auth.check_origin(request.headers.get("Origin"), request.host)
+        if hub.per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
+            raise HubError(
+                "too_many_connections", f"at most {cfg.max_connections_per_ip} connections per address"
+            )
+    except HubError as e:
+        return answer(request, e)
     ws = web.WebSocketResponse(
         heartbeat=cfg.heartbeat_s,
         max_msg_size=cfg.max_message_bytes,
