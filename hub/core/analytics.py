@@ -135,13 +135,17 @@ class Series:
         self._lag_now = [0] * (len(LAG_BOUNDS) + 1)
 
     def window(self, now: float, seconds: int) -> dict[str, list[Any]]:
-        """The last ``seconds`` seconds in order; a second no tick wrote reads as null."""
+        """The last ``seconds`` seconds in order, from the first one a tick wrote (a hub up for a
+        minute shows a minute); a second no tick wrote after that reads as null."""
         seconds = max(1, min(seconds, self.slots))
         end = int(now)
+        start = end - seconds + 1
+        while start < end and self.t[start % self.slots] != start:
+            start += 1
         out: dict[str, list[Any]] = {"t": [], "lag_p50": [], "lag_p99": []}
         for f in self.FIELDS:
             out[f] = []
-        for sec in range(end - seconds + 1, end + 1):
+        for sec in range(start, end + 1):
             i = sec % self.slots
             ok = self.t[i] == sec
             out["t"].append(sec)

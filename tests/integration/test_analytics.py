@@ -362,7 +362,7 @@ async def test_stream_timeline_and_live_table(hub, session, connect):
         assert r.status == 400
     async with session.get(f"{hub.http}/admin/series", headers=h) as r:
         s = await r.json()
-    assert len(s["series"]["t"]) == 900 and s["distributions"]["resume_gap_s"]["counts"]
+    assert 1 <= len(s["series"]["t"]) <= 900 and s["distributions"]["resume_gap_s"]["counts"]
 
 
 async def test_usage_survives_a_restart_even_mid_answer(start_hub, session, connect, tmp_path):
