@@ -161,7 +161,9 @@ class Series:
 class UsageRecord(msgspec.Struct, kw_only=True):
     """One answer's usage, made when it ends: the SQLite row, the webhook body, /admin/usage's unit."""
 
-    id: str  # "<stream>:<epoch>": one per stream incarnation, so a receiver can drop a retried POST
+    # "<stream>:<epoch>", one per stream incarnation, so a receiver can drop a retried POST; hubs side
+    # by side on a shared store each record what they counted, as "<stream>:<epoch>@<hub>"
+    id: str
     stream: str
     labels: dict[str, str]
     status: str  # done, error, cancelled or producer_lost
@@ -206,8 +208,14 @@ class Live:
 
     def rate(self, now: float, window: int = 5) -> float:
         """Chunks per second over the last ``window`` full seconds."""
-        cut = int(now) - window
-        return sum(e[1] for e in self.timeline if cut <= e[0] < int(now)) / window
+        sec = int(now)
+        n = 0.0
+        for e in reversed(self.timeline):  # newest first: only the last few entries are read
+            if e[0] < sec - window:
+                break
+            if e[0] < sec:
+                n += e[1]
+        return n / window
 
     def appended_at(self, offset: int) -> float | None:
         """When chunk ``offset`` was appended (to the second: the first append of its second), if kept."""
@@ -352,7 +360,7 @@ class Analytics:
             self.tokens_per_s.observe(tps)
         self._keep(row)
         rec = UsageRecord(
-            id=f"{s.id}:{s.epoch}",
+            id=f"{s.id}:{s.epoch}" + (f"@{self.hub_name}" if self.hub_name else ""),
             stream=s.id,
             labels=row.labels,
             status=row.status,

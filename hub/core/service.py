@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +96,10 @@ class Hub:
         # producer leases of their own yet (a lease held by one hub would end the answers produced
         # through the others; shared leases are docs/scaling.md's open item).
         self.shared_store = bool(getattr(self.store, "shared", False))
-        self.analytics = Analytics()
+        # hubs side by side each count their own share of an answer: their records must not share an id
+        self.analytics = Analytics(
+            f"{socket.gethostname()}-{secrets.token_hex(3)}" if self.shared_store else None
+        )
         self.fanout = Fanout(self.analytics)
         # finished answers' usage in <data dir>/usage.sqlite3, and the webhook (hub/core/usage.py)
         self.usage = UsageBook(config, self.analytics, keep_open=not self.shared_store)

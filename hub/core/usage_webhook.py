@@ -62,6 +62,7 @@ class UsageWebhook:
         self.failed = 0  # gave up on (refused, or out of attempts)
         self.dropped = 0  # pushed out of a full queue
         self.retries = 0
+        self._busy = False  # a record is being sent (it stays first in the queue until done)
 
     def submit(self, rec: UsageRecord) -> None:
         if len(self._q) >= self.max_queue:
@@ -95,8 +96,6 @@ class UsageWebhook:
             log.warning("usage webhook %s: %d records not sent at shutdown", safe_url(self.url), len(self._q))
         if self._session is not None:
             await self._session.close()
-
-    _busy = False
 
     async def _run(self) -> None:
         while True:
