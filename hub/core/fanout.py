@@ -188,7 +188,8 @@ class Subscription:
             self.next = end
             self.fanout.stats.deliveries += len(chunks)
             self.fanout.stats.frames += 1
-            self.fanout.tally(self, chunks)
+            if chunks is not self.fanout._run or not self.fanout._run_single:
+                self.fanout.tally(self, chunks)  # else counted once for the whole run, at its end
         else:
             self._to_replay()
 
@@ -234,9 +235,14 @@ class Fanout:
         self.subs: dict[str, set[Subscription]] = {}
         self.stats = FanoutStats()
         self.analytics = analytics
-        self._run: list[bytes] | None = None  # the run being delivered, and its bytes (counted once)
+        # analytics of the run being delivered: its chunks and bytes (summed once), whether all its
+        # subscribers have one transport (then its frames are counted at its end, not one by one),
+        # and how many frames were counted one by one
+        self._run: list[bytes] | None = None
         self._run_bytes = 0
-        self._run_by: dict[str, int] = {}  # frames of the run per transport, counted at its end
+        self._run_single = False
+        self._run_other = 0
+        self._kinds: dict[str, dict[str, int]] = {}  # per stream: subscribers per transport
 
     def subscribe(
         self,
@@ -250,6 +256,7 @@ class Fanout:
         sub = Subscription(self, stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
         stream.listen(self)  # registered before the replay reads anything
         self.subs.setdefault(stream.id, set()).add(sub)
+        self._kind(stream.id, fmt.transport, 1)
         if offset > 0:
             self.stats.resumes += 1
         sub.start()
@@ -263,7 +270,9 @@ class Fanout:
         subs = self.subs.get(sub.stream.id)
         if subs is None:
             return
-        subs.discard(sub)
+        if sub in subs:
+            subs.discard(sub)
+            self._kind(sub.stream.id, sub.fmt.transport, -1)
         if not subs:
             del self.subs[sub.stream.id]
             sub.stream.unlisten(self)
@@ -286,15 +295,19 @@ class Fanout:
                 sub.on_chunks(offset, chunks, frames)
             return
         t0, n0 = a.run_t0(stream.id), self.stats.frames
-        self._run, self._run_bytes = chunks, sum(map(len, chunks))
+        kinds = self._kinds.get(stream.id, {})
+        self._run, self._run_bytes, self._run_other = chunks, sum(map(len, chunks)), 0
+        self._run_single = len(kinds) == 1
         for sub in list(subs):
             sub.on_chunks(offset, chunks, frames)
         self._run = None
-        if t0 is not None and self.stats.frames > n0:
-            a.lagged(stream.id, t0, self.stats.frames - n0)
-        for transport, n in self._run_by.items():
-            a.delivered_bytes(stream.id, transport, n * len(chunks), n * self._run_bytes, False)
-        self._run_by.clear()
+        n = self.stats.frames - n0
+        if t0 is not None and n:
+            a.lagged(stream.id, t0, n)
+        fast = n - self._run_other
+        if fast > 0 and self._run_single:
+            (transport,) = kinds
+            a.delivered_bytes(stream.id, transport, fast * len(chunks), fast * self._run_bytes, False)
 
     # --- analytics: one call per frame, no-ops without an ``Analytics`` -------------------------
 
@@ -302,13 +315,21 @@ class Fanout:
         a = self.analytics
         if a is None:
             return
-        if chunks is self._run:  # the common case, once per subscriber: summed up at the run's end
-            by, t = self._run_by, sub.fmt.transport
-            by[t] = by.get(t, 0) + 1
-            return
         if nbytes < 0:
-            nbytes = sum(map(len, chunks))
+            nbytes = self._run_bytes if chunks is self._run else sum(map(len, chunks))
+        if self._run is not None and not replay:
+            self._run_other += 1  # a frame of the run counted here, not at its end
         a.delivered_bytes(sub.stream.id, sub.fmt.transport, len(chunks), nbytes, replay)
+
+    def _kind(self, stream_id: str, transport: str, d: int) -> None:
+        kinds = self._kinds.setdefault(stream_id, {})
+        n = kinds.get(transport, 0) + d
+        if n > 0:
+            kinds[transport] = n
+        else:
+            kinds.pop(transport, None)
+            if not kinds:
+                del self._kinds[stream_id]
 
     def caught_up(self, sub: Subscription) -> None:
         if self.analytics is not None:

@@ -3,6 +3,7 @@ a real file engine, usage counted once (duplicates, replays and forks add nothin
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.outbox import Outbox
 from hub.core.service import Hub
+from hub.protocols.native.http import SSE_FORMAT
 
 
 def test_histogram_buckets_are_prometheus_le_and_quantiles_interpolate() -> None:
@@ -132,3 +134,28 @@ async def test_rows_are_bounded(hub: Hub) -> None:
     assert len(row.events) == an.EVENTS and len(row.departures) == an.DEPARTURES
     await hub.delete(s.id)
     assert "d/1" not in hub.analytics.live
+
+
+async def test_live_bytes_per_transport_one_and_mixed(hub: Hub) -> None:
+    async def send(f: str) -> None:
+        pass
+
+    s = await hub.create("m/1")
+    ws = [hub.subscribe(s, Outbox(send, 1 << 30), 0) for _ in range(3)]
+    while any(sub.mode != "live" for sub in ws):
+        await asyncio.sleep(0.001)
+    await hub.append(s, [b"abcd"])  # one transport: counted once for the run
+    d = hub.analytics.delivered
+    assert d["ws"][:2] == [3, 12] and d["sse"][:2] == [0, 0]
+    sse = hub.subscribe(s, Outbox(send, 1 << 30), 1, fmt=SSE_FORMAT)
+    while sse.mode != "live":
+        await asyncio.sleep(0.001)
+    await hub.append(s, [b"xy", b"z"])  # mixed: counted per subscriber
+    assert d["ws"][:2] == [3 + 6, 12 + 9] and d["sse"][:2] == [2, 3]
+    assert hub.analytics.live["m/1"].delivered == {"ws": 21, "sse": 3}
+    assert hub.analytics.lag.count == 3 + 4
+    sse.stop()
+    for sub in ws[1:]:
+        sub.stop()
+    await hub.append(s, [b"q"])
+    assert d["ws"][:2] == [10, 22] and hub.fanout._kinds["m/1"] == {"ws": 1}
