@@ -35,7 +35,7 @@ from storage import Engine
 log = logging.getLogger("hub.usage")
 
 FILE = "usage.sqlite3"
-MAX_PENDING = 100_000
+MAX_PENDING = 10_000
 CHECKPOINT_S = 15.0
 LABEL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -152,22 +152,33 @@ class UsageBook:
         self.dropped = 0
         self.restored = 0
         self._started = False
+        self._failed = False  # the database could not be opened: records are not kept
         analytics.on_record.append(self.submit)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def start(self, store: Engine) -> None:
-        await self._run(self.db.open)
-        self._started = True
+        try:
+            await self._run(self.db.open)
+        except (sqlite3.Error, OSError) as e:
+            # the hub serves without it: usage is then in memory only (/admin/usage shows open answers)
+            log.error("usage: cannot open %s (%s): finished answers' usage will not be kept", self.db.path, e)
+        else:
+            self._started = True
+        self._failed = not self._started
+        if self.webhook is not None:
+            await self.webhook.start()
+        if not self._started:
+            return
         if self.keep_open:
             saved = await self._run(self.db.take_open)
             if saved:
                 open_ids = set(await store.open_stream_ids())
                 self.restored = self.analytics.restore(saved, open_ids)
             self._checkpoint = asyncio.create_task(self._checkpoints())
-        if self.webhook is not None:
-            await self.webhook.start()
+        if self._pending and self._writer is None:  # ended while the store started
+            self._writer = asyncio.get_running_loop().create_task(self._write())
 
     async def stop(self) -> None:
         if self._checkpoint is not None:
@@ -190,7 +201,7 @@ class UsageBook:
         """An answer ended (called from the service's hook, on the loop: never waits)."""
         if self.webhook is not None:
             self.webhook.submit(rec)
-        if len(self._pending) >= MAX_PENDING:
+        if self._failed or len(self._pending) >= MAX_PENDING:
             self.dropped += 1
             return
         self._pending.append(rec)
@@ -225,9 +236,10 @@ class UsageBook:
     async def totals(self, label: str | None, since: float, until: float) -> dict[str, Any]:
         if label is not None and not LABEL_NAME.fullmatch(label):
             raise HubError("bad_request", "label must be 1-64 letters, digits, _ . : or -")
-        await self._flush()  # the records of answers that just ended are in the totals
         totals = UsageTotals(label)
-        await self._run(self.db.totals, label, since, min(until, 1e300), totals)
+        if self._started:
+            await self._flush()  # the records of answers that just ended are in the totals
+            await self._run(self.db.totals, label, since, min(until, 1e300), totals)
         for rec in self.analytics.open_usage():
             if since <= rec.created < until:
                 totals.add_record(rec)

@@ -425,3 +425,17 @@ async def test_webhook_down_never_blocks_appends(start_hub, connect):
     wh = h.hub.usage.webhook
     assert wh is not None and wh.sent == 0
     await wait_for(lambda: h.hub.usage.written == 20, what="records stored while the webhook is down")
+
+
+async def test_hub_serves_when_the_usage_database_cannot_be_opened(
+    start_hub, session, connect, tmp_path, caplog
+):
+    data = tmp_path / "bad"
+    (data / "usage.sqlite3").mkdir(parents=True)  # a directory where the database should be
+    h = await start_hub(data_dir=data)
+    prod = await connect(h.ws_url)
+    await create(prod, "n/1", {"tenant": "acme"})
+    await produce(prod, "n/1", ["abc"])
+    assert by_value(await usage(h, session, label="tenant"))["acme"]["bytes"] == 3  # open: in memory
+    await close(prod, "n/1")
+    assert h.hub.usage.dropped == 1 and "cannot open" in caplog.text
