@@ -353,6 +353,10 @@ async def test_stream_timeline_and_live_table(hub, session, connect):
         assert (await r.json())["status"] == "done"  # ended rows stay for the stream page
     async with session.get(f"{hub.http}/admin/timeline/nope", headers=h) as r:
         assert r.status == 404 and (await r.json())["error"]["code"] == "stream_not_found"
+    # the dashboard's pages and uPlot are served without --demo; their data needs the token
+    for path in ("/admin", "/admin/stream?id=t/1", "/admin/static/vendor/uPlot.iife.min.js"):
+        async with session.get(f"{hub.http}{path}") as r:
+            assert r.status == 200, path
     for path in ("/admin/series", "/admin/usage", "/admin/live", "/admin/timeline/t/1"):
         async with session.get(f"{hub.http}{path}") as r:
             assert r.status == 401, path
