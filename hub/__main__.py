@@ -100,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--llm-base-url", help="an OpenAI-compatible API for answers (RHUB_LLM_BASE_URL)")
     sv.add_argument("--llm-model", help="the model name for --llm-base-url (RHUB_LLM_MODEL)")
     sv.add_argument("--aisdk-prefix", help="where the AI SDK endpoints live (RHUB_AISDK_PREFIX, /api/chat)")
+    sv.add_argument(
+        "--usage-webhook", help="POST a JSON usage record per ended answer to this URL (RHUB_USAGE_WEBHOOK)"
+    )
     return ap
 
 
@@ -195,6 +198,7 @@ def configure(args: argparse.Namespace) -> tuple[Config, str]:
         llm_base_url=args.llm_base_url,
         llm_model=args.llm_model,
         aisdk_prefix=args.aisdk_prefix,
+        usage_webhook=args.usage_webhook,
     )
     if args.admin_token:
         return cfg, "from --admin-token"

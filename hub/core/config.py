@@ -59,6 +59,8 @@ class Config:
     llm_model: str | None = None
     ds_long_poll_s: float = 20.0  # Durable Streams: a long-poll with nothing new answers 204 after this
     ds_sse_max_s: float = 60.0  # Durable Streams: an SSE response ends after this (clients resume)
+    usage_webhook: str | None = None  # POST one JSON usage record per ended answer here (docs/analytics.md)
+    usage_webhook_secret: str | None = None  # signs each POST: X-Rhub-Signature: sha256=<HMAC of the body>
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
