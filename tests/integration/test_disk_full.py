@@ -32,12 +32,14 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 def fill(path: Path) -> int:
     """Fill the filesystem until ENOSPC; returns bytes written."""
     n = 0
-    # unbuffered: a buffered file keeps the bytes the full disk refused and raises ENOSPC again
-    # when it is closed (how full the disk is left depends on the catalog's page size)
+    # unbuffered: a buffered writer keeps the part of a write that did not fit and fails again at close,
+    # depending on how the free space happens to align with the writes
     with open(path, "wb", buffering=0) as f:
         try:
             while True:
-                n += f.write(b"\0" * 65536) or 0
+                f.write(b"\0" * 65536)
+                f.flush()
+                n += 65536
         except OSError as e:
             assert e.errno == errno.ENOSPC
         with contextlib.suppress(OSError):
