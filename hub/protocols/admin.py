@@ -1,4 +1,5 @@
-"""Admin endpoints (bearer admin token): hub stats, per-stream stats, Prometheus metrics."""
+"""Admin endpoints (bearer admin token): hub stats, per-stream stats, Prometheus metrics (the analytics
+families come from hub/protocols/analytics.py, which also serves the dashboard)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from hub.core.auth import bearer
 from hub.core.service import HUB, Hub
+from hub.protocols.analytics import metric_families
 
 routes = web.RouteTableDef()
 
@@ -32,6 +34,13 @@ def _open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return -1
+
+
+STORAGE_FOOTPRINT = frozenset({
+    "allocated_bytes", "catalog_allocated_bytes", "catalog_wal_allocated_bytes", "catalog_free_bytes",
+    "catalog_rows_allocated_bytes", "archive_allocated_bytes", "streams_allocated_bytes",
+    "archived_bytes", "archived", "footprint_age_s",
+})  # fmt: skip
 
 
 def hub_stats(hub: Hub) -> dict[str, Any]:
@@ -78,6 +87,9 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
         "open_fds": _open_fds(),
         "tasks": len(asyncio.all_tasks()),
         "fsync_policy": hub.config.fsync,
+        **(hub.gc.stats() if hub.gc is not None else {}),
+        # the file engine's disk figures (allocated and logical), as it reports them
+        **{k: v for k, v in st.items() if k in STORAGE_FOOTPRINT},
     }
 
 
@@ -146,6 +158,7 @@ class _Collector:
             yield GaugeMetricFamily(f"rhub_{k}", k.replace("_", " "), value=s[k])
         for k in counters:
             yield CounterMetricFamily(f"rhub_{k}", k.replace("_", " "), value=s[k])
+        yield from metric_families(self.hub)  # histograms, outcomes, usage (hub/protocols/analytics.py)
 
 
 @routes.get("/metrics")
