@@ -263,17 +263,29 @@ class Hub:
         self.check_chunks(sid, chunks)
         t0 = time.monotonic()
         self.analytics.append_started(sid, t0)
-        with storage_errors(sid):
-            if isinstance(stream, str):
-                if create and not await self.store.stream_exists(stream):
-                    stream = await self.store.create(stream, exist_ok=True)
-                else:
-                    stream = await self.store.get_stream(stream)
-            res = await stream.append(chunks, producer, seq, epoch, stream_seq=stream_seq, close=close)
-        if not res.duplicate:
+        nbytes = sum(map(len, chunks))
+        if close:  # its end is published inside the append: analytics counts it there
+            self.analytics.closing[sid] = (len(chunks), nbytes, t0)
+        try:
+            with storage_errors(sid):
+                if isinstance(stream, str):
+                    if create and not await self.store.stream_exists(stream):
+                        stream = await self.store.create(stream, exist_ok=True)
+                    else:
+                        stream = await self.store.get_stream(stream)
+                res = await stream.append(chunks, producer, seq, epoch, stream_seq=stream_seq, close=close)
+        except BaseException:
+            self.analytics.append_failed(sid, t0)
+            raise
+        finally:
+            if close:
+                self.analytics.closing.pop(sid, None)
+        if res.duplicate:
+            self.analytics.append_failed(sid, t0)
+        else:
             self.counters.appends += 1
             self.counters.appended_chunks += res.count
-            self.analytics.appended(stream, res, sum(map(len, chunks)), t0)
+            self.analytics.appended(stream, res, nbytes, t0)
             self.hooks.emit(self.hooks.appended, sid, res)
         self.leases.renew(sid)  # an HTTP producer's lease; a held stream ignores it
         return res
