@@ -27,6 +27,7 @@ import asyncio
 import builtins
 import contextlib
 import functools
+import hashlib
 import logging
 import secrets
 import time
@@ -40,7 +41,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import ids
@@ -70,6 +71,7 @@ from ..errors import (
 from . import keys as K
 from . import scripts, wire
 from .live import Live
+from .pipe import ScriptPipe
 from .sealed import Sealed, seal, unseal
 
 log = logging.getLogger(__name__)
@@ -140,9 +142,6 @@ class RedisStream:
         self._want = 0  # an offset known to exist (from a notification) not delivered yet
         self._catching: asyncio.Task[None] | None = None
         self._inflight = 0  # this engine's appends awaiting their reply
-        self._queue: list[tuple[str, list[str], list[Any], Callable[[Any], None], asyncio.Future[Any]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._inline = False  # a caller is sending this stream's only call in flight itself
         self._changed = asyncio.Event()
         self._subs = 0  # listeners + waiters: while > 0 the engine subscribes to the channel
         self._last_access_sent = 0.0
@@ -295,54 +294,50 @@ class RedisStream:
         close_json: bytes,
     ) -> AppendResult:
         e = self.engine
-        args: list[Any] = [
-            mode,
-            e._write_consts,
-            secrets.token_hex(8),
-            _now(),
-            f"{self._meta.epoch}:{self._next}",
-            producer_id or "",
-            "1" if producer_id is not None and seq is not None else "0",
-            seq if seq is not None else 0,
-            epoch,
-            "1" if stream_seq is not None else "0",
-            stream_seq or "",
-            close_json,
-            *chunks,
-        ]
-        k = self.k
-        keys_ = [k.meta, k.data, k.sealed, k.tomb, e.space.open, e.space.deadlines]
+        has_seq = producer_id is not None and seq is not None
+        head = (
+            f"{mode}|{'1' if has_seq else '0'}|{seq if has_seq else 0}|{epoch}|"
+            f"{'0' if stream_seq is None else '1'}|{_now()}|{self._meta.epoch}:{self._next}|{e._new_epoch()}"
+        )
+        args: list[Any] = [e._write_consts, head, producer_id or "", stream_seq or "", close_json, *chunks]
+        keys_ = [self.k.meta, self.k.data, e.space.open, e.space.deadlines]
 
-        def settle(r: Any) -> None:
-            """The reply's effects on this handle: run by the writer, in submission order, even
-            when the caller was cancelled meanwhile (the write may have happened all the same)."""
-            if r[0] != b"ok":
+        def settle(r: bytes) -> None:
+            """The reply's effects on this handle: run by the engine's script pipe, in submission
+            order, even when the caller was cancelled meanwhile (the write happened all the same)."""
+            if not r.startswith(b"ok "):
                 return
-            count, nxt, ep, closed = int(r[2]), int(r[3]), r[4].decode(), int(r[5])
-            self._set_epoch(ep, nxt)
+            _, first, count, nxt, ep, closed = r.split(b" ")
+            self._set_epoch(ep.decode(), int(nxt))
             e.counters["appends" if mode == "a" else "closes"] += 1
-            if count:
+            if count != b"0":
                 self._raw += sum(map(len, chunks))
                 self._last_append = time.time()
-                self._arrive(int(r[1]), chunks)
-            if closed:
-                self._ended(msgspec.json.decode(close_json, type=CloseInfo), nxt)
+                self._arrive(int(first), chunks)
+            if closed == b"1":
+                self._ended(msgspec.json.decode(close_json, type=CloseInfo), int(nxt))
                 e._ended_here(self)
 
-        r = await self._submit(keys_, args, settle)
-        kind = r[0].decode()
-        if kind == "ok":
-            return AppendResult(int(r[1]), int(r[2]))
-        if kind == "dup":
-            self._grow(int(r[3]))  # what the answer was decided from is in Redis: readable
-            return AppendResult(int(r[1]), int(r[2]), duplicate=True)
-        if kind == "err":
-            self._grow(int(r[3]))
-            raise ERRORS.get(r[1].decode(), StorageError)(r[2].decode())
-        if kind == "sealed":  # finished: only a producer retry can still be answered
+        for _ in range(2):
+            r = await self._submit(keys_, args, settle)
+            kind, _, rest = r.partition(b" ")
+            if kind == b"ok":
+                first, count, *_ = rest.split(b" ")
+                return AppendResult(int(first), int(count))
+            if kind == b"dup":
+                first, count, nxt = rest.split(b" ")
+                self._grow(int(nxt))  # what the answer was decided from is in Redis: readable
+                return AppendResult(int(first), int(count), duplicate=True)
+            if kind == b"err":
+                code, nxt, msg = rest.split(b" ", 2)
+                self._grow(int(nxt))
+                raise ERRORS.get(code.decode(), StorageError)(msg.decode())
+            # no meta hash: sealed, deleted, or never created (the load raises gone / not found)
             await self.refresh()
+            if self._sealed is None:
+                continue  # created again meanwhile: once more against what Redis holds now
             z = self._sealed
-            if z is not None and mode == "a" and producer_id is not None and seq is not None:
+            if mode == "a" and producer_id is not None and seq is not None:
                 w = z.producers.get(producer_id)
                 if w is not None:
                     pe, *entries = w.split("|")
@@ -351,80 +346,23 @@ class RedisStream:
                         if int(pe) == epoch and s_ == seq:
                             return AppendResult(f_, c_, duplicate=True)
             raise StreamClosed(f"stream is closed ({self.status})")
-        self._gone()
-        if kind == "gone":
-            raise StreamGone(f"stream {self._id!r} was deleted or expired")
-        raise StreamNotFound(f"stream {self._id!r} does not exist")
+        raise StorageUnavailable(f"stream {self._id!r} kept changing under the append")
 
     async def _submit(
-        self, keys_: list[str], args: list[Any], settle: Callable[[Any], None], script: str = "write"
+        self, keys_: list[str], args: list[Any], settle: Callable[[Any], None] | None, script: str = "write"
     ) -> Any:
-        """Queue one script call (a write, or the load ``get_stream`` makes first). A stream's writes reach Redis in the order they were
-        made (one writer per stream, pipelining what queued up behind a round trip), as the file
-        engine assigns them in call order: a producer's pipelined seqs never overtake each other."""
-        if self._writer is None and not self._queue and not self._inline:
-            # Nothing of this stream in flight: the caller sends it itself (no task, no future).
-            # Calls made meanwhile queue up and go once it is answered. A cancel mid-flight drops
-            # the connection (redis-py); the reply's effects then come from the next catch-up.
-            self._inline = True
-            self._inflight += 1
-            try:
-                r = (await self.engine._eval_batch([(script, keys_, args)]))[0]
-            finally:
-                self._inflight -= 1
-                self._inline = False
-                self._start_writer()
-            if isinstance(r, Exception):
-                raise StorageUnavailable(f"redis: {r}")
-            settle(r)
-            return r
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((script, keys_, args, settle, fut))
-        self._start_writer()
+        """One script call through the engine's script pipe (storage/redis/pipe.py): a stream's
+        calls reach Redis in the order they were made, as the file engine assigns them in call
+        order, so a producer's pipelined seqs never overtake each other."""
+        fut = self.engine._call(script, keys_, args, settle)
         self._inflight += 1
         try:
             return await fut
+        except (RedisError, OSError) as exc:
+            self.engine.counters["redis_errors"] += 1
+            raise StorageUnavailable(f"redis: {exc}") from exc
         finally:
             self._inflight -= 1
-
-    def _start_writer(self) -> None:
-        if self._writer is None and self._queue and not self._inline:
-            self._writer = asyncio.create_task(self._write_loop())
-            self.engine._bg.add(self._writer)
-            self._writer.add_done_callback(self.engine._bg.discard)
-
-    async def _write_loop(self) -> None:
-        batch: list[Any] = []
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:256], self._queue[256:]
-                try:
-                    replies = await self.engine._eval_batch([(n, k, a) for n, k, a, _, _ in batch])
-                except StorageUnavailable as exc:
-                    for *_, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    batch = []
-                    continue
-                for (_, _, _, settle, fut), r in zip(batch, replies, strict=True):
-                    if isinstance(r, Exception):
-                        if not fut.done():
-                            fut.set_exception(StorageUnavailable(f"redis: {r}"))
-                        continue
-                    try:
-                        settle(r)
-                    except Exception:
-                        log.exception("applying a write reply failed")
-                    if not fut.done():
-                        fut.set_result(r)
-                batch = []
-        finally:
-            self._writer = None
-            for *_, fut in batch + self._queue:  # stopped mid-flight: the outcome is unknown
-                if not fut.done():
-                    fut.set_exception(StorageUnavailable("the engine stopped before Redis answered"))
-            if not self.engine._running:
-                self._queue = []
 
     # --- live delivery -------------------------------------------------------------------------
 
@@ -702,7 +640,9 @@ class RedisEngine:
         # Any: redis-py types replies as bytes | str (decode_responses); this client always gets bytes
         self._r: Any = None
         self._live: Live | None = None
-        self._scripts: dict[str, Any] = {}
+        self._pipe: ScriptPipe | None = None
+        self._epoch_base = secrets.token_hex(5)
+        self._epochs = 0
         self.fsync = "unknown"
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -719,7 +659,6 @@ class RedisEngine:
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 0),
         )
         self._r = aioredis.Redis(connection_pool=self._pool)
-        self._scripts = scripts.register(self._r)
         try:
             conf = await self._r.config_get("append*")
         except RedisError:
@@ -742,6 +681,14 @@ class RedisEngine:
             self.origin,
         ]
         self._write_consts = "|".join(str(c) for c in consts)
+        pool = self._pool
+        sources = {name: scripts.source(name) for name in scripts.NAMES}
+        self._pipe = ScriptPipe(
+            lambda: pool.connection_class(**pool.connection_kwargs),
+            sources,
+            {name: hashlib.sha1(src.encode()).hexdigest() for name, src in sources.items()},
+        )
+        self._pipe.start()
         self._live = Live(self._pool)
         await self._live.start(self.space.events, self._on_event)
         await self._count()
@@ -769,6 +716,9 @@ class RedisEngine:
                 h._catching.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await h._catching
+        if self._pipe is not None:
+            await self._pipe.stop()
+            self._pipe = None
         if self._live is not None:
             await self._live.stop()
             self._live = None
@@ -787,45 +737,26 @@ class RedisEngine:
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
 
-    async def _run(self, name: str, keys_: list[str], args: list[Any]) -> Any:
-        script = self._scripts[name]
-        if name in IDEMPOTENT:
-            return await self._retrying(lambda: script(keys=keys_, args=args))
-        try:
-            return await script(keys=keys_, args=args)
-        except (RedisError, OSError) as e:
-            self.counters["redis_errors"] += 1
-            raise StorageUnavailable(f"redis: {e}") from e
+    def _call(
+        self, name: str, keys_: list[str], args: list[Any], settle: Callable[[Any], None] | None = None
+    ) -> asyncio.Future[Any]:
+        if self._pipe is None:
+            raise StorageUnavailable("the engine is stopped")
+        return self._pipe.submit(name, keys_, args, settle)
 
-    async def _eval_batch(self, items: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """EVALSHA of many script calls, pipelined on one connection, in order; replies (or the
-        error of each call) in the same order. A server that forgot a script (a restart) gets it
-        again, and the calls it refused are sent once more."""
-        replies: list[Any]
+    def _new_epoch(self) -> str:
+        """A fresh epoch, should the script renew one: unique across engines and calls."""
+        self._epochs += 1
+        return f"{self._epoch_base}{self._epochs:x}"
+
+    async def _run(self, name: str, keys_: list[str], args: list[Any]) -> Any:
+        if name in IDEMPOTENT:
+            return await self._retrying(lambda: self._call(name, keys_, args))
         try:
-            if len(items) == 1:  # the common case: no pipeline machinery for one call
-                name, keys_, args = items[0]
-                try:
-                    replies = [await self._r.evalsha(self._scripts[name].sha, len(keys_), *keys_, *args)]
-                except ResponseError as e:  # NOSCRIPT, or an error the script raised
-                    replies = [e]
-            else:
-                pipe = self._r.pipeline(transaction=False)
-                for name, keys_, args in items:
-                    pipe.evalsha(self._scripts[name].sha, len(keys_), *keys_, *args)
-                replies = await pipe.execute(raise_on_error=False)
+            return await self._call(name, keys_, args)
         except (RedisError, OSError) as e:
             self.counters["redis_errors"] += 1
             raise StorageUnavailable(f"redis: {e}") from e
-        redo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if redo:
-            for name in {items[i][0] for i in redo}:
-                src = self._scripts[name].script
-                await self._retrying(functools.partial(self._r.script_load, src))
-            again = await self._eval_batch([items[i] for i in redo])
-            for i, r in zip(redo, again, strict=True):
-                replies[i] = r
-        return replies
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]], attempts: int = 6) -> Any:
         """A command that is safe to repeat, retried across a short Redis outage (a restart)."""
@@ -878,8 +809,8 @@ class RedisEngine:
         # their order (a producer's pipelined appends each look their stream up first)
         r = await s._submit(
             [k.meta, k.sealed, k.tomb, self.space.deadlines],
-            [self._renew, secrets.token_hex(8), f"{s._meta.epoch}:{s._next}", k.channel, s.id],
-            lambda _: None,
+            [self._renew, self._new_epoch(), f"{s._meta.epoch}:{s._next}", k.channel, s.id],
+            None,
             "load",
         )
         kind = r[0]
