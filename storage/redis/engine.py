@@ -139,6 +139,10 @@ class RedisStream:
         self._delivered = 0  # next offset listeners get
         self._end_delivered = False
         self._pending: dict[int, list[bytes]] = {}  # out-of-order arrivals, by first offset
+        self._batch: tuple[int, list[bytes]] | None = None  # delivered, not yet handed to listeners
+        # subscribed, confirmed, and loaded since: notifications keep this handle current, so
+        # get_stream needs no round trip (a producer's appends each look their stream up)
+        self._fresh = False
         self._want = 0  # an offset known to exist (from a notification) not delivered yet
         self._catching: asyncio.Task[None] | None = None
         self._inflight = 0  # this engine's appends awaiting their reply
@@ -216,6 +220,7 @@ class RedisStream:
         if epoch == self._meta.epoch:
             return
         self.engine.counters["epoch_resets"] += 1
+        self._flush()  # chunks of the old epoch, in order, before the news that it ended
         self._meta.epoch = epoch
         self._next = self._delivered = self._want = nxt
         self._pending.clear()
@@ -386,9 +391,25 @@ class RedisStream:
         self._maybe_end()
 
     def _deliver(self, first: int, chunks: list[bytes]) -> None:
+        """Hand listeners a run at the end of this event-loop pass, joined with every run that
+        arrives in the same pass: a busy hub reads many notifications (or replies) per pass, and
+        one frame per run and subscriber instead of one per chunk is what keeps it from falling
+        behind. An idle hub delivers each run alone, with no added wait."""
         self._delivered = first + len(chunks)
+        if not self.listeners:
+            return
+        if self._batch is None:
+            self._batch = (first, list(chunks))
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._batch[1].extend(chunks)  # contiguous: runs are delivered in offset order
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
         for listener in list(self.listeners):
-            listener.on_chunks(self, first, chunks)
+            listener.on_chunks(self, batch[0], batch[1])
 
     def _ended(self, info: CloseInfo, nxt: int) -> None:
         if self._close is None:
@@ -403,6 +424,7 @@ class RedisStream:
     def _maybe_end(self) -> None:
         if self._close is not None and not self._end_delivered and self._delivered >= self._next:
             self._end_delivered = True
+            self._flush()
             for listener in list(self.listeners):
                 listener.on_end(self, self._close)
 
@@ -411,6 +433,7 @@ class RedisStream:
             return
         self.deleted = True
         self._changed.set()
+        self._batch = None  # gone: what it held must not reach anyone after the news
         for listener in list(self.listeners):
             listener.on_gone(self)
         self.engine._forget(self)
@@ -464,15 +487,18 @@ class RedisStream:
     def _on_confirm(self) -> None:
         """Subscribed (again): anything published before is read from the stream itself."""
         self._want = max(self._want, self._next)
+        self._fresh = False
 
         async def resync() -> None:
             with contextlib.suppress(RedisError, OSError, StorageError):
                 await self.refresh()
+                self._fresh = True  # from now on every change reaches us by notification
             self._catch_up()
 
         self.engine._spawn(resync())
 
     def listen(self, listener: Listener) -> None:
+        self._flush()  # what was delivered before this listener came is not its own
         if not self.listeners:
             self._delivered = max(self._delivered, self._next)
             self._end_delivered = self._close is not None and self._delivered >= self._next
@@ -827,6 +853,10 @@ class RedisEngine:
             raise StreamNotFound(f"stream {s.id!r} does not exist")
 
     async def get_stream(self, stream_id: str) -> RedisStream:
+        s = self._live_streams.get(stream_id)
+        live = self._live
+        if s is not None and s._fresh and not s.deleted and live is not None and live.subscribed(s.k.channel):
+            return s  # kept current by its notifications (a hop behind other hubs' writes)
         ids.validate(stream_id)
         s = self._handle(stream_id)
         await self._load_into(s)
@@ -1022,6 +1052,7 @@ class RedisEngine:
             self._spawn(self._live.subscribe(s.k.channel, s._on_note, s._on_confirm, wait=False))
 
     def _unsubscribe(self, s: RedisStream) -> None:
+        s._fresh = False
         if self._live_streams.get(s.id) is s:
             del self._live_streams[s.id]
         if self._live is not None:
