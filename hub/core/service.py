@@ -89,7 +89,7 @@ class Hub:
         # An engine several hubs share (Redis) tells so: such hubs lock no data dir, and keep no
         # producer leases of their own yet (a lease held by one hub would end the answers produced
         # through the others; shared leases are docs/scaling.md's open item).
-        self.shared_store = bool(getattr(self.store, "shared", False))
+        self.shared_store = self.store.shared
         self.fanout = Fanout()
         self.counters = Counters()
         self.hooks = Hooks()
@@ -121,9 +121,7 @@ class Hub:
 
     async def start(self) -> None:
         # an engine shared by several hubs may carry a Stop to the hub its producer is connected to
-        remote_cancels = getattr(self.store, "on_cancel", None)
-        if remote_cancels is not None:
-            remote_cancels.append(self._cancel_here)
+        self.store.on_cancel.append(self._cancel_here)
         if not self.shared_store:
             self.lock.acquire()  # before the store touches a file: a second hub must change nothing
         await self.store.start()
@@ -315,10 +313,8 @@ class Hub:
             return False
         self.counters.cancels += 1
         told = self._cancel_here(stream_id)
-        tell_others = getattr(self.store, "request_cancel", None)
-        if tell_others is not None:
-            with storage_errors(stream_id):
-                await tell_others(stream_id)
+        with storage_errors(stream_id):
+            await self.store.request_cancel(stream_id)
         return told
 
     def _cancel_here(self, stream_id: str) -> bool:

@@ -310,6 +310,8 @@ class Stream:
 
 
 class Store:
+    shared = False  # one hub per data dir (hub/core/datadir.py locks it)
+
     def __init__(self, root: str | Path, opts: StoreOptions | None = None) -> None:
         self.root = Path(root)
         self.opts = opts or StoreOptions()
@@ -344,6 +346,7 @@ class Store:
         self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []  # any stream's end became durable
+        self.on_cancel: list[Callable[[str], object]] = []  # never fired: one hub per data dir
         self.counters = {"fsyncs": 0, "repairs": 0, "expired": 0, "write_errors": 0, "archived": 0}
         self._started = False
 
@@ -798,6 +801,9 @@ class Store:
             listener.on_gone(s)
         for cb in self.on_delete:
             cb(stream_id)
+
+    async def request_cancel(self, stream_id: str) -> None:
+        """No other hub shares this store: the cancel was already told to this hub's producers."""
 
     def stats(self) -> dict[str, int]:
         streams = self._streams.values()

@@ -226,11 +226,7 @@ class RedisStream:
         self._pending.clear()
         self._changed.set()
         for listener in list(self.listeners):
-            on_reset = getattr(listener, "on_reset", None)
-            if on_reset is not None:  # an optional Listener method: restart from 0 in ``epoch``
-                on_reset(self, epoch)
-            else:  # a listener that cannot restart must not continue across a gap
-                listener.on_gone(self)
+            listener.on_reset(self, epoch)
 
     async def refresh(self) -> None:
         """Learn the stream's state from Redis (the epoch check runs on the way)."""
@@ -354,18 +350,34 @@ class RedisStream:
         raise StorageUnavailable(f"stream {self._id!r} kept changing under the append")
 
     async def _submit(
-        self, keys_: list[str], args: list[Any], settle: Callable[[Any], None] | None, script: str = "write"
+        self,
+        keys_: list[str],
+        args: list[Any],
+        settle: Callable[[Any], None] | None,
+        script: str = "write",
+        attempts: int = 1,
     ) -> Any:
         """One script call through the engine's script pipe (storage/redis/pipe.py): a stream's
         calls reach Redis in the order they were made, as the file engine assigns them in call
-        order, so a producer's pipelined seqs never overtake each other."""
-        fut = self.engine._call(script, keys_, args, settle)
+        order, so a producer's pipelined seqs never overtake each other. ``attempts`` > 1 only for
+        a call that is safe to repeat (a load): the first call after Redis restarted meets the
+        connection to the old server and fails."""
+        delay = 0.05
         self._inflight += 1
         try:
-            return await fut
-        except (RedisError, OSError) as exc:
-            self.engine.counters["redis_errors"] += 1
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            for attempt in range(attempts):
+                try:
+                    return await self.engine._call(script, keys_, args, settle)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    self.engine.counters["redis_errors"] += 1
+                    if attempt == attempts - 1 or not self.engine._running:
+                        raise StorageUnavailable(f"redis: {exc}") from exc
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                except RedisError as exc:
+                    self.engine.counters["redis_errors"] += 1
+                    raise StorageUnavailable(f"redis: {exc}") from exc
+            raise AssertionError("unreachable")
         finally:
             self._inflight -= 1
 
@@ -640,9 +652,8 @@ class RedisEngine:
         self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
-        # An optional ability beyond storage.engine.Engine (a hub looks for it by name): a Stop
-        # asked on one hub reaches the producer connected to another.
-        self.on_cancel: list[Callable[[str], None]] = []
+        # a Stop asked on one hub reaches the producer connected to another
+        self.on_cancel: list[Callable[[str], object]] = []
         self.counters = {
             "appends": 0,
             "closes": 0,
@@ -838,6 +849,7 @@ class RedisEngine:
             [self._renew, self._new_epoch(), f"{s._meta.epoch}:{s._next}", k.channel, s.id],
             None,
             "load",
+            attempts=6,
         )
         kind = r[0]
         if kind == b"m":
