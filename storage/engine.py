@@ -245,6 +245,19 @@ class Engine(Protocol):
         """Tell every other hub on this engine that ``stream_id``'s producer was asked to stop."""
         ...
 
+    # Producer leases kept in a shared engine, so that whichever hub a producer is connected to
+    # keeps its answer alive, and any hub ends it once no hub does (an unshared engine leaves
+    # leases to its one hub's memory, hub/core/lease.py, and implements these as no-ops).
+    async def lease(self, stream_ids: Sequence[str], seconds: float, *, new: bool = False) -> None:
+        """Their producers are alive: the streams' leases lapse ``seconds`` from now unless renewed
+        (``new``: only streams without a lease get one)."""
+        ...
+
+    async def lapse_leases(self, now: float | None = None) -> list[str]:
+        """End every open stream whose lease ran out as ``error``/``producer_lost``, exactly once
+        across hubs; the ids this call ended."""
+        ...
+
     def stats(self) -> dict[str, Any]: ...
 
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -31,10 +32,13 @@ from hub.core.datadir import DataDirLock
 from hub.core.errors import HubError, storage_errors
 from hub.core.fanout import WS_FORMAT, Fanout, Format, Subscription
 from hub.core.hooks import Hooks
-from hub.core.lease import Leases, expire
+from hub.core.lease import PRODUCER_LOST, Leases, expire
 from hub.core.outbox import Outbox
 from hub.core.registry import Registry
 from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,9 +90,10 @@ class Hub:
                 archive_delay_s=config.archive_delay_s,
                 log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
             )
-        # An engine several hubs share (Redis) tells so: such hubs lock no data dir, and keep no
-        # producer leases of their own yet (a lease held by one hub would end the answers produced
-        # through the others; shared leases are docs/scaling.md's open item).
+        # An engine several hubs share (Redis) tells so: such hubs lock no data dir, and keep
+        # producer leases in the engine (a lease in one hub's memory would end the answers produced
+        # through the others): a hub renews the streams its connections hold, and any hub's sweep
+        # ends a stream none renewed in time (``_run_shared_leases``).
         self.shared_store = self.store.shared
         self.fanout = Fanout()
         self.counters = Counters()
@@ -111,6 +116,11 @@ class Hub:
             None if self.shared_store else config.open_ttl_s,
         )  # answers end (lease.py)
         self._lease_task: asyncio.Task[None] | None = None
+        self.shared_lease_s = config.producer_lease_s if self.shared_store else None
+        self._holding: dict[str, set[object]] = {}  # shared leases: stream -> its holders here
+        self._held_by: dict[object, set[str]] = {}
+        self._renewed: dict[str, float] = {}  # shared leases: when an HTTP producer's was last renewed
+        self._lease_bg: set[asyncio.Task[None]] = set()
         # the engine's events become the service's lifecycle hooks (``watch``); its own come first
         self.hooks.ended.append(lambda st: self._forget(st.id, deleted=False))
         self.hooks.deleted.append(lambda sid: self._forget(sid, deleted=True))
@@ -128,6 +138,8 @@ class Hub:
         self._sampler = asyncio.create_task(self._sample())
         if self.leases.enabled:
             self._lease_task = asyncio.create_task(self._run_leases())
+        elif self.shared_lease_s is not None:
+            self._lease_task = asyncio.create_task(self._run_shared_leases())
 
     async def stop(self) -> None:
         for task in (self._sampler, self._lease_task):
@@ -240,6 +252,7 @@ class Hub:
             self.counters.appended_chunks += res.count
             self.hooks.emit(self.hooks.appended, sid, res)
         self.leases.renew(sid)  # an HTTP producer's lease; a held stream ignores it
+        self._renew_shared(sid)
         return res
 
     async def close(
@@ -332,6 +345,13 @@ class Hub:
     def _forget(self, stream_id: str, deleted: bool) -> None:
         self.cancel_requested.discard(stream_id)
         self.leases.forget(stream_id)
+        self._renewed.pop(stream_id, None)
+        for h in self._holding.pop(stream_id, ()):
+            held = self._held_by.get(h)
+            if held is not None:
+                held.discard(stream_id)
+                if not held:
+                    del self._held_by[h]
         for cb in self.cancel_listeners.pop(stream_id):
             forget = getattr(getattr(cb, "__self__", None), "forget_stream", None)
             if forget is not None:
@@ -346,6 +366,8 @@ class Hub:
         session to lose and stay open until closed or expired."""
         if s.id not in self.leases and not s.ended and s.meta.content_type is None:
             self.leases.track(s.id, age_s)
+            if self.shared_lease_s is not None and s.id not in self._holding:
+                self._lease_soon([s.id], new=True)  # the hub that learns of it first starts it
 
     async def hold(self, stream: StreamRef, holder: object) -> None:
         """A producer connection created or appended to the stream: it holds it until ``release``."""
@@ -353,14 +375,62 @@ class Hub:
             s = await self.get(stream)
             self._lease(s)
             self.leases.attach(s.id, holder)
+            if self.shared_lease_s is not None and not s.ended and s.meta.content_type is None:
+                holders = self._holding.setdefault(s.id, set())
+                if holder not in holders:
+                    holders.add(holder)
+                    self._held_by.setdefault(holder, set()).add(s.id)
+                    with storage_errors(s.id):  # held here from now: renewed by this hub
+                        await self.store.lease([s.id], self.shared_lease_s)
 
     def release(self, holder: object) -> None:
         self.leases.detach(holder)
+        for sid in self._held_by.pop(holder, ()):
+            holders = self._holding.get(sid)
+            if holders is not None:
+                holders.discard(holder)
+                if not holders:  # no longer renewed here: it lapses unless a hub takes it up
+                    del self._holding[sid]
 
     def heartbeat(self, s: StreamHandle) -> None:
         """An HTTP producer is still there (POST /streams/{id}/heartbeat)."""
         self._lease(s)
         self.leases.renew(s.id)
+        self._renew_shared(s.id)
+
+    # --- producer leases in a shared engine --------------------------------------------------
+
+    def _renew_shared(self, stream_id: str) -> None:
+        """An HTTP producer's append or heartbeat: renew its shared lease, at most every third of it."""
+        if self.shared_lease_s is None or stream_id in self._holding:
+            return
+        now = time.monotonic()
+        if now - self._renewed.get(stream_id, -1e9) >= self.shared_lease_s / 3:
+            self._renewed[stream_id] = now
+            self._lease_soon([stream_id])
+
+    def _lease_soon(self, ids: list[str], new: bool = False) -> None:
+        async def go() -> None:
+            with contextlib.suppress(StorageError):
+                await self.store.lease(ids, cast(float, self.shared_lease_s), new=new)
+
+        t = asyncio.ensure_future(go())
+        self._lease_bg.add(t)
+        t.add_done_callback(self._lease_bg.discard)
+
+    async def _run_shared_leases(self) -> None:
+        """Renew what this hub holds every third of the lease; end what nobody renewed."""
+        lease_s = cast(float, self.shared_lease_s)
+        every = max(0.05, min(1.0, lease_s / 3))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.store.lease(list(self._holding), lease_s)
+                for sid in await self.store.lapse_leases():
+                    self.counters.producer_lost += 1
+                    self.hooks.emit(self.hooks.closed, sid, "error", PRODUCER_LOST)
+            except StorageError as e:
+                log.warning("producer leases: %s", e)
 
     async def _run_leases(self) -> None:
         # A hub restart counts as gone: every open stream gets one lease for its producer to return.

@@ -805,6 +805,12 @@ class Store:
     async def request_cancel(self, stream_id: str) -> None:
         """No other hub shares this store: the cancel was already told to this hub's producers."""
 
+    async def lease(self, stream_ids: Sequence[str], seconds: float, *, new: bool = False) -> None:
+        """Leases of an unshared store live in its hub (hub/core/lease.py)."""
+
+    async def lapse_leases(self, now: float | None = None) -> builtins.list[str]:
+        return []
+
     def stats(self) -> dict[str, int]:
         streams = self._streams.values()
         return {

@@ -77,10 +77,19 @@ from .sealed import Sealed, seal, unseal
 log = logging.getLogger(__name__)
 
 IDEMPOTENT = frozenset({"load", "access", "seal", "labels"})  # safe to run twice
+
+
+class LeaseNotDue(StorageError):
+    """A lease sweep found the lease renewed (or the stream closed) meanwhile: nothing to end."""
+
+    code = "lease_not_due"
+
+
 ERRORS: dict[str, type[StorageError]] = {
     "sequence_error": SequenceError,
     "sequence_gap": SequenceGap,
     "stream_closed": StreamClosed,
+    "lease_not_due": LeaseNotDue,
 }
 
 
@@ -301,7 +310,7 @@ class RedisStream:
             f"{'0' if stream_seq is None else '1'}|{_now()}|{self._meta.epoch}:{self._next}|{e._new_epoch()}"
         )
         args: list[Any] = [e._write_consts, head, producer_id or "", stream_seq or "", close_json, *chunks]
-        keys_ = [self.k.meta, self.k.data, e.space.open, e.space.deadlines]
+        keys_ = [self.k.meta, self.k.data, e.space.open, e.space.deadlines, e.space.leases]
 
         def settle(r: bytes) -> None:
             """The reply's effects on this handle: run by the engine's script pipe, in submission
@@ -1080,6 +1089,37 @@ class RedisEngine:
         self._schedule_seal(s.id)
         for cb in self.on_end:
             cb(s)
+
+    # --- producer leases, shared by every hub on this Redis ---------------------------------------
+
+    async def lease(self, stream_ids: Sequence[str], seconds: float, *, new: bool = False) -> None:
+        """The producers of ``stream_ids`` are alive (held by a connection here, or an HTTP append):
+        their streams' leases lapse ``seconds`` from now unless renewed again, through any hub.
+        ``new``: only streams without a lease get one (a stream just created)."""
+        if not stream_ids:
+            return
+        at = time.time() + seconds
+        mapping = {sid: at for sid in stream_ids}
+        await self._retrying(lambda: self._r.zadd(self.space.leases, mapping, nx=new, gt=not new))
+
+    async def lapse_leases(self, now: float | None = None) -> builtins.list[str]:
+        """End every open stream whose lease ran out as ``error``/``producer_lost``, each exactly
+        once whichever hubs sweep at the same time (the write script compares and closes)."""
+        now = time.time() if now is None else now
+        due = await self._retrying(
+            lambda: self._r.zrangebyscore(self.space.leases, "-inf", now, start=0, num=256)
+        )
+        ended = []
+        for raw in due:
+            sid = raw.decode()
+            s = self._handle(sid)
+            close_json = msgspec.json.encode(CloseInfo("error", "producer_lost", time.time()))
+            try:
+                await s._write("l", [], sid, None, 0, None, close_json)
+            except (LeaseNotDue, StreamGone, StreamNotFound, StreamClosed):
+                continue
+            ended.append(sid)
+        return ended
 
     async def request_cancel(self, stream_id: str) -> None:
         """Tell every other hub on this Redis that ``stream_id``'s producer was asked to stop."""

@@ -1,15 +1,16 @@
--- Append a batch (mode 'a') or close the stream (mode 'c'), atomically: idempotency check, XADD with
+-- Append a batch (mode 'a'), close the stream (mode 'c'), or close it as producer_lost if its
+-- producer lease ran out (mode 'l': the compare-and-close every hub's sweep runs), atomically: idempotency check, XADD with
 -- explicit ids 0-<offset+1>, the offset/epoch metadata, retention, and the live notification
 -- (PUBLISH on the stream's channel, payload carrying epoch + offset so a receiver detects gaps).
 -- The hot path (an append by a known producer, seq = last + 1) makes four calls: HMGET, XADD per
 -- chunk, HSET, PUBLISH; each redis.call costs more than the Lua around it, so nothing is read twice.
--- KEYS: meta, data, open set, deadlines
+-- KEYS: meta, data, open set, deadlines, leases (sorted set: id -> when its producer lease lapses)
 -- ARGV: 1 the engine's constants "renew|publish cap|default ttl|grace|events channel|origin",
 --       2 "mode|has seq|seq|producer epoch|has stream seq|now|hint|new epoch" (hint: "<epoch>:<next>"),
---       3 producer id ('' none), 4 stream seq, 5 close json ('' none), 6.. chunks
+--       3 producer id ('' none; mode 'l': the stream id), 4 stream seq, 5 close json ('' none), 6.. chunks
 -- Returns one string: 'ok <first> <count> <next> <epoch> <closed>' | 'dup <first> <count> <next>'
 --       | 'err <code> <next> <message>' | 'missing' (no meta hash: sealed, gone or never created)
-local m, d, openk, dl = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local m, d, openk, dl, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local mode, has_seq, seq, pep, has_ss, now, hint, new_epoch =
   string.match(ARGV[2], '^(%a)|([01])|(%d+)|(%d+)|([01])|([^|]*)|([^|]*)|(.*)$')
 has_seq, has_ss, seq, pep = has_seq == '1', has_ss == '1', tonumber(seq), tonumber(pep)
@@ -18,7 +19,10 @@ local use_win = pid ~= '' and has_seq
 -- one HMGET for everything below, the producer's window included
 local h = redis.call('HMGET', m, 'rid', 'ep', 'cl', 'n', 'ss', 'raw', 'id', 'xa', 'ttl', 'ittl',
   use_win and ('p:' .. pid) or 'id')
-if not h[7] then return 'missing' end
+if not h[7] then
+  if mode == 'l' then redis.call('ZREM', lk, ARGV[3]) end
+  return 'missing'
+end
 local channel = string.sub(m, 1, -2) .. 'c'  -- keys.py: the stream's keys differ in their last letter
 local renew, cap, default_ttl, grace, events, origin =
   string.match(ARGV[1], '^([01])|(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
@@ -32,6 +36,15 @@ if win then
 end
 
 local function err(code, msg) return 'err ' .. code .. ' ' .. fmt(n) .. ' ' .. msg end
+if mode == 'l' then  -- exactly once: only while the lease is still past due and the stream open
+  local due = redis.call('ZSCORE', lk, sid)
+  if closed or not due then
+    redis.call('ZREM', lk, sid)
+    return err('lease_not_due', 'closed, or no lease')
+  end
+  if tonumber(due) > tonumber(now) then return err('lease_not_due', 'renewed meanwhile') end
+  mode = 'c'
+end
 if mode == 'a' and win then
   if pep == win_epoch then
     if seq <= last then
@@ -98,6 +111,7 @@ local now_closed = 0
 if ARGV[5] ~= '' then
   redis.call('HSET', m, 'cl', ARGV[5], 'cat', now, 'acc', now)
   redis.call('ZREM', openk, sid)
+  redis.call('ZREM', lk, sid)
   redis.call('PUBLISH', channel, 'e ' .. ep .. ' ' .. fmt(n + count) .. ' ' .. ARGV[5])
   redis.call('PUBLISH', events, 'e ' .. origin .. ' ' .. sid)
   now_closed = 1
