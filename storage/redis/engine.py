@@ -491,6 +491,10 @@ class RedisStream:
         if isinstance(note, wire.Gone):
             self._gone()
             return
+        if isinstance(note, wire.Meta):  # labels set through some hub; the epoch is not the meta's
+            note.meta.epoch = self._meta.epoch
+            self._meta = note.meta
+            return
         if note.epoch != self._meta.epoch:
             self._reset(note.epoch, note.next if not isinstance(note, wire.Chunks) else note.first)
             if isinstance(note, wire.Reset):
