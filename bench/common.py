@@ -227,7 +227,15 @@ class ServerProcess:
         return None if self.proc is None else self.proc.poll()
 
     def _where(self) -> str:
-        return f"; see {self.log}" if self.log is not None else ""
+        """Where to look, and the log's last lines: a temporary log dir is often gone by the time a
+        person reads the error (the cause of a start-up refusal, exit 2, is in those lines)."""
+        if self.log is None:
+            return ""
+        try:
+            tail = self.log.read_text(errors="replace").splitlines()[-8:]
+        except OSError:
+            tail = []
+        return f"; see {self.log}" + "".join(f"\n    {line}" for line in tail)
 
     async def start(self) -> None:
         """Starts the process and returns once /healthz answers 200 (RuntimeError if it exits first
@@ -321,7 +329,7 @@ class HubProcess(ServerProcess):
         self.admin_token = admin_token if admin_token is not None else secrets.token_urlsafe(12)
         port = port if port is not None else free_port()
         argv = [sys.executable, *entry, "serve", "--host", HOST, "--port", str(port)]
-        argv += ["--data-dir", str(data_dir), "--fsync", fsync, "--admin-token", self.admin_token, *args]
+        argv += ["--data-dir", str(data_dir), "--fsync", fsync, f"--admin-token={self.admin_token}", *args]
         super().__init__(argv, port, env=env, log=log, start_timeout=start_timeout)
 
     @property

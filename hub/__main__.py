@@ -10,12 +10,14 @@ listening socket is bound here, before the app starts, so a busy port is reporte
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import errno
 import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -23,7 +25,9 @@ from aiohttp import web
 from hub.app import make_app
 from hub.core.config import Config, ConfigError, seconds_or_off
 from hub.core.datadir import DataDirBusy, DataDirLock
+from hub.core.gcpolicy import GcPolicy
 from hub.core.logs import access_logger, setup_logging
+from hub.core.service import HUB
 
 EXIT_CONFIG = 2
 
@@ -84,11 +88,21 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="accept permessage-deflate on WebSockets, ~100 KiB more per connection (RHUB_WS_COMPRESS)",
     )
+    sv.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        default=None,
+        help="keep CPython's default collector instead of freezing long-lived objects (RHUB_GC_FREEZE=0)",
+    )
     sv.add_argument("--demo", action="store_true", default=None, help="serve the demo chat at / (RHUB_DEMO)")
     sv.add_argument("--generator", help="module:function, an async generator of answers (RHUB_GENERATOR)")
     sv.add_argument("--llm-base-url", help="an OpenAI-compatible API for answers (RHUB_LLM_BASE_URL)")
     sv.add_argument("--llm-model", help="the model name for --llm-base-url (RHUB_LLM_MODEL)")
     sv.add_argument("--aisdk-prefix", help="where the AI SDK endpoints live (RHUB_AISDK_PREFIX, /api/chat)")
+    sv.add_argument(
+        "--usage-webhook", help="POST a JSON usage record per ended answer to this URL (RHUB_USAGE_WEBHOOK)"
+    )
     return ap
 
 
@@ -109,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"data dir {cfg.data_dir.resolve()}: {e.strerror or e}")
     setup_logging(cfg.log_level, cfg.access_log)
     app = make_app(cfg)
+    if cfg.gc_freeze:
+        app.cleanup_ctx.append(gc_policy)
     port = sock.getsockname()[1]
     print(
         f"resumable-hub: data in {cfg.store or cfg.data_dir.resolve()} (fsync={cfg.fsync}, "
@@ -127,6 +143,31 @@ def main(argv: list[str] | None = None) -> None:
         if e.filename is None or not Path(e.filename).is_relative_to(cfg.data_dir.resolve()):
             raise
         fail(f"data dir {cfg.data_dir.resolve()}: {e.strerror or e}")
+
+
+async def gc_policy(app: web.Application) -> AsyncIterator[None]:
+    """The process's collector policy while it serves (process-wide: never part of ``make_app``)."""
+    hub = app[HUB]
+    streams_ended = 0
+
+    def one_more(*_: object) -> None:
+        nonlocal streams_ended
+        streams_ended += 1
+
+    hub.hooks.ended.append(one_more)
+    hub.hooks.deleted.append(one_more)
+    c = hub.counters
+    policy = hub.gc = GcPolicy(
+        ended=lambda: c.connections_total - len(hub.connections) + streams_ended,
+        alive=lambda: len(hub.connections) + hub.storage_stats()["streams_loaded"],
+    )
+    policy.install()
+    task = asyncio.get_running_loop().create_task(policy.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    policy.uninstall()
 
 
 def configure(args: argparse.Namespace) -> tuple[Config, str]:
@@ -151,11 +192,13 @@ def configure(args: argparse.Namespace) -> tuple[Config, str]:
         log_level=args.log_level,
         archive_delay_s=args.archive_delay_s,
         ws_compress=args.ws_compress,
+        gc_freeze=args.gc_freeze,
         demo=args.demo,
         generator=args.generator,
         llm_base_url=args.llm_base_url,
         llm_model=args.llm_model,
         aisdk_prefix=args.aisdk_prefix,
+        usage_webhook=args.usage_webhook,
     )
     if args.admin_token:
         return cfg, "from --admin-token"

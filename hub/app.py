@@ -13,10 +13,10 @@ from hub import demo
 from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.service import HUB, Hub
-from hub.protocols import admin, aisdk, chats, cors, durable, health
+from hub.protocols import admin, aisdk, analytics, chats, cors, durable, health
 from hub.protocols.http_errors import errors
 from hub.protocols.native import http as http_api
-from hub.protocols.native.ws import close_all, ws_handler
+from hub.protocols.native.ws import close_all, setup_heartbeat, ws_handler
 
 log = logging.getLogger("hub")
 STATIC = Path(__file__).parent / "static"
@@ -46,9 +46,12 @@ def make_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/ws", ws_handler)
+    if config.heartbeat_s:
+        setup_heartbeat(app, config.heartbeat_s)
     app.router.add_routes(http_api.routes)
     durable.setup(app)  # the Durable Streams protocol on /v1/stream/{path}
     app.router.add_routes(admin.routes)
+    analytics.setup(app)  # the dashboard (/admin) and its JSON, /admin/usage
     chats.setup(app)  # /chats/{chat} and the WebSocket "watch" op
     app.router.add_routes(health.routes)  # /healthz, /readyz
     aisdk.setup(app, config)  # the AI SDK's chat transports under config.aisdk_prefix

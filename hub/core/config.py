@@ -34,6 +34,9 @@ class Config:
     heartbeat_s: float = 20.0
     # permessage-deflate on WebSockets: aiohttp's zlib state costs ~100 KiB of RSS per browser tab
     ws_compress: bool = False
+    # freeze the survivors of CPython's middle-generation collections (hub/core/gcpolicy.py): full
+    # collections then skip the long-lived heap of thousands of connections (a ~0.45 s pause at 10k)
+    gc_freeze: bool = True
     stream_ttl_s: float | None = None  # how long closed streams are kept; None = forever
     max_total_bytes: int | None = None  # stored bytes cap: the oldest finished answers go first
     segment_bytes: int = 8 << 20  # raw segments roll (and get sealed) at this size
@@ -56,6 +59,8 @@ class Config:
     llm_model: str | None = None
     ds_long_poll_s: float = 20.0  # Durable Streams: a long-poll with nothing new answers 204 after this
     ds_sse_max_s: float = 60.0  # Durable Streams: an SSE response ends after this (clients resume)
+    usage_webhook: str | None = None  # POST one JSON usage record per ended answer here (docs/analytics.md)
+    usage_webhook_secret: str | None = None  # signs each POST: X-Rhub-Signature: sha256=<HMAC of the body>
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:

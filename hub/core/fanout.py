@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from hub.core.analytics import Analytics
 from hub.core.errors import HubError, storage_errors
 from hub.core.outbox import Outbox, OutboxClosed
 from hub.core.signal import Signal
@@ -32,7 +33,10 @@ from storage import CloseInfo, CloseStatus, StreamHandle
 class Format:
     """How frames look on a transport: the WebSocket protocol's by default; each SSE flavour (ours,
     Durable Streams') overrides it. ``chunks`` gets the chunks' bytes: a format that shows text
-    decodes them (and the fan-out builds each run's frame once per format, however many subscribe)."""
+    decodes them (and the fan-out builds each run's frame once per format, however many subscribe).
+    ``transport`` names the transport in analytics (hub/core/analytics.py)."""
+
+    transport = "ws"
 
     def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
         return encode(Chunks(stream, offset, texts(data)))
@@ -84,12 +88,15 @@ class Subscription:
     _task: asyncio.Task[None] | None = None
     on_done: Callable[[], None] | None = None  # the owner forgets the subscription (end sent, gone, stopped)
     finished: Signal = field(default_factory=Signal)  # set once nothing more will be queued
+    resumed_at: float = 0.0  # monotonic start of a resume's replay, for analytics (0: not timed)
 
     def start(self) -> None:
         self.mode = "replay"
         self._task = asyncio.create_task(self._replay())
 
     def stop(self) -> None:
+        if self.mode != "done":
+            self.fanout.left(self)
         self.mode = "done"
         if self._timer:
             self._timer.cancel()
@@ -117,9 +124,12 @@ class Subscription:
                     st.deliveries += len(chunks)
                     st.frames += 1
                     await self.outbox.put(frame)
+                    self.fanout.tally(self, chunks, replay=True)
                     await asyncio.sleep(0)  # let the writer send this frame before we build the next
                     continue
                 # caught up with storage: no await from here until the mode switch
+                if self.resumed_at:
+                    self.fanout.caught_up(self)
                 if s.ended and s.close_info is not None:
                     self.mode = "done"
                     await self.outbox.put(self.fmt.end(s.id, self.next, s.close_info))
@@ -183,6 +193,8 @@ class Subscription:
             self.next = end
             self.fanout.stats.deliveries += len(chunks)
             self.fanout.stats.frames += 1
+            if chunks is not self.fanout._run or not self.fanout._run_single:
+                self.fanout.tally(self, chunks)  # else counted once for the whole run, at its end
         else:
             self._to_replay()
 
@@ -196,6 +208,7 @@ class Subscription:
         if self.outbox.offer(frame):
             self.fanout.stats.deliveries += len(self._pending)
             self.fanout.stats.frames += 1
+            self.fanout.tally(self, self._pending, nbytes=self._pending_bytes)
             self._pending = []
             self._pending_bytes = 0
         else:
@@ -246,9 +259,18 @@ class Subscription:
 class Fanout:
     """Storage listener that routes each durable chunk to the subscriptions of its stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, analytics: Analytics | None = None) -> None:
         self.subs: dict[str, set[Subscription]] = {}
         self.stats = FanoutStats()
+        self.analytics = analytics
+        # analytics of the run being delivered: its chunks and bytes (summed once), whether all its
+        # subscribers have one transport (then its frames are counted at its end, not one by one),
+        # and how many frames were counted one by one
+        self._run: list[bytes] | None = None
+        self._run_bytes = 0
+        self._run_single = False
+        self._run_other = 0
+        self._kinds: dict[str, dict[str, int]] = {}  # per stream: subscribers per transport
 
     def subscribe(
         self,
@@ -262,6 +284,7 @@ class Fanout:
         sub = Subscription(self, stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
         stream.listen(self)  # registered before the replay reads anything
         self.subs.setdefault(stream.id, set()).add(sub)
+        self._kind(stream.id, fmt.transport, 1)
         if offset > 0:
             self.stats.resumes += 1
         sub.start()
@@ -275,7 +298,9 @@ class Fanout:
         subs = self.subs.get(sub.stream.id)
         if subs is None:
             return
-        subs.discard(sub)
+        if sub in subs:
+            subs.discard(sub)
+            self._kind(sub.stream.id, sub.fmt.transport, -1)
         if not subs:
             del self.subs[sub.stream.id]
             sub.stream.unlisten(self)
@@ -292,8 +317,56 @@ class Fanout:
         if not subs:
             return
         frames: dict[Format, str] = {}
+        a = self.analytics
+        if a is None:
+            for sub in list(subs):
+                sub.on_chunks(offset, chunks, frames)
+            return
+        t0, n0 = a.run_t0(stream.id), self.stats.frames
+        kinds = self._kinds.get(stream.id, {})
+        self._run, self._run_bytes, self._run_other = chunks, sum(map(len, chunks)), 0
+        self._run_single = len(kinds) == 1
         for sub in list(subs):
             sub.on_chunks(offset, chunks, frames)
+        self._run = None
+        n = self.stats.frames - n0
+        if t0 is not None and n:
+            a.lagged(stream.id, t0, n)
+        fast = n - self._run_other
+        if fast > 0 and self._run_single:
+            (transport,) = kinds
+            a.delivered_bytes(stream.id, transport, fast * len(chunks), fast * self._run_bytes, False)
+
+    # --- analytics: one call per frame, no-ops without an ``Analytics`` -------------------------
+
+    def tally(self, sub: Subscription, chunks: list[bytes], replay: bool = False, nbytes: int = -1) -> None:
+        a = self.analytics
+        if a is None:
+            return
+        if nbytes < 0:
+            nbytes = self._run_bytes if chunks is self._run else sum(map(len, chunks))
+        if self._run is not None and not replay:
+            self._run_other += 1  # a frame of the run counted here, not at its end
+        a.delivered_bytes(sub.stream.id, sub.fmt.transport, len(chunks), nbytes, replay)
+
+    def _kind(self, stream_id: str, transport: str, d: int) -> None:
+        kinds = self._kinds.setdefault(stream_id, {})
+        n = kinds.get(transport, 0) + d
+        if n > 0:
+            kinds[transport] = n
+        else:
+            kinds.pop(transport, None)
+            if not kinds:
+                del self._kinds[stream_id]
+
+    def caught_up(self, sub: Subscription) -> None:
+        if self.analytics is not None:
+            self.analytics.replay_done(sub.fmt.transport, sub.resumed_at)
+        sub.resumed_at = 0.0
+
+    def left(self, sub: Subscription) -> None:
+        if self.analytics is not None:
+            self.analytics.departed(sub.stream.id, sub.next, sub.fmt.transport)
 
     def on_end(self, stream: StreamHandle, info: CloseInfo) -> None:
         for sub in list(self.subs.get(stream.id, ())):

@@ -12,6 +12,8 @@ Invariants:
   (``hub.core.hooks``, for analytics) are kept here, once: a transport never bumps a counter of its
   own for an operation it asked the service to do.
 * Per-stream bookkeeping ends with the stream (``_forget``), so a hub serving millions keeps none.
+* Analytics (``hub.core.analytics``) hears every append, subscribe and lifecycle event from here and
+  from the fan-out; usage is counted once, at the durable non-duplicate append, never on a read.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,15 +30,18 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from hub.core.analytics import Analytics
 from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.datadir import DataDirLock
 from hub.core.errors import HubError, storage_errors
 from hub.core.fanout import WS_FORMAT, Fanout, Format, Subscription
+from hub.core.gcpolicy import GcPolicy
 from hub.core.hooks import Hooks
 from hub.core.lease import PRODUCER_LOST, Leases, expire
 from hub.core.outbox import Outbox
 from hub.core.registry import Registry
+from hub.core.usage import UsageBook
 from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
 from storage.errors import StorageError
 
@@ -95,9 +102,16 @@ class Hub:
         # through the others): a hub renews the streams its connections hold, and any hub's sweep
         # ends a stream none renewed in time (``_run_shared_leases``).
         self.shared_store = self.store.shared
-        self.fanout = Fanout()
+        # hubs side by side each count their own share of an answer: their records must not share an id
+        self.analytics = Analytics(
+            f"{socket.gethostname()}-{secrets.token_hex(3)}" if self.shared_store else None
+        )
+        self.fanout = Fanout(self.analytics)
+        # finished answers' usage in <data dir>/usage.sqlite3, and the webhook (hub/core/usage.py)
+        self.usage = UsageBook(config, self.analytics, keep_open=not self.shared_store)
         self.counters = Counters()
         self.hooks = Hooks()
+        self.gc: GcPolicy | None = None  # the process's collector policy, when the CLI installed one
         self.started = time.time()
         self.connections: set[object] = set()
         self.per_ip: dict[str, int] = {}
@@ -125,6 +139,9 @@ class Hub:
         self.hooks.ended.append(lambda st: self._forget(st.id, deleted=False))
         self.hooks.deleted.append(lambda sid: self._forget(sid, deleted=True))
         self.hooks.created.append(self._lease)
+        self.hooks.created.append(self.analytics.created)
+        self.hooks.ended.append(self.analytics.ended)
+        self.hooks.deleted.append(self.analytics.deleted)
         self.store.on_create.append(lambda st: self.hooks.emit(self.hooks.created, st))
         self.store.on_end.append(lambda st: self.hooks.emit(self.hooks.ended, st))
         self.store.on_delete.append(lambda sid: self.hooks.emit(self.hooks.deleted, sid))
@@ -135,6 +152,7 @@ class Hub:
         if not self.shared_store:
             self.lock.acquire()  # before the store touches a file: a second hub must change nothing
         await self.store.start()
+        await self.usage.start(self.store)
         self._sampler = asyncio.create_task(self._sample())
         if self.leases.enabled:
             self._lease_task = asyncio.create_task(self._run_leases())
@@ -148,6 +166,7 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self.fanout.close_all()
+        await self.usage.stop()  # before the store: the open answers' counts are saved for the restart
         await self.store.stop()
         self.lock.release()  # after CLEAN_SHUTDOWN: only the holder ever writes it
 
@@ -156,6 +175,18 @@ class Hub:
             await asyncio.sleep(1.0)
             self.append_rate.sample(self.counters.appended_chunks)
             self.delivery_rate.sample(self.fanout.stats.deliveries)
+            fo = self.fanout.stats
+            self.analytics.series.tick(
+                time.time(),
+                {
+                    "appends": self.counters.appended_chunks,
+                    "deliveries": fo.deliveries,
+                    "appended_bytes": self.analytics.generated_bytes,
+                    "resumes": fo.resumes,
+                    "slow_drops": fo.slow_drops,
+                },
+                {"connections": len(self.connections), "subscribers": self.fanout.count()},
+            )
 
     def storage_stats(self) -> dict[str, Any]:
         return self.store.stats()
@@ -240,6 +271,8 @@ class Hub:
     ) -> AppendResult:
         sid = stream if isinstance(stream, str) else stream.id
         self.check_chunks(sid, chunks)
+        t0 = time.monotonic()
+        self.analytics.append_started(sid, t0)
         with storage_errors(sid):
             if isinstance(stream, str):
                 if create and not await self.store.stream_exists(stream):
@@ -250,6 +283,7 @@ class Hub:
         if not res.duplicate:
             self.counters.appends += 1
             self.counters.appended_chunks += res.count
+            self.analytics.appended(stream, res, sum(map(len, chunks)), t0)
             self.hooks.emit(self.hooks.appended, sid, res)
         self.leases.renew(sid)  # an HTTP producer's lease; a held stream ignores it
         self._renew_shared(sid)
@@ -282,15 +316,25 @@ class Hub:
     async def set_labels(self, stream_id: str, labels: dict[str, str]) -> None:
         with storage_errors(stream_id):
             await self.store.set_labels(stream_id, labels)
+        self.analytics.relabel(stream_id, labels)
 
     # --- reads -------------------------------------------------------------------------------
 
     async def read(
-        self, stream: StreamRef, offset: int, max_chunks: int = 1024, max_bytes: int | None = None
+        self,
+        stream: StreamRef,
+        offset: int,
+        max_chunks: int = 1024,
+        max_bytes: int | None = None,
+        transport: str | None = None,
     ) -> list[bytes]:
+        """Chunks from ``offset``; ``transport`` names a read a client gets (counted as delivered)."""
         s = await self.get(stream)
         with storage_errors(s.id):
-            return await s.read_chunks(offset, max_chunks, max_bytes)
+            chunks = await s.read_chunks(offset, max_chunks, max_bytes)
+        if transport is not None and chunks:
+            self.analytics.delivered_bytes(s.id, transport, len(chunks), sum(map(len, chunks)), True)
+        return chunks
 
     async def wait(self, stream: StreamHandle, offset: int, timeout: float | None = None) -> bool:
         with storage_errors(stream.id):
@@ -314,6 +358,7 @@ class Hub:
             self.counters.reconnects += 1
             self.resume_counts[stream.id] = self.resume_counts.get(stream.id, 0) + 1
         sub = self.fanout.subscribe(stream, outbox, offset, fmt, coalesce_ms, coalesce_bytes)
+        sub.resumed_at = self.analytics.subscribed(stream, offset, fmt.transport)  # before its replay runs
         self.hooks.emit(self.hooks.subscribed, stream.id, offset)
         return sub
 

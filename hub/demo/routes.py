@@ -1,4 +1,5 @@
-"""The demo: a chat page at ``/``, an admin page, and a built-in simulated model.
+"""The demo: a chat page at ``/`` and a built-in simulated model (the admin dashboard is
+hub/protocols/analytics.py's, served with or without the demo).
 
 ``POST /demo/ask {"chat": id, "prompt": text}`` starts an answer in stream ``chat/<id>/<n>`` and
 returns its id at once; the answer is produced by ``hub.producers.simulated.run_answer`` through the hub's
@@ -48,7 +49,6 @@ def setup(app: web.Application, config: Config) -> None:
     answering: set[str] = set()
     app[ANSWERING] = answering
     app.router.add_get("/", page("index.html"))
-    app.router.add_get("/admin", page("admin.html"))
     app.router.add_static("/demo/static/", STATIC, show_index=False)
     app.router.add_post("/demo/ask", ask)
 

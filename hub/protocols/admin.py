@@ -1,4 +1,5 @@
-"""Admin endpoints (bearer admin token): hub stats, per-stream stats, Prometheus metrics."""
+"""Admin endpoints (bearer admin token): hub stats, per-stream stats, Prometheus metrics (the analytics
+families come from hub/protocols/analytics.py, which also serves the dashboard)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from hub.core.auth import bearer
 from hub.core.service import HUB, Hub
+from hub.protocols.analytics import metric_families
 
 routes = web.RouteTableDef()
 
@@ -75,6 +77,7 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
         "open_fds": _open_fds(),
         "tasks": len(asyncio.all_tasks()),
         "fsync_policy": hub.config.fsync,
+        **(hub.gc.stats() if hub.gc is not None else {}),
     }
 
 
@@ -141,6 +144,7 @@ class _Collector:
             yield GaugeMetricFamily(f"rhub_{k}", k.replace("_", " "), value=s[k])
         for k in counters:
             yield CounterMetricFamily(f"rhub_{k}", k.replace("_", " "), value=s[k])
+        yield from metric_families(self.hub)  # histograms, outcomes, usage (hub/protocols/analytics.py)
 
 
 @routes.get("/metrics")

@@ -32,7 +32,9 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 def fill(path: Path) -> int:
     """Fill the filesystem until ENOSPC; returns bytes written."""
     n = 0
-    with open(path, "wb") as f:
+    # unbuffered: a buffered writer keeps the part of a write that did not fit and fails again at close,
+    # depending on how the free space happens to align with the writes
+    with open(path, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)

@@ -165,3 +165,34 @@ async def test_unused_sockets_are_cleaned(hub):
     await wait_for(lambda: len(hub.hub.connections) == 1, what="connection registered")
     w.transport.abort()
     await wait_for(lambda: len(hub.hub.connections) == 0, what="connection dropped")
+
+
+async def test_a_silent_peer_is_pinged_then_dropped_and_a_live_one_is_kept(start_hub, session):
+    """The heartbeat (hub/protocols/native/heartbeat.py): a peer that keeps its TCP connection open but
+    never answers a ping (a laptop asleep behind a NAT) is dropped about 1.5-1.75 heartbeats after its
+    last frame; a client that answers pings (aiohttp's does, inside ``receive``) stays however long."""
+    running = await start_hub(heartbeat_s=0.4)
+    hub = running.hub
+    r, w = await asyncio.open_connection(running.server.host, running.server.port)
+    w.write(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await r.readuntil(b"\r\n\r\n")
+    alive = await session.ws_connect(f"ws://{running.server.host}:{running.server.port}/ws")
+    reader = asyncio.create_task(alive.receive())  # answers pings while it waits
+    await wait_for(lambda: len(hub.connections) == 2, what="both connections registered")
+    t0 = time.monotonic()
+    ping = await asyncio.wait_for(r.readexactly(2), 5)
+    assert ping[0] == 0x89, f"a ping frame, got {ping!r}"  # FIN + opcode 9
+    await wait_for(lambda: len(hub.connections) == 1, timeout=5, what="the silent peer dropped")
+    assert time.monotonic() - t0 < 2.0
+    # the live one answers its pings throughout: still there 5 heartbeats later
+    deadline = time.monotonic() + 5 * 0.4
+    while time.monotonic() < deadline:
+        assert len(hub.connections) == 1 and not alive.closed
+        await asyncio.sleep(0.05)
+    assert not reader.done()
+    reader.cancel()
+    await alive.close()
+    w.close()

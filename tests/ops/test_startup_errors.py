@@ -4,6 +4,7 @@ RestartPreventExitStatus names), never a traceback; ``--port 0`` prints the port
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -78,3 +79,25 @@ def test_port_0_prints_the_real_port(hub_process: Callable[..., HubProcess]) -> 
     # Every address the hub prints is the real one, the demo's too.
     urls = re.findall(r"http://[\d.]+:(\d+)", hub.out.text())
     assert urls and set(urls) == {str(hub.port)}, hub.out.text()
+
+
+def test_the_cli_hub_freezes_long_lived_objects_unless_told_not_to(tmp_path: Path) -> None:
+    """``serve`` installs the collector policy (hub/core/gcpolicy.py) and reports it in /admin/stats;
+    ``--no-gc-freeze`` leaves CPython's collector as it is."""
+    for flag, on in ((), True), (("--no-gc-freeze",), False):
+        hub = HubProcess(
+            ["--port", "0", "--data-dir", str(tmp_path / str(on)), "--admin-token", "gc-admin", *flag]
+        )
+        try:
+            req = urllib.request.Request(
+                f"{hub.http}/admin/stats", headers={"Authorization": "Bearer gc-admin"}
+            )
+            with urllib.request.urlopen(req, timeout=10) as r:
+                stats = json.load(r)
+        finally:
+            hub.stop()
+        if on:
+            assert stats["gc_frozen_objects"] > 10_000, stats  # the hub's own modules, at least
+            assert stats["gc_thaws"] == 0
+        else:
+            assert "gc_frozen_objects" not in stats

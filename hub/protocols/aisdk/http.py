@@ -49,6 +49,8 @@ def generator_of(app: web.Application) -> Generator | None:
 class UiSse(Format):
     """Fan-out frames as AI SDK SSE for one answer (one instance per response)."""
 
+    transport = "aisdk"
+
     def __init__(self, t: Translator) -> None:
         self.t = t
 

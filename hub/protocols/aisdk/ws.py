@@ -75,6 +75,8 @@ def frame(kind: str, rid: str, **extra: Any) -> str:
 class WsFormat(Format):
     """Fan-out frames as the transport's ``chunk`` frames for one request."""
 
+    transport = "aisdk"
+
     def __init__(self, t: Translator, rid: str, last: int) -> None:
         self.t, self.rid, self.last = t, rid, last
         self.head = '{"type":"chunk","requestId":' + _enc.encode(rid).decode() + ',"sequence":'

@@ -459,7 +459,9 @@ async def _catch_up(
     request: web.Request, hub: Hub, cfg: DurableConfig, s: StreamHandle, start: int, cur: str | None
 ) -> web.Response:
     chunks = (
-        await hub.read(s, start, cfg.read_max_chunks, cfg.read_max_bytes) if start < s.next_offset else []
+        await hub.read(s, start, cfg.read_max_chunks, cfg.read_max_bytes, "ds")
+        if start < s.next_offset
+        else []
     )
     end = start + len(chunks)
     up_to_date = end >= s.next_offset
@@ -487,6 +489,8 @@ class _SseFormat(Format):
     """Durable Streams SSE frames for the fan-out (one instance per response): each run of chunks is
     a ``data`` event and the ``control`` event after it; the end is a closing ``control`` (unless
     the last run already said so); errors (a deleted stream) end the response without an event."""
+
+    transport = "ds"
 
     def __init__(self, s: StreamHandle, mode: str, cur: str) -> None:
         self.s, self.mode, self.cur, self.closed = s, mode, cur, False

@@ -240,6 +240,8 @@ END_ID_SUFFIX = ":end"  # the end event's id: "<offset>:end", distinct from the 
 
 
 class SseFormat(Format):
+    transport = "sse"
+
     def chunks(self, stream: str, offset: int, data: list[bytes]) -> str:
         body = msgspec.json.encode({"offset": offset, "data": texts(data)}).decode()
         return f"id: {offset + len(data)}\ndata: {body}\n\n"
@@ -264,7 +266,7 @@ async def read(request: web.Request) -> web.Response:
     limit = min(_int(request.query.get("limit"), "limit", 1000), 10000)
     if offset > s.next_offset:
         raise HubError("offset_out_of_range", f"offset {offset} is past the end ({s.next_offset})", sid)
-    chunks = await hub.read(s, offset, limit)
+    chunks = await hub.read(s, offset, limit, transport="http")
     ci = s.close_info
     return _json(
         {

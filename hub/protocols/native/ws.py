@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, cast
 
 import aiohttp
@@ -37,7 +37,9 @@ from hub.core.outbox import Outbox
 from hub.core.service import HUB, Hub
 from hub.core.tasks import TaskSet
 from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
+from hub.protocols.http_errors import answer, answers_own_errors
 from hub.protocols.native import messages as p
+from hub.protocols.native.heartbeat import Heartbeat
 from storage import Status
 
 log = logging.getLogger("hub.ws")
@@ -45,21 +47,25 @@ log = logging.getLogger("hub.ws")
 # What a stalled reader pins in user space besides the outbox (whose frames are shared with every
 # other subscriber): asyncio's transport buffer and aiohttp's drain interval, 64 KiB each by default,
 # hold private copies of sent frames. The kernel's SO_SNDBUF (``socket_sndbuf``) is the real buffer.
-WRITE_BUFFER = 16 << 10
+WRITE_BUFFER = 4 << 10
 SLOW_CLOSE_S = 5.0  # how long a 4408 close frame may wait behind unread data before the socket is dropped
 
 
+@answers_own_errors  # no error-middleware frame under each open connection: its refusals are here
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     cfg = hub.config
-    hub.auth.check_origin(request.headers.get("Origin"), request.host)
     ip = request.remote or "?"
-    if hub.per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
-        raise HubError(
-            "too_many_connections", f"at most {cfg.max_connections_per_ip} connections per address"
-        )
+    try:
+        hub.auth.check_origin(request.headers.get("Origin"), request.host)
+        if hub.per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
+            raise HubError(
+                "too_many_connections", f"at most {cfg.max_connections_per_ip} connections per address"
+            )
+    except HubError as e:
+        return answer(request, e)
     ws = web.WebSocketResponse(
-        heartbeat=cfg.heartbeat_s,
+        autoping=False,  # the reader answers pings and sees pongs: one sweep beats for all (heartbeat.py)
         max_msg_size=cfg.max_message_bytes,
         compress=cfg.ws_compress,
         writer_limit=WRITE_BUFFER,
@@ -82,9 +88,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub.counters.connections_total += 1
     conn = Connection(hub, ws, grant, request.app.get(CHATS))
     hub.connections.add(conn)
+    beats = request.app.get(HEARTBEAT)
+    if beats is not None:
+        beats.members.add(conn)
     try:
         await conn.run()
     finally:
+        if beats is not None:
+            beats.members.discard(conn)
         hub.connections.discard(conn)
         hub.per_ip[ip] -= 1
         if not hub.per_ip[ip]:
@@ -92,10 +103,27 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+HEARTBEAT = web.AppKey("ws_heartbeat", Heartbeat)
+
+
+def setup_heartbeat(app: web.Application, interval_s: float) -> None:
+    """One heartbeat sweep for the app's native WebSockets, while the app runs."""
+
+    async def beating(app: web.Application) -> AsyncIterator[None]:
+        beats = app[HEARTBEAT] = Heartbeat(interval_s)
+        task = asyncio.get_running_loop().create_task(beats.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(beating)
+
+
 class Connection:
     __slots__ = (
         "hub", "chats", "ws", "grant", "outbox", "subs", "_inflight", "tasks", "slow", "gates", "_queued",
-        "_watching", "_produced",
+        "_watching", "_produced", "seen", "ping_at",
     )  # fmt: skip
 
     def __init__(
@@ -105,6 +133,8 @@ class Connection:
         self.chats = chats
         self._watching: set[str] | None = None  # chats watched; created by the first watch
         self.ws = ws
+        self.seen = asyncio.get_running_loop().time()  # the last frame received (heartbeat.py)
+        self.ping_at = 0.0  # the heartbeat's unanswered ping, if any
         self.grant = grant
         self.outbox = Outbox(ws.send_str, hub.config.outbox_bytes)
         self.subs: dict[str, Subscription] = {}
@@ -139,9 +169,15 @@ class Connection:
     async def run(self) -> None:
         self.outbox.autostart()  # a writer task only while frames are queued
         try:
+            loop = asyncio.get_running_loop()
             async for msg in self.ws:
+                self.seen = loop.time()
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     await self.handle(msg.data)
+                elif msg.type == aiohttp.WSMsgType.PING:
+                    await self.ws.pong(msg.data)
+                elif msg.type == aiohttp.WSMsgType.PONG:
+                    pass  # the heartbeat's answer: ``seen`` is all it needed
                 elif msg.type == aiohttp.WSMsgType.BINARY:
                     self.send_error(
                         HubError("malformed_frame", "binary frames are not supported; send JSON text")
