@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Every npm fixture the test suite loads; tests/ops/test_make.py checks no package-lock.json is missing.
-NPM_FIXTURES := tests/browser/react-fixture tests/conformance tests/browser/aisdk-fixture
+NPM_FIXTURES := tests/browser/react-fixture tests/conformance tests/browser/aisdk-fixture bench/peers_node
 FIXTURE_STAMPS := $(addsuffix /node_modules/.installed,$(NPM_FIXTURES))
 ARGS ?=
 

@@ -36,6 +36,13 @@ def _open_fds() -> int:
         return -1
 
 
+STORAGE_FOOTPRINT = frozenset({
+    "allocated_bytes", "catalog_allocated_bytes", "catalog_wal_allocated_bytes", "catalog_free_bytes",
+    "catalog_rows_allocated_bytes", "archive_allocated_bytes", "streams_allocated_bytes",
+    "archived_bytes", "archived", "footprint_age_s",
+})  # fmt: skip
+
+
 def hub_stats(hub: Hub) -> dict[str, Any]:
     st = hub.storage_stats()
     fo = hub.fanout.stats
@@ -78,6 +85,8 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
         "tasks": len(asyncio.all_tasks()),
         "fsync_policy": hub.config.fsync,
         **(hub.gc.stats() if hub.gc is not None else {}),
+        # the file engine's disk figures (allocated and logical), as it reports them
+        **{k: v for k, v in st.items() if k in STORAGE_FOOTPRINT},
     }
 
 

@@ -1,10 +1,12 @@
 """Archived answers: a finished stream whose sealed blocks live in the catalog database, not in files.
 
-``pack`` (blocking, a worker thread) reads a closed, fully sealed stream's segment files and returns
-the rows that replace them, plus what the stream's files said about it (chunk count, raw bytes,
-close, producer state). A short answer (up to ``SMALL_ANSWER`` raw bytes, nearly all of them) is
-recoded: predicted chunk lengths and the store's trained zstd dictionary (``codec.py``); a long
-one keeps its sealed blocks byte for byte, so archiving never recompresses megabytes.
+``load`` (blocking, a worker thread) reads a closed, fully sealed stream's segment files: its
+chunks if it is short, its sealed records if not, and what its files said about it (chunk count,
+raw bytes, close, producer state). ``pack`` turns a batch of them into the rows that replace the
+files. Short answers (up to ``SMALL_ANSWER`` raw bytes, nearly all of them) are recoded: the
+SEPARATED layout and the store's trained zstd dictionary (``codec.py``), and the short answers of
+one chat archived together share one block (a *pack*: one frame, one row, one dictionary context).
+A long answer keeps its sealed blocks byte for byte, so archiving never recompresses megabytes.
 ``ArchivedLog`` then serves the answer through the same ``Log`` interface (``Stream`` and the hub
 cannot tell): a read seeks with one B-tree lookup on (archive key, first offset), checks the block's
 checksum and decompresses it (the last one stays cached, as in ``Log``).
@@ -14,6 +16,9 @@ been seen, retrained every ``DICT_RETRAIN_EVERY``; each is kept under its id for
 lives (blocks name the one they were coded with). Answers archived before the first dictionary are
 recoded with it afterwards (``recode``).
 
+A pack's blocks are freed when the last answer using them is deleted (``blocks.refs``): deleting
+one answer of a chat frees its catalog row at once and its text with the chat's last answer.
+
 Invariants: an archived answer is immutable (appends and closes answer ``stream_closed``, retries of
 the producer's last append still answer ``duplicate``); a block that fails its checksum, does not
 decompress, or is missing answers ``corrupt_data`` and is never served.
@@ -21,8 +26,10 @@ decompress, or is missing answers ``corrupt_data`` and is never served.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
@@ -30,11 +37,12 @@ import zstandard
 from ..engine import ProducerState
 from ..errors import CorruptData, OffsetOutOfRange
 from . import codec, record
-from .catalog import OFFSET_MASK, ArchivedAnswer, Catalog, Entry
+from .catalog import OFFSET_MASK, ArchivedAnswer, Base, Catalog, Entry, Pack
 from .log import SEQ_SEP, Log, LogOptions, split_mark
 from .segment import read_file
 
-SMALL_ANSWER = 64 << 10  # raw bytes up to which an answer is recoded (predicted lengths, dictionary)
+SMALL_ANSWER = 64 << 10  # raw bytes up to which an answer is recoded (separated, dictionary)
+PACK_BYTES = 32 << 10  # chunk bytes of one chat's short answers coded together as one block
 DICT_BYTES = 110 << 10  # zstd's own default dictionary size
 DICT_TRAIN_AFTER = 1000  # short answers seen before the first dictionary is trained
 DICT_RETRAIN_EVERY = 100_000
@@ -65,20 +73,29 @@ def archivable(log: Log) -> bool:
 
 
 def compressor(d: zstandard.ZstdCompressionDict | None) -> zstandard.ZstdCompressor:
-    # no checksum (the block has its own CRC), no dictionary id (the block names it)
-    return zstandard.ZstdCompressor(
-        level=ARCHIVE_LEVEL, dict_data=d, write_checksum=False, write_dict_id=False, write_content_size=True
-    )
+    return codec.compressor(ARCHIVE_LEVEL, d)
 
 
-def pack(
-    log: Log, cctx: zstandard.ZstdCompressor, dict_id: int | None
-) -> tuple[ArchivedAnswer, bytes | None] | None:
-    """The archive rows of a stream for which ``archivable`` held, and its text if it is short (a
-    dictionary training sample); None if a file turns out damaged (the files then stay)."""
+def chat_of(stream_id: str) -> str:
+    """The answers packed together: those of one chat (the id up to its last ``/``)."""
+    return stream_id.rpartition("/")[0]
+
+
+@dataclass(slots=True)
+class Loaded:
+    """One archivable stream read from its files: its chunks if short, else its sealed records."""
+
+    answer: ArchivedAnswer
+    chunks: list[bytes] | None
+    records: list[bytes]
+
+
+def load(log: Log) -> Loaded | None:
+    """Read a stream for which ``archivable`` held; None if a file turns out damaged (the files then
+    stay). Blocking (a worker thread)."""
     assert log.close_info is not None
     records: list[tuple[record.Header, bytes]] = []
-    expect = 0
+    first = expect = log.prefix.hi if log.prefix is not None else 0  # a fork reads those from its base
     for seg in log.segments:
         mv = memoryview(read_file(seg.path))[: seg.size]
         end = 0
@@ -94,28 +111,58 @@ def pack(
             return None  # a record failed its checksum since the seal: keep the files for recovery
     if expect != log.durable_offset:
         return None
-    blocks: list[tuple[int, bytes]] = []
-    sample = None
+    chunks = None
     if short(log) and records:
-        chunks: list[bytes] = []
+        chunks = []
         for h, rec in records:
             chunks += record.decode_data(
                 h, memoryview(rec)[record.HEADER_SIZE :], 2 * SMALL_ANSWER + 5 * h.count
             )
-        blocks.append((0, codec.encode(0, chunks, cctx, dict_id)))
-        sample = b"".join(chunks)
-    else:
-        blocks = [codec.from_record(rec) for _, rec in records]
     answer = ArchivedAnswer(
         meta=log.meta,
-        blocks=blocks,
         chunks=log.durable_offset,
         raw_bytes=log.raw_bytes,
         close=log.close_info,
         producers=_producers(log),
         windows={k: list(w) for k, w in log.windows.items()},
+        first=first,
     )
-    return answer, sample
+    return Loaded(answer, chunks, [rec for _, rec in records])
+
+
+def pack(
+    loaded: Sequence[Loaded], cctx: zstandard.ZstdCompressor, dict_id: int | None
+) -> tuple[list[Pack], list[bytes]]:
+    """The packs that archive ``loaded`` (in order), and the short answers' training samples.
+
+    Short answers of one chat go into one block, up to ``PACK_BYTES`` of chunks: one frame and one
+    row for the lot, and the second answer of a chat compresses against the first. A long answer
+    keeps its sealed blocks under a key of its own."""
+    packs: list[Pack] = []
+    samples: list[bytes] = []
+    open_packs: dict[str, tuple[list[ArchivedAnswer], list[bytes]]] = {}
+
+    def emit(members: list[ArchivedAnswer], chunks: list[bytes]) -> None:
+        packs.append(Pack([(0, codec.encode(0, chunks, cctx, dict_id))], members))
+
+    for item in loaded:
+        a = item.answer
+        if item.chunks is None:
+            packs.append(Pack([codec.from_record(rec) for rec in item.records], [a]))
+            continue
+        if item.chunks:
+            samples.append(codec.sample(item.chunks))
+        chat = chat_of(a.meta.id)
+        members, chunks = open_packs.get(chat, ([], []))
+        if members and sum(m.raw_bytes for m in members) + a.raw_bytes > PACK_BYTES:
+            emit(members, chunks)
+            members, chunks = [], []
+        members.append(dataclasses.replace(a, member_at=len(chunks) - a.first))
+        chunks += item.chunks
+        open_packs[chat] = (members, chunks)
+    for members, chunks in open_packs.values():
+        emit(members, chunks)
+    return packs, samples
 
 
 def _producers(log: Log) -> dict[str, tuple[int, int, int, int]]:
@@ -138,16 +185,78 @@ def recode(
     cctx = compressor(dicts[dict_id])
     out = []
     for key, first, blob in rows:
-        if len(blob) < 5 or blob[4] != codec.ZSTD | codec.PREDICTED:
+        if len(blob) < 5 or blob[4] & (codec.DICT | codec.ZSTD | codec.BARE) != codec.ZSTD | codec.BARE:
             continue
         try:
-            _, body = codec.decode(first, blob, 2 * SMALL_ANSWER, dicts)
+            _, body = codec.decode(first, blob, codec.MAX_BARE, dicts)
         except CorruptData:
             continue  # left as it is: it answers corrupt_data when read
         new = codec.encode(first, body.slice(0, len(body)), cctx, dict_id)
         if len(new) < len(blob):
             out.append((key, first, new))
     return out
+
+
+class Blocks:
+    """Offsets ``lo`` .. ``hi - 1`` of an answer, read from the blocks of one archive key: offset o
+    is chunk ``o + at`` of the key's chunks. Keeps the last block decoded (a replay reads on)."""
+
+    def __init__(
+        self, catalog: Catalog, dicts: Dicts, key: int, at: int, lo: int, hi: int, bound: int
+    ) -> None:
+        self.catalog, self.dicts, self.key, self.at = catalog, dicts, key, at
+        self.lo, self.hi, self.bound = lo, hi, bound
+        self._block: tuple[int, int, record.Body] | None = None  # (first, count, chunks)
+
+    def read(self, offset: int, max_chunks: int, budget: int) -> list[bytes]:
+        """Chunks from ``offset`` (lo <= offset < hi) on, up to ``hi``; a short read stops at damage
+        (the next read, starting there, raises ``CorruptData``)."""
+        out: list[bytes] = []
+        limit = self.hi
+        try:
+            while offset < limit and len(out) < max_chunks and budget > 0:
+                first, body = self._block_at(offset)
+                a = offset - first
+                # never past this range's end: a pack's next answer follows in the same block
+                for c in body.slice(a, min(a + max_chunks - len(out), limit - first)):
+                    if budget <= 0:
+                        break
+                    out.append(c)
+                    budget -= len(c)
+                    offset += 1
+        except CorruptData:
+            if out:
+                return out
+            raise
+        return out
+
+    def _block_at(self, offset: int) -> tuple[int, record.Body]:
+        b = self._block
+        if b is not None and b[0] <= offset < b[0] + b[1]:
+            return b[0], b[2]
+        try:
+            got = self.catalog.block_at(self.key, self.at + offset)
+        except sqlite3.DatabaseError as e:
+            raise CorruptData(f"archive read failed: {e}") from None
+        if got is None:
+            raise CorruptData(f"archived block for offset {offset} is missing")
+        key_first, blob = got
+        count, body = codec.decode(key_first, blob, self.bound, self.dicts)
+        first = key_first - self.at  # in the answer's offsets (negative in a pack's later answers)
+        if len(body) != count or not first <= offset < first + count:
+            raise CorruptData(f"archived blocks for offsets {first + count}..{offset + 1} are missing")
+        self._block = (first, count, body)
+        return first, body
+
+
+def base_blocks(catalog: Catalog, dicts: Dicts, base: Base, opts: LogOptions) -> Blocks:
+    """What a fork of an archived answer reads its first chunks from: its parent's blocks."""
+    key, at, upto = base
+    return Blocks(catalog, dicts, key, at, 0, upto, _bound(opts))
+
+
+def _bound(opts: LogOptions) -> int:
+    return max(opts.block_bytes, 2 * SMALL_ANSWER) + opts.max_append_bytes
 
 
 class ArchivedLog(Log):
@@ -164,7 +273,12 @@ class ArchivedLog(Log):
         self.close_durable = True
         self.raw_bytes = entry.raw_bytes
         self._stored: int | None = None
-        self._block: tuple[int, int, record.Body] | None = None  # (first, count, chunks)
+        first = 0
+        if entry.base is not None:  # a fork: its first chunks are its parent's
+            self.prefix = base_blocks(catalog, dicts, entry.base, opts)
+            first = self.prefix.hi
+        # offset 0 is chunk ``member_at`` of the key's (a pack's later answers start further in)
+        self._own = Blocks(catalog, dicts, self.key, entry.member_at, first, entry.chunks, _bound(opts))
         windows = entry.windows or {}
         for k, v in (entry.producers or {}).items():
             pid, stream_seq = split_mark(k)
@@ -195,38 +309,6 @@ class ArchivedLog(Log):
         if from_offset < 0 or from_offset > limit:
             raise OffsetOutOfRange(f"offset {from_offset} is outside 0..{limit}")
         budget = max_bytes or self.opts.max_read_bytes
-        out: list[bytes] = []
-        offset = from_offset
-        try:
-            while offset < limit and len(out) < max_chunks and budget > 0:
-                first, body = self._block_at(offset)
-                a = offset - first
-                for c in body.slice(a, a + max_chunks - len(out)):
-                    if budget <= 0:
-                        break
-                    out.append(c)
-                    budget -= len(c)
-                    offset += 1
-        except CorruptData:
-            if out:
-                return out  # serve what is good up to the damage; the next read raises
-            raise
-        return out
-
-    def _block_at(self, offset: int) -> tuple[int, record.Body]:
-        b = self._block
-        if b is not None and b[0] <= offset < b[0] + b[1]:
-            return b[0], b[2]
-        try:
-            got = self.catalog.block_at(self.key, offset)
-        except sqlite3.DatabaseError as e:
-            raise CorruptData(f"archive read failed: {e}") from None
-        if got is None:
-            raise CorruptData(f"archived block for offset {offset} is missing")
-        first, blob = got
-        bound = max(self.opts.block_bytes, 2 * SMALL_ANSWER) + self.opts.max_append_bytes
-        count, body = codec.decode(first, blob, bound, self.dicts)
-        if len(body) != count or not first <= offset < first + count:
-            raise CorruptData(f"archived blocks for offsets {first + count}..{offset + 1} are missing")
-        self._block = (first, count, body)
-        return first, body
+        if self.prefix is not None and from_offset < self.prefix.hi:
+            return self.prefix.read(from_offset, max_chunks, budget)  # a short read at its end
+        return self._own.read(from_offset, max_chunks, budget)

@@ -33,7 +33,9 @@ import msgspec
 
 from ..engine import CloseInfo, StreamMeta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: packs (streams.member_at) and shared keys (blocks.refs)
+WAL_LIMIT = 1 << 20
+PAGE_SIZE = 8192
 OFFSET_MASK = (1 << 32) - 1  # a block's first offset in the low 32 bits of its key
 STATUS_CODES = {"open": 0, "done": 1, "error": 2, "cancelled": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
@@ -55,7 +57,10 @@ CREATE TABLE IF NOT EXISTS streams (
     chunks INTEGER,               -- archived only, from here on
     raw_bytes INTEGER,
     error TEXT,
-    producers BLOB                -- msgpack [producer map, retry windows] as a checkpoint has them
+    producers BLOB,               -- msgpack [producer map, retry windows] as a checkpoint has them
+    member_at INTEGER,            -- chunk index in the key's chunks of its offset 0 (NULL: 0)
+    base BLOB                     -- a fork of an archived answer: msgpack [key, at, upto], the parent's
+                                  -- blocks it reads its first upto chunks from (counted in their refs)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS streams_open ON streams(id) WHERE status = 0;
 CREATE INDEX IF NOT EXISTS streams_live ON streams(id) WHERE arch IS NULL;
@@ -65,7 +70,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     -- (streams.arch << 32) | first chunk offset of the block: one integer key, so the table is
     -- SQLite's rowid B-tree, and answers archived in order are appended to full pages
     pos INTEGER PRIMARY KEY,
-    data BLOB NOT NULL            -- one framed block (codec.py), checksum included
+    data BLOB NOT NULL,           -- one framed block (codec.py), checksum included
+    refs INTEGER                  -- on a key's first row: the streams rows using the key (NULL: 1)
 );
 CREATE TABLE IF NOT EXISTS dicts (id INTEGER PRIMARY KEY, data BLOB NOT NULL, trained REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -73,13 +79,22 @@ CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID
 
 _COLS = (
     "id, status, created, closed, epoch, ttl, expires_at, idle_ttl, content_type, labels,"
-    " arch, chunks, raw_bytes, error, producers"
+    " arch, chunks, raw_bytes, error, producers, member_at, base"
+)
+# version 1 -> 2: the new columns are NULL in old rows, which is what they mean there (not packed,
+# one user per key)
+_MIGRATE_1 = (
+    "ALTER TABLE streams ADD COLUMN member_at INTEGER",
+    "ALTER TABLE blocks ADD COLUMN refs INTEGER",
+    "ALTER TABLE streams ADD COLUMN base BLOB",
 )
 
 Producers = dict[str, tuple[int, int, int, int]]
+Base = tuple[int, int, int]  # (archive key, its ``member_at``, chunks shared): a fork's parent blocks
 Windows = dict[str, list[tuple[int, int, int]]]
 _labels_enc = msgspec.msgpack.Encoder()
 _labels_dec = msgspec.msgpack.Decoder(dict[str, str])
+_base_dec = msgspec.msgpack.Decoder(tuple[int, int, int])
 _producers_dec = msgspec.msgpack.Decoder(
     tuple[dict[str, tuple[int, int, int, int]], dict[str, list[tuple[int, int, int]]]]
 )
@@ -98,6 +113,8 @@ class Entry:
     error: str | None = None
     producers: Producers | None = None
     windows: Windows | None = None
+    member_at: int = 0  # archived: the index, among its key's chunks, of its offset 0
+    base: Base | None = None  # a fork of an archived answer: where its first chunks are read from
 
     @property
     def archived(self) -> bool:
@@ -112,15 +129,25 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class ArchivedAnswer:
-    """What moving one finished answer into the archive writes."""
+    """What moving one finished answer into the archive writes (its blocks: ``Pack``)."""
 
     meta: StreamMeta  # as the stream's files say now (recovery may have renewed the epoch)
-    blocks: Sequence[tuple[int, bytes]]  # (first offset, framed block: codec.py)
     chunks: int
     raw_bytes: int
     close: CloseInfo
     producers: Producers
     windows: Windows
+    member_at: int = 0  # the index, among its pack's chunks, of its offset 0
+    first: int = 0  # its first own chunk (a fork of an archived answer reads the ones before from its base)
+
+
+@dataclass(frozen=True, slots=True)
+class Pack:
+    """Blocks stored under one archive key, and the answers that read them: one long answer's
+    sealed blocks, or one block holding the chunks of several short answers, one after the other."""
+
+    blocks: Sequence[tuple[int, bytes]]  # (first offset, framed block: codec.py)
+    answers: Sequence[ArchivedAnswer]
 
 
 def deadline(meta: StreamMeta, closed: float | None, default_ttl: float | None) -> float | None:
@@ -134,6 +161,11 @@ def _connect(path: Path, new: bool = False) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; writes say BEGIN/COMMIT themselves
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=64)
     if new:
+        # 8 KiB pages: an archived block (one answer or a chat's pack) is ~0.3-4 KB, and 4 KiB pages
+        # left 17% of the blocks table unused (the next block does not fit) and spilled the bigger
+        # packs to overflow pages; 8 KiB cut that to 8% (bench.footprint: 331 -> 311 B per answer),
+        # 16 KiB gains 1 B more and costs a 16 KiB WAL frame per page a commit touches
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         # INCREMENTAL: pages freed by retention go back to the file system (Catalog.reclaim), not
         # only to SQLite's free list; it can be chosen only before the database has its first page
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -144,6 +176,9 @@ def _connect(path: Path, new: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     # a reader may meet a checkpoint or WAL recovery in progress: wait for it rather than fail
     conn.execute("PRAGMA busy_timeout=10000")
+    # after a checkpoint the WAL file shrinks back to this instead of staying at its high-water
+    # mark (a VACUUM or a big archive batch writes megabytes to it)
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
     return conn
 
 
@@ -155,7 +190,12 @@ class Catalog:
         self._w = _connect(path, new=self.created)
         self._w.executescript(_SCHEMA)
         version = self._w.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
+        if version == 1:
+            with self._txn():
+                for stmt in _MIGRATE_1:
+                    self._w.execute(stmt)
+                self._w.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version == 0:
             self._w.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise RuntimeError(f"{path}: catalog schema {version}, this code knows {SCHEMA_VERSION}")
@@ -233,12 +273,27 @@ class Catalog:
         ).fetchone()
         return None if row is None else (row[0] & OFFSET_MASK, bytes(row[1]))
 
-    def stored_bytes(self, key: int) -> int:
+    def blocks_in(self, key: int, lo: int, hi: int) -> int:
+        """How many of ``key``'s blocks hold its chunks ``lo`` .. ``hi - 1``."""
+        k = key << 32
+        start = self._r.execute(
+            "SELECT max(pos) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | lo)
+        ).fetchone()[0]
+        if start is None or hi <= lo:
+            return 0
         row = self._r.execute(
-            "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?",
-            (key << 32, (key << 32) | OFFSET_MASK),
+            "SELECT count(*) FROM blocks WHERE pos BETWEEN ? AND ?", (start, k | (hi - 1))
         ).fetchone()
-        return int(row[0] or 0)
+        return int(row[0])
+
+    def stored_bytes(self, key: int) -> int:
+        """Bytes of ``key``'s blocks, divided among the rows that share them (a pack's answers)."""
+        k = key << 32
+        size = self._r.execute(
+            "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK)
+        ).fetchone()[0]
+        refs = self._r.execute("SELECT refs FROM blocks WHERE pos = ?", (k,)).fetchone()
+        return int(size or 0) // ((refs[0] if refs is not None else None) or 1)
 
     def dicts(self) -> dict[int, bytes]:
         """Every trained dictionary (a few: one per retraining), kept as long as the store lives."""
@@ -284,6 +339,21 @@ class Catalog:
         if known is None:
             self.count += 1
 
+    def add_fork(self, meta: StreamMeta, base: Base) -> bool:
+        """A fork's row, reading its first chunks from ``base``: one more user of those blocks, in
+        the same fsynced transaction. False if the parent's blocks are gone (deleted meanwhile)."""
+        k = base[0] << 32
+        with self._txn(full=True):
+            row = self._w.execute("SELECT refs FROM blocks WHERE pos = ?", (k,)).fetchone()
+            if row is None:
+                return False
+            self._insert(meta, "open", None)
+            self._w.execute("UPDATE blocks SET refs = ? WHERE pos = ?", ((row[0] or 1) + 1, k))
+            self._w.execute(
+                "UPDATE streams SET base = ? WHERE id = ?", (_labels_enc.encode(list(base)), meta.id)
+            )
+        return True
+
     def set_status(self, meta: StreamMeta, status: str, closed: float | None) -> None:
         with self._txn():
             self._w.execute(
@@ -305,59 +375,83 @@ class Catalog:
             )
 
     def remove(self, stream_ids: Sequence[str], durable: bool) -> None:
-        """Forget streams (and their archived blocks). ``durable``: fsynced before returning."""
+        """Forget streams (and the archived blocks no other row uses). ``durable``: fsynced
+        before returning."""
         with self._txn(full=durable):
             for sid in stream_ids:
-                row = self._w.execute("SELECT arch FROM streams WHERE id = ?", (sid,)).fetchone()
+                row = self._w.execute("SELECT arch, base FROM streams WHERE id = ?", (sid,)).fetchone()
                 if row is None:
                     continue
                 if row[0] is not None:
-                    k = row[0] << 32
-                    size = self._w.execute(
-                        "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK)
-                    ).fetchone()[0]
-                    self.archived_bytes -= size or 0
-                    self._w.execute("DELETE FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK))
+                    self._unref(row[0])
+                if row[1] is not None:
+                    self._unref(_base_dec.decode(row[1])[0])
                 self._w.execute("DELETE FROM streams WHERE id = ?", (sid,))
                 self.count -= 1
             self._save_archived_bytes()
 
-    def archive(self, answers: Sequence[ArchivedAnswer], durable: bool = True) -> list[str]:
+    def _unref(self, key: int) -> None:
+        """One row fewer uses ``key``'s blocks; the last one frees them."""
+        k = key << 32
+        row = self._w.execute("SELECT refs FROM blocks WHERE pos = ?", (k,)).fetchone()
+        if row is not None and (row[0] or 1) > 1:
+            self._w.execute(
+                "UPDATE blocks SET refs = ? WHERE pos = ?", (row[0] - 1 if row[0] > 2 else None, k)
+            )
+            return
+        size = self._w.execute(
+            "SELECT sum(length(data)) FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK)
+        ).fetchone()[0]
+        self.archived_bytes -= size or 0
+        self._w.execute("DELETE FROM blocks WHERE pos BETWEEN ? AND ?", (k, k | OFFSET_MASK))
+
+    def archive(self, packs: Sequence[Pack], durable: bool = True) -> list[str]:
         """Move finished answers into ``blocks`` in one transaction (fsynced if ``durable``: always,
         unless the store's policy is ``never``); returns the ids moved (a stream deleted meanwhile
-        has no row any more and is skipped)."""
+        has no row any more and is skipped; a pack none of whose answers is left is not written)."""
         moved = []
         with self._txn(full=durable):
-            for a in answers:
-                row = self._w.execute(
-                    "SELECT 1 FROM streams WHERE id = ? AND arch IS NULL", (a.meta.id,)
-                ).fetchone()
-                if row is None:
+            for pack in packs:
+                live = [
+                    a
+                    for a in pack.answers
+                    if self._w.execute(
+                        "SELECT 1 FROM streams WHERE id = ? AND arch IS NULL", (a.meta.id,)
+                    ).fetchone()
+                    is not None
+                ]
+                if not live:
                     continue
                 key = self._next_arch
                 self._next_arch += 1
-                self.archived_bytes += sum(len(d) for _, d in a.blocks)
+                self.archived_bytes += sum(len(d) for _, d in pack.blocks)
+                refs = len(live) if len(live) > 1 else None
                 self._w.executemany(
-                    "INSERT OR REPLACE INTO blocks (pos, data) VALUES (?, ?)",
-                    [((key << 32) | first, data) for first, data in a.blocks],
+                    "INSERT OR REPLACE INTO blocks (pos, data, refs) VALUES (?, ?, ?)",
+                    [
+                        ((key << 32) | first, data, refs if first == 0 else None)
+                        for first, data in pack.blocks
+                    ],
                 )
-                self._w.execute(
-                    "UPDATE streams SET arch = ?, status = ?, closed = ?, deadline = ?, epoch = ?,"
-                    " chunks = ?, raw_bytes = ?, error = ?, producers = ? WHERE id = ?",
-                    (
-                        key,
-                        STATUS_CODES[a.close.status],
-                        a.close.at,
-                        deadline(a.meta, a.close.at, self.default_ttl),
-                        _epoch(a.meta.epoch),
-                        a.chunks,
-                        a.raw_bytes,
-                        a.close.error,
-                        _labels_enc.encode((a.producers, a.windows)) if a.producers else None,
-                        a.meta.id,
-                    ),
-                )
-                moved.append(a.meta.id)
+                for a in live:
+                    self._w.execute(
+                        "UPDATE streams SET arch = ?, status = ?, closed = ?, deadline = ?, epoch = ?,"
+                        " chunks = ?, raw_bytes = ?, error = ?, producers = ?, member_at = ? WHERE id = ?",
+                        (
+                            key,
+                            STATUS_CODES[a.close.status],
+                            a.close.at,
+                            deadline(a.meta, a.close.at, self.default_ttl),
+                            _epoch(a.meta.epoch),
+                            a.chunks,
+                            a.raw_bytes,
+                            a.close.error,
+                            _labels_enc.encode((a.producers, a.windows)) if a.producers else None,
+                            a.member_at or None,
+                            a.meta.id,
+                        ),
+                    )
+                    moved.append(a.meta.id)
             self._w.execute("INSERT OR REPLACE INTO settings VALUES ('next_arch', ?)", (self._next_arch,))
             self._save_archived_bytes()
         return moved
@@ -401,12 +495,21 @@ class Catalog:
         ).fetchall()
         return [(sid, self.stored_bytes(arch)) for sid, arch in rows]
 
-    def allocated_bytes(self) -> int:
-        """Bytes of database pages in use (the file minus its free pages)."""
+    def page_bytes(self) -> tuple[int, int]:
+        """(bytes of the database's pages in use, bytes of its free pages). Two pragmas: cheap."""
         pages = self._r.execute("PRAGMA page_count").fetchone()[0]
         free = self._r.execute("PRAGMA freelist_count").fetchone()[0]
         size = self._r.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
+        return int((pages - free) * size), int(free * size)
+
+    def table_bytes(self) -> dict[str, int] | None:
+        """Page bytes of each table and index (SQLite's dbstat), None where dbstat is not built in.
+        Reads every page: O(database), for an occasional look (``Store.footprint``), never per call."""
+        try:
+            rows = self._r.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+        except sqlite3.OperationalError:
+            return None
+        return {name: int(size) for name, size in rows}
 
     def reclaim(self) -> None:
         """Give free pages back to the file system (after retention removed answers)."""
@@ -453,7 +556,7 @@ def _epoch(epoch: str) -> bytes | str:
 
 def _entry(row: tuple[Any, ...]) -> Entry:
     (sid, status, created, closed, epoch, ttl, expires_at, idle_ttl, ctype, labels, arch) = row[:11]
-    chunks, raw, error, producers = row[11:]
+    chunks, raw, error, producers, member_at, base = row[11:]
     states, windows = _producers_dec.decode(producers) if producers else (None, None)
     meta = StreamMeta(
         id=sid,
@@ -475,4 +578,6 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         error=error,
         producers=states,
         windows=windows,
+        member_at=member_at or 0,
+        base=_base_dec.decode(base) if base else None,
     )

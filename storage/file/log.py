@@ -25,6 +25,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 import zstandard
@@ -126,6 +127,14 @@ def split_mark(mark_id: str) -> tuple[str | None, str | None]:
     return pid or None, stream_seq
 
 
+class Prefix(Protocol):
+    """Chunks 0 .. hi - 1 of a stream kept elsewhere (``archive.Blocks``: a parent's archive)."""
+
+    hi: int
+
+    def read(self, offset: int, max_chunks: int, budget: int) -> list[bytes]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LogOptions:
     segment_bytes: int = 8 << 20  # raw segments roll at this size
@@ -173,6 +182,9 @@ class Log:
         self._unsynced_fds: list[int] = []
         self._unsynced_dirs: list[Path] = []
         self._cache: tuple[int, int, record.Body] | None = None  # (segment base, position, block)
+        # a fork of an archived answer: its first chunks are read from its parent's archived blocks
+        # (offsets 0 .. prefix.hi - 1); its own segments start at prefix.hi. Set by the store.
+        self.prefix: Prefix | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -190,7 +202,14 @@ class Log:
         return log
 
     @classmethod
-    def fork(cls, path: Path, meta: StreamMeta, opts: LogOptions, shared: Sequence[Segment]) -> Log:
+    def fork(
+        cls,
+        path: Path,
+        meta: StreamMeta,
+        opts: LogOptions,
+        shared: Sequence[Segment],
+        prefix: tuple[int, int, bytes] | None = None,
+    ) -> Log:
         """Create a stream that starts with ``shared``, a run of another stream's sealed segments
         from offset 0, hard-linked rather than copied: sealed segments never change, so two streams
         can share their bytes, and deleting either one only drops its own links. Blocking.
@@ -200,6 +219,11 @@ class Log:
         """
         new_dirs = _make_stream_dir(path, meta)
         end = raw = 0
+        if prefix is not None:
+            # (chunks, raw bytes, reference) of a prefix kept elsewhere (an archived parent's
+            # blocks): the segments start after it; the reference is kept as prefix.json
+            end, raw, ref = prefix
+            write_atomic(path / "prefix.json", ref, sync_dir=False)
         for seg in shared:
             if not seg.sealed or seg.base != end:
                 raise ValueError("a fork shares only a contiguous run of sealed segments from offset 0")
@@ -209,7 +233,7 @@ class Log:
             for pos, h in record.iter_records(mv):
                 if h.type == record.DATA:
                     body = record.decode_block(h, mv[pos + record.HEADER_SIZE : pos + h.size], 1 << 30)
-                    raw += len(body.data) - body.starts[0]
+                    raw += body.raw_size
             end = seg.end
         # the shared segments carry no producer marks any more; a fork starts with no producers
         write_atomic(
@@ -607,6 +631,8 @@ class Log:
         if from_offset < 0 or from_offset > limit:
             raise OffsetOutOfRange(f"offset {from_offset} is outside 0..{limit}")
         max_bytes = max_bytes or self.opts.max_read_bytes
+        if self.prefix is not None and from_offset < self.prefix.hi:
+            return self.prefix.read(from_offset, max_chunks, max_bytes)  # a short read at its end
         out: list[bytes] = []
         size = 0
         offset = from_offset
@@ -725,7 +751,7 @@ class Log:
             nonlocal block, block_size
             if block:
                 new.index.add(block_first, len(out))
-                out.extend(record.encode_data(block_first, block, None, cctx))
+                out.extend(record.encode_data(block_first, block, None, cctx, separate=True))
                 block, block_size = [], 0
 
         mv = memoryview(buf)

@@ -11,7 +11,13 @@ bit flip or a stale tail is detected before a single byte of it is served.
 A DATA payload is ``[producer] body``. The optional producer block (flag PRODUCER) makes the
 idempotency state part of the very record it protects, so it is durable exactly when the data is.
 The body keeps chunk lengths in their own column (uvarints) ahead of the concatenated chunk bytes:
-interleaving lengths with text halves zstd's ratio on token-sized chunks.
+interleaving lengths with text halves zstd's ratio on token-sized chunks. A sealed block (flag
+SEPARATED) has no length column at all: ``u8 separator | chunk 0 | sep | chunk 1 | ...``, with a
+separator byte that occurs in none of its chunks (0xFF, which UTF-8 never uses, for text). zstd then
+sees the token boundaries in the text, where they are nearly free (a boundary is nearly always
+before a space or a punctuation mark, and repeated phrases repeat their cuts): on English prose the
+length column was ~24% of a sealed stream, the separators cost ~7%. ``bytes.split`` decodes it as
+fast as the column.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ RECORD_TYPES = (DATA, CLOSE)
 
 COMPRESSED = 0x01
 PRODUCER = 0x02
+SEPARATED = 0x04
+
+# separator candidates, best first: bytes that valid UTF-8 never contains
+_SEPARATORS = (0xFF, 0xFE, 0xFD, 0xFC, 0xFB, 0xFA, 0xF9, 0xF8, 0xC0, 0xC1)
 
 MAX_PAYLOAD = 64 << 20  # any length above this read from disk is corruption, never an allocation
 MAX_COUNT = 1 << 24
@@ -148,15 +158,56 @@ def encode_body(chunks: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
+def separated_body(chunks: Sequence[bytes]) -> bytes | None:
+    """The SEPARATED layout of ``chunks``, or None if every byte value occurs in them (binary data:
+    the caller keeps the column layout)."""
+    text = b"".join(chunks)
+    sep = next((c for c in _SEPARATORS if c not in text), None)
+    if sep is None:
+        free = set(range(256)).difference(text)
+        if not free:
+            return None
+        sep = min(free)
+    s = bytes([sep])
+    return s + s.join(chunks)
+
+
 class Body:
     """A DATA body's chunks, sliced on demand.
 
     A sealed block holds ~60k token-sized chunks; a seek wants a few of them. The chunk start
     positions are computed once (in C when every length fits one byte, the common case for tokens),
-    and ``slice`` copies out only the chunks asked for.
+    and ``slice`` copies out only the chunks asked for. A SEPARATED body is split into its chunks
+    once (``bytes.split``, in C) and sliced as a list.
     """
 
-    __slots__ = ("data", "starts")
+    __slots__ = ("data", "starts", "parts")
+    data: bytes
+    starts: list[int]
+    parts: list[bytes] | None  # a SEPARATED body's chunks (data and starts are then unused)
+
+    @classmethod
+    def from_parts(cls, parts: list[bytes]) -> Body:
+        out = cls.__new__(cls)
+        out.data, out.starts, out.parts = b"", [], parts
+        return out
+
+    @classmethod
+    def separated(cls, body: bytes | memoryview, count: int) -> Body:
+        data = bytes(body)
+        if not data:
+            raise CorruptData("separated body is empty")
+        parts = data[1:].split(data[:1])
+        if len(parts) != count:
+            raise CorruptData(f"separated body holds {len(parts)} chunks, its header says {count}")
+        return cls.from_parts(parts)
+
+    @property
+    def raw_size(self) -> int:
+        """Bytes of its chunks."""
+        if self.parts is not None:
+            return sum(map(len, self.parts))
+        return len(self.data) - self.starts[0]
 
     def __init__(self, body: bytes | memoryview, count: int) -> None:
         data = bytes(body)
@@ -169,12 +220,16 @@ class Body:
             starts = list(accumulate(lengths, initial=pos))
         if starts[-1] != len(data):
             raise CorruptData("chunk lengths do not add up to the record body")
-        self.data, self.starts = data, starts
+        self.data, self.starts, self.parts = data, starts, None
 
     def __len__(self) -> int:
+        if self.parts is not None:
+            return len(self.parts)
         return len(self.starts) - 1
 
     def slice(self, a: int, b: int) -> list[bytes]:
+        if self.parts is not None:
+            return self.parts[max(a, 0) : b]
         d, st = self.data, self.starts
         return [d[st[i] : st[i + 1]] for i in range(max(a, 0), min(b, len(st) - 1))]
 
@@ -188,9 +243,15 @@ def encode_data(
     chunks: Sequence[bytes],
     producer: ProducerMark | None = None,
     compressor: zstandard.ZstdCompressor | None = None,
+    separate: bool = False,
 ) -> bytes:
-    body = encode_body(chunks)
+    """A DATA record; ``separate`` (sealing) asks for the SEPARATED layout where it applies."""
+    body = separated_body(chunks) if separate else None
     flags = 0
+    if body is None:
+        body = encode_body(chunks)
+    else:
+        flags |= SEPARATED
     if compressor is not None:
         body = compressor.compress(body)
         flags |= COMPRESSED
@@ -233,4 +294,6 @@ def decode_block(h: Header, payload: bytes | memoryview, max_raw: int) -> Body:
             body = memoryview(zstandard.ZstdDecompressor().decompress(body, max_output_size=max_raw))
         except zstandard.ZstdError as e:
             raise CorruptData(f"compressed block does not decompress: {e}") from None
+    if h.flags & SEPARATED:
+        return Body.separated(body, h.count)
     return Body(body, h.count)

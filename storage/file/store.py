@@ -63,12 +63,13 @@ from ..errors import (
     StreamNotFound,
 )
 from . import archive
-from .archive import ArchivedLog, archivable, pack
+from .archive import ArchivedLog, archivable
 from .catalog import Catalog
 from .log import FANOUT_LOCK, Log, LogOptions
 from .segment import Segment, read_file, write_atomic
 
 POLICIES = ("always", "interval", "never")
+FOOTPRINT_EVERY = 60.0  # seconds between two background looks at what the data dir takes on disk
 FSYNC_THREADS = 16
 SEAL_THREADS = 2
 
@@ -260,6 +261,10 @@ class Stream:
         fork_point = self.log.meta.labels.get("fork_offset")
         if fork_point is not None and fork_point.isdigit():  # sealed segments below it are hard links
             info.shared_segments = sum(1 for g in self.log.segments if g.sealed and g.end <= int(fork_point))
+        if isinstance(self.log.prefix, archive.Blocks):  # or the archived parent's blocks it reads
+            p = self.log.prefix
+            with contextlib.suppress(sqlite3.Error):
+                info.shared_segments += self.store.catalog.blocks_in(p.key, p.at, p.at + p.hi)
         if not self._end_published:
             info.status, info.error, info.closed = "open", None, None
         return info
@@ -347,6 +352,9 @@ class Store:
         self.on_delete: list[Callable[[str], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []  # any stream's end became durable
         self.on_cancel: list[Callable[[str], object]] = []  # never fired: one hub per data dir
+        self._footprint: dict[str, int] = {}  # Store.footprint's last look
+        self._footprint_at = 0.0
+        self._footprint_busy = False
         self.counters = {"fsyncs": 0, "repairs": 0, "expired": 0, "write_errors": 0, "archived": 0}
         self._started = False
 
@@ -436,6 +444,10 @@ class Store:
             if (entry is not None and entry.archived) or (entry is None and self.gone(sid)):
                 # archived (its rows were fsynced before the directory was to go) or deleted (the
                 # tombstone was durable before the row went): what is left here is garbage
+                self._remove_dir(p)
+            elif entry is None and (p / "prefix.json").exists():
+                # a fork of an archived answer whose row (and reference to the parent's blocks) was
+                # never committed: the fork was never acknowledged, and it cannot read its prefix
                 self._remove_dir(p)
             elif entry is None:
                 # its row was lost (an OS crash after an unsynced commit) or this is the old layout:
@@ -644,24 +656,17 @@ class Store:
             raise StreamExists(f"stream {stream_id!r} already exists")
         if self.gone(stream_id):
             raise StreamGone(f"stream {stream_id!r} was deleted or expired; its id is not reusable yet")
+        if isinstance(src.log, ArchivedLog) and src.log.prefix is None and end > 0:
+            return await self._fork_archived(src, stream_id, end, labels)
         shared: list[Segment] = []
-        for seg in src.log.segments:  # snapshot on the loop: sealing swaps segments in place
+        # snapshot on the loop: sealing swaps segments in place (a source that is itself a fork of
+        # an archived answer has no segments from offset 0: it is copied)
+        for seg in src.log.segments if src.log.prefix is None else []:
             closing = seg is src.log.segments[-1] and src.log.close_info is not None
             if not seg.sealed or seg.end > end or seg.corrupt or closing:
                 break
             shared.append(seg)
-        meta = StreamMeta(
-            id=stream_id,
-            created=time.time(),
-            epoch=secrets.token_hex(8),
-            labels={
-                **src.log.meta.labels,
-                **(labels or {}),
-                "forked_from": source_id,
-                "fork_offset": str(end),
-            },
-            content_type=src.log.meta.content_type,
-        )
+        meta = self._fork_meta(src, stream_id, end, labels)
         done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
         try:
             path = ids.stream_dir(self.root, stream_id)
@@ -680,6 +685,63 @@ class Store:
                 got = src.read(pos, min(4096, end - pos), 4 << 20)
                 await s.append(got)
                 pos += len(got)
+        finally:
+            del self._creating[stream_id]
+            done.set_result(None)
+        for cb in self.on_create:
+            cb(s)
+        return s
+
+    def _fork_meta(self, src: Stream, stream_id: str, end: int, labels: dict[str, str] | None) -> StreamMeta:
+        return StreamMeta(
+            id=stream_id,
+            created=time.time(),
+            epoch=secrets.token_hex(8),
+            labels={**src.log.meta.labels, **(labels or {}), "forked_from": src.id, "fork_offset": str(end)},
+            content_type=src.log.meta.content_type,
+        )
+
+    async def _fork_archived(
+        self, src: Stream, stream_id: str, end: int, labels: dict[str, str] | None
+    ) -> Stream:
+        """A fork of an archived answer reads its first ``end`` chunks from the parent's archived
+        blocks (one more user of them, counted in the catalog: deleting the parent keeps them while
+        the fork lives); only what it appends afterwards goes into its own files."""
+        assert isinstance(src.log, ArchivedLog)
+        base = (src.log.key, src.log._own.at, end)
+        raw = src.log.raw_bytes if end == src.next_offset else 0
+        if end != src.next_offset:
+            pos = 0
+            while pos < end:
+                got = src.read(pos, min(4096, end - pos), 4 << 20)
+                raw += sum(map(len, got))
+                pos += len(got)
+        meta = self._fork_meta(src, stream_id, end, labels)
+        ref = msgspec.json.encode({"arch": base[0], "at": base[1], "upto": end})
+        done = self._creating[stream_id] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        path = ids.stream_dir(self.root, stream_id)
+        try:
+            try:
+                log = await loop.run_in_executor(
+                    self._fsync_pool, Log.fork, path, meta, self.opts.log, [], (end, raw, ref)
+                )
+            except OSError as e:
+                await loop.run_in_executor(self._fsync_pool, shutil.rmtree, path, True)
+                raise StorageUnavailable(f"cannot fork: {e.strerror or e}") from e
+            try:
+                ok = await loop.run_in_executor(self._db_pool, self.catalog.add_fork, meta, base)
+            except sqlite3.Error as e:
+                ok = False
+                err: Exception = StorageUnavailable(f"cannot record the fork in the catalog: {e}")
+            else:
+                err = StreamGone(f"stream {src.id!r} was deleted while it was forked")
+            if not ok:
+                log.shutdown()
+                await loop.run_in_executor(self._fsync_pool, self._remove_dir, path)
+                raise err
+            log.prefix = archive.base_blocks(self.catalog, self._dicts, base, self.opts.log)
+            s = self._register(stream_id, path, log)
         finally:
             del self._creating[stream_id]
             done.set_result(None)
@@ -730,6 +792,8 @@ class Store:
                 s.log.shutdown()
                 verify = True
             log = Log.open(path, self.opts.log, verify)
+            if entry.base is not None:  # a fork of an archived answer: its first chunks are there
+                log.prefix = archive.base_blocks(self.catalog, self._dicts, entry.base, self.opts.log)
             self.counters["repairs"] += log.repairs
             ci = log.close_info if log.close_durable else None
             status = ci.status if ci is not None else "open"
@@ -822,13 +886,61 @@ class Store:
             "raw_bytes": sum(s.log.raw_bytes for s in streams),
             "stored_bytes": sum(s.log.stored_bytes for s in streams),
             "repairs": sum(s.log.repairs for s in streams),
-            # what the catalog and the archive take on disk (allocated blocks, not logical sizes)
-            "catalog_allocated_bytes": sum(
-                p.stat().st_blocks * 512 for p in self.root.glob("store.db*") if p.is_file()
-            ),
+            # logical bytes of every archived block (the running total the size cap uses)
             "archived_bytes": self.catalog.archived_bytes,
+            **self._allocated(),
             **self.counters,
         }
+
+    def _allocated(self) -> dict[str, int]:
+        """What the data dir takes on disk (allocated blocks, st_blocks, not logical sizes). The
+        database's files and free pages are looked at on every call (a few stats); the split of its
+        pages by table and the walk of the live streams' files run in the background at most once a
+        ``FOOTPRINT_EVERY`` (``footprint_age_s`` says how old they are; -1: not yet)."""
+        files = {}
+        for name in ("store.db", "store.db-wal", "store.db-shm"):
+            try:
+                files[name] = os.stat(self.root / name).st_blocks * 512
+            except OSError:
+                files[name] = 0
+        try:
+            _, free = self.catalog.page_bytes()
+        except sqlite3.Error:
+            free = 0
+        now = time.monotonic()
+        if not self._footprint_busy and now >= self._footprint_at + FOOTPRINT_EVERY and self._started:
+            self._footprint_busy = True
+            self._spawn(self.footprint())
+        fp = self._footprint
+        catalog = sum(files.values())
+        return {
+            "catalog_allocated_bytes": catalog,  # store.db with its WAL and shared-memory index
+            "catalog_wal_allocated_bytes": files["store.db-wal"],
+            "catalog_free_bytes": free,  # free pages inside store.db (reused before it grows)
+            # pages of the archive's blocks (every archived answer's text) and of the rest of the
+            # database (streams rows, indexes, dictionaries), from the last background look
+            "archive_allocated_bytes": fp.get("archive", 0),
+            "catalog_rows_allocated_bytes": fp.get("rows", 0),
+            "streams_allocated_bytes": fp.get("streams", 0),  # live streams' directories and files
+            "allocated_bytes": catalog + fp.get("streams", 0),
+            "footprint_age_s": int(now - self._footprint_at) if fp else -1,
+        }
+
+    async def footprint(self) -> dict[str, int]:
+        """Look at what the database's tables and the live streams' files take on disk now (the
+        figures ``stats`` reports). O(database pages + live files): in the background."""
+        loop = asyncio.get_running_loop()
+        try:
+            tables = await loop.run_in_executor(self._db_pool, self.catalog.table_bytes)
+            streams = await loop.run_in_executor(self._bg_pool, _tree_allocated, self.root / "streams")
+            fp = {"streams": streams}
+            if tables is not None:
+                fp["archive"] = tables.get("blocks", 0)
+                fp["rows"] = sum(v for k, v in tables.items() if k != "blocks")
+            self._footprint, self._footprint_at = fp, time.monotonic()
+        finally:
+            self._footprint_busy = False
+        return self._footprint
 
     # --- group commit ------------------------------------------------------------------------
 
@@ -1197,19 +1309,17 @@ class Store:
         dict_id = self._dict_id
         zdict = self._dicts[dict_id] if dict_id is not None else None
 
-        def pack_all() -> builtins.list[tuple[archive.ArchivedAnswer, bytes | None] | None]:
-            cctx = archive.compressor(zdict)
-            return [pack(g, cctx, dict_id) for g in logs]
+        def pack_all() -> tuple[builtins.list[archive.Pack], builtins.list[bytes]]:
+            loaded = [x for x in map(archive.load, logs) if x is not None]
+            return archive.pack(loaded, archive.compressor(zdict), dict_id)
 
         try:
-            packs = await loop.run_in_executor(self._bg_pool, pack_all)
-            answers = [p[0] for p in packs if p is not None]
-            for p in packs:
-                if p is not None and p[1] is not None:
-                    self._samples.append(p[1])
-                    self._since_train += 1
+            packs, samples = await loop.run_in_executor(self._bg_pool, pack_all)
+            answers = [a for p in packs for a in p.answers]
+            self._samples.extend(samples)
+            self._since_train += len(samples)
             moved = await loop.run_in_executor(
-                self._db_pool, self.catalog.archive, answers, self.opts.fsync != "never"
+                self._db_pool, self.catalog.archive, packs, self.opts.fsync != "never"
             )
         except (OSError, sqlite3.Error):
             self.counters["write_errors"] += 1
@@ -1276,6 +1386,16 @@ class Store:
                 ts = msgspec.json.decode(read_file(t), type=Tombstone)
                 if now >= ts.at + self.opts.tombstone_ttl:
                     t.unlink()
+
+
+def _tree_allocated(root: Path) -> int:
+    """Allocated bytes of every file and directory under ``root``."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
 
 
 def _sync_all(tickets: list) -> list[str | None]:

@@ -27,7 +27,8 @@ def fresh_copy(dest: Path) -> Path:
 def npm_fixture_dirs(root: Path) -> set[str]:
     return {
         str(p.parent.relative_to(root))
-        for p in root.glob("tests/**/package-lock.json")
+        for pattern in ("tests/**/package-lock.json", "bench/**/package-lock.json")
+        for p in root.glob(pattern)
         if "node_modules" not in p.parts
     }
 
@@ -35,7 +36,7 @@ def npm_fixture_dirs(root: Path) -> set[str]:
 def test_make_test_installs_every_npm_fixture_first(tmp_path: Path) -> None:
     root = fresh_copy(tmp_path / "clone")
     fixtures = npm_fixture_dirs(root)
-    assert fixtures >= {"tests/browser/react-fixture", "tests/conformance"}
+    assert fixtures >= {"tests/browser/react-fixture", "tests/conformance", "bench/peers_node"}
     plan = subprocess.run(["make", "-n", "test"], cwd=root, capture_output=True, text=True, check=True).stdout
     pytest_at = plan.index("-m pytest")
     for d in fixtures:
@@ -50,6 +51,9 @@ def test_make_fixtures_installs_what_the_tests_load(tmp_path: Path) -> None:
     assert (root / "tests/browser/react-fixture/node_modules/react/umd/react.development.js").is_file()
     assert (root / "tests/conformance/node_modules/@durable-streams/client").is_dir()
     assert (root / "tests/conformance/node_modules/@durable-streams/server-conformance-tests").is_dir()
+    # What tests/bench/test_peers.py runs: bench.peers' Node harness.
+    assert (root / "bench/peers_node/node_modules/@durable-streams/server").is_dir()
+    assert (root / "bench/peers_node/node_modules/resumable-stream").is_dir()
     # Installed once: a second `make test` does not reinstall them.
     again = subprocess.run(["make", "-n", "fixtures"], cwd=root, capture_output=True, text=True, check=True)
     assert "npm ci" not in again.stdout

@@ -156,3 +156,30 @@ def test_truncated_producer_block_is_corrupt() -> None:
     assert h is not None
     with pytest.raises(CorruptData):
         record.split_payload(h, payload_of(rec))
+
+
+@given(chunk_lists)
+def test_separated_bodies_round_trip(chunks: list[bytes]) -> None:
+    rec = record.encode_data(7, chunks, None, zstandard.ZstdCompressor(level=1), separate=True)
+    h = record.parse_header(rec)
+    assert h is not None and record.check(rec, 0, h)
+    body = record.decode_block(h, payload_of(rec), 1 << 20)
+    assert body.slice(0, len(chunks)) == chunks and len(body) == len(chunks)
+    assert body.raw_size == sum(map(len, chunks))
+
+
+def test_separated_body_picks_a_byte_absent_from_the_chunks_or_keeps_the_column() -> None:
+    assert record.separated_body([b" the", b" text", b""]) == b"\xff the\xff text\xff"
+    assert record.separated_body([b"\xff\xfe", b"a"])[:1] not in (b"\xff", b"\xfe")
+    every = bytes(range(256))
+    assert record.separated_body([every, b"x"]) is None
+    rec = record.encode_data(0, [every, b"x"], None, None, separate=True)
+    h = record.parse_header(rec)
+    assert h is not None and not h.flags & record.SEPARATED
+    assert record.decode_data(h, payload_of(rec), 1 << 20) == [every, b"x"]
+
+
+@pytest.mark.parametrize("body", [b"", b"\xffa\xffb"])
+def test_a_separated_body_with_the_wrong_count_is_corrupt(body: bytes) -> None:
+    with pytest.raises(CorruptData):
+        record.Body.separated(body, 3)
