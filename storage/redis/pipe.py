@@ -136,6 +136,12 @@ class ScriptPipe:
                 with contextlib.suppress(Exception):
                     await self._conn.disconnect(nowait=True)
                 failed = e if isinstance(e, RedisConnectionError) else RedisConnectionError(str(e))
+            except Exception as e:  # a bug here must fail its calls, not leave them waiting forever
+                log.exception("the script pipe failed")
+                self._run_id = None
+                with contextlib.suppress(Exception):
+                    await self._conn.disconnect(nowait=True)
+                failed = RedisConnectionError(f"script pipe: {e!r}")
             finally:
                 self._settle(batch, replies, failed)
             if failed is not None and not self._closing:

@@ -359,3 +359,17 @@ async def test_a_live_handle_answers_lookups_without_a_round_trip_and_learns_lab
     assert sb.meta.epoch == (await a.get_stream("lb")).epoch  # the meta note keeps B's epoch
     sb.unlisten(rec)
     assert (await b.get_stream("lb")).meta.labels == {"v": "2"}  # not listened to: loaded again
+
+
+async def test_concurrent_appends_share_round_trips_in_call_order(make_redis: Make) -> None:
+    """The script pipe sends what queued during a round trip as one batch: appends to many streams
+    share round trips, and each stream's appends still land in the order they were made."""
+    eng = await make_redis()
+    streams = [await eng.create(f"pipe/{i}") for i in range(16)]
+    pipe = eng._pipe  # type: ignore[attr-defined]
+    batches, calls = pipe.batches, pipe.calls
+    results = await asyncio.gather(*(s.append([f"{i}".encode()], "p", i) for i in range(20) for s in streams))
+    assert pipe.calls - calls == 16 * 20 and pipe.batches - batches < (16 * 20) // 4
+    for s in streams:
+        assert await read_all(s) == [f"{i}".encode() for i in range(20)]
+    assert sorted(r.offset for r in results) == sorted(list(range(20)) * 16)
