@@ -1018,7 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="about a minute and a half")
-    g.add_argument("--smoke", action="store_true", help="a few seconds: the test suite's run")
+    g.add_argument("--smoke", action="store_true", help="about 30 s: the test suite's run")
     ap.add_argument(
         "--plots", type=Path, default=None, help="write PNG plots here (bench/plots for the committed ones)"
     )

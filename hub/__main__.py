@@ -158,8 +158,8 @@ async def gc_policy(app: web.Application) -> AsyncIterator[None]:
         nonlocal streams_ended
         streams_ended += 1
 
-    hub.hooks.ended.append(one_more)
-    hub.hooks.deleted.append(one_more)
+    hub.hooks.ended.append(one_more)  # a stream deleted before its end is an ending too; one ended
+    hub.hooks.deleted.append(one_more)  # and then deleted counts twice: the thaw comes a little early
     c = hub.counters
     policy = hub.gc = GcPolicy(
         ended=lambda: c.connections_total - len(hub.connections) + streams_ended,

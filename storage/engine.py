@@ -105,11 +105,16 @@ class StreamInfo(msgspec.Struct):
 
 
 class Listener(Protocol):
-    """Gets one stream's durable chunks in order, then its end (or its deletion)."""
+    """Gets one stream's durable chunks in order, then its end (or its deletion, or a reset)."""
 
     def on_chunks(self, stream: StreamHandle, offset: int, chunks: list[bytes]) -> None: ...
     def on_end(self, stream: StreamHandle, info: CloseInfo) -> None: ...
     def on_gone(self, stream: StreamHandle) -> None: ...
+    def on_reset(self, stream: StreamHandle, epoch: str) -> None:
+        """The stream's epoch changed while listened to (the engine may have lost chunks already
+        delivered: Redis restarted without ``appendfsync always``): offsets of the old epoch mean
+        nothing now; chunks from offset 0 of ``epoch`` follow (``stream.next_offset`` of them exist)."""
+        ...
 
 
 @runtime_checkable
@@ -183,6 +188,15 @@ class Engine(Protocol):
     on_create: list[Callable[[StreamHandle], None]]
     on_end: list[Callable[[StreamHandle], None]]
     on_delete: list[Callable[[str], None]]
+    # A Stop asked through another hub sharing this engine (``request_cancel`` there): the hub
+    # tells the stream's producer if it is connected here. An unshared engine never fires it.
+    on_cancel: list[Callable[[str], object]]
+
+    @property
+    def shared(self) -> bool:
+        """Several hubs use this engine at once (Redis): a hub then locks no data dir, and producer
+        leases live in the engine (``lease``) rather than in one hub's memory."""
+        ...
 
     async def start(self) -> None: ...
     async def stop(self) -> None:
@@ -225,6 +239,23 @@ class Engine(Protocol):
     async def set_labels(self, stream_id: str, labels: dict[str, str]) -> None: ...
     async def expire(self, now: float | None = None) -> list[str]:
         """Run retention once (it also runs by itself): the ids it deleted."""
+        ...
+
+    async def request_cancel(self, stream_id: str) -> None:
+        """Tell every other hub on this engine that ``stream_id``'s producer was asked to stop."""
+        ...
+
+    # Producer leases kept in a shared engine, so that whichever hub a producer is connected to
+    # keeps its answer alive, and any hub ends it once no hub does (an unshared engine leaves
+    # leases to its one hub's memory, hub/core/lease.py, and implements these as no-ops).
+    async def lease(self, stream_ids: Sequence[str], seconds: float, *, new: bool = False) -> None:
+        """Their producers are alive: the streams' leases lapse ``seconds`` from now unless renewed
+        (``new``: only streams without a lease get one)."""
+        ...
+
+    async def lapse_leases(self, now: float | None = None) -> list[str]:
+        """End every open stream whose lease ran out as ``error``/``producer_lost``, exactly once
+        across hubs; the ids this call ended."""
         ...
 
     def stats(self) -> dict[str, Any]: ...

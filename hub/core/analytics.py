@@ -1,7 +1,7 @@
 """Stream analytics, without I/O: delivery lag, resume patterns, answer outcomes and usage.
 
 The service (``hub/core/service.py``) and the fan-out call this with one-line calls; the admin layer
-(``hub/protocols/dashboard.py``) reads it; the thin I/O parts (the SQLite usage table, the webhook)
+(``hub/protocols/analytics.py``) reads it; the thin I/O parts (the SQLite usage table, the webhook)
 receive the ``UsageRecord`` of each answer that ends. Nothing here awaits, reads a file or a socket.
 
 Invariants:
@@ -271,6 +271,9 @@ class Analytics:
         self.hub_name = hub_name
         self.clock, self.wall = clock, wall
         self.live: dict[str, Live] = {}
+        # an append that also ends its stream, on its way to storage: (chunks, bytes, t0). Its end is
+        # published (``finish``) inside the append, before the service hears the append succeeded.
+        self.closing: dict[str, tuple[int, int, float]] = {}
         self.history: dict[str, Live] = {}  # insertion-ordered: the oldest ended row goes first
         self.series = Series()
         self.lag = Histogram(LAG_BOUNDS)
@@ -312,27 +315,39 @@ class Analytics:
         if row is not None and row.pending_t0 is None:
             row.pending_t0 = t0
 
+    def append_failed(self, stream_id: str, t0: float) -> None:
+        """The append that ``append_started`` timed was refused or a duplicate: nothing to time."""
+        row = self.live.get(stream_id)
+        if row is not None and row.pending_t0 == t0:
+            row.pending_t0 = None
+
     def appended(self, s: StreamHandle, res: AppendResult, nbytes: int, t0: float) -> None:
-        """A durable, non-duplicate append: the one place generated usage is counted."""
-        row = self._row(s)
+        """A durable, non-duplicate append: the one place generated usage is counted (an append that
+        ended its stream was counted by ``finish``, which ran first)."""
+        if s.ended and s.id not in self.live:
+            return
+        self._count(self._row(s), res.count, res.offset + res.count, nbytes, t0)
+
+    def _count(self, row: Live, count: int, end_offset: int, nbytes: int, t0: float) -> None:
         if row.pending_t0 is not None and row.pending_t0 <= t0:
             row.pending_t0 = None  # published: what the fan-out needed it for is done
         now = self.wall()
-        row.chunks += res.count
+        res_count = count
+        row.chunks += res_count
         row.bytes += nbytes
-        row.end_offset = max(row.end_offset, res.offset + res.count)
-        if row.first_chunk is None and res.count:
+        row.end_offset = max(row.end_offset, end_offset)
+        if row.first_chunk is None and res_count:
             row.first_chunk = now
             self.ttfc.observe(now - row.created)
         row.last_append = now
         sec = int(now)
         tl = row.timeline
         if tl and tl[-1][0] == sec:
-            tl[-1][1] += res.count
+            tl[-1][1] += res_count
             tl[-1][2] = row.end_offset
         else:
-            tl.append([sec, res.count, row.end_offset, now])
-        self.generated_chunks += res.count
+            tl.append([sec, res_count, row.end_offset, now])
+        self.generated_chunks += res_count
         self.generated_bytes += nbytes
 
     def ended(self, s: StreamHandle) -> None:
@@ -341,6 +356,10 @@ class Analytics:
 
     def finish(self, s: StreamHandle) -> UsageRecord | None:
         """The ended stream's usage record, handed to ``on_record`` (None if it was not open here)."""
+        closing = self.closing.pop(s.id, None)
+        if closing is not None:  # the append that carried the end: durable with it, so counted here
+            count, nbytes, t0 = closing
+            self._count(self._row(s), count, s.next_offset, nbytes, t0)
         row = self.live.pop(s.id, None)
         if row is None:
             return None
@@ -356,7 +375,7 @@ class Analytics:
         self.answer_resumes.observe(row.resumes)
         tps = None
         if row.first_chunk is not None and row.chunks > 1 and now > row.first_chunk:
-            tps = row.chunks / (now - row.first_chunk)
+            tps = (row.chunks - 1) / (now - row.first_chunk)  # the chunks after the first
             self.tokens_per_s.observe(tps)
         self._keep(row)
         rec = UsageRecord(
@@ -379,6 +398,10 @@ class Analytics:
             resumes=row.resumes,
             hub=self.hub_name,
         )
+        if self.hub_name and not row.chunks and not row.delivered and not row.replayed:
+            # hubs side by side all hear every end: one that neither generated nor delivered any of
+            # the answer adds no record (else answers are counted once per hub, webhooks sent N times)
+            return rec
         for cb in list(self.on_record):
             cb(rec)
         return rec

@@ -26,7 +26,7 @@ from hub.core.analytics import Analytics
 from hub.core.errors import HubError, storage_errors
 from hub.core.outbox import Outbox, OutboxClosed
 from hub.core.signal import Signal
-from hub.protocols.native.messages import Chunks, End, Error, encode
+from hub.protocols.native.messages import Chunks, End, Error, Reset, encode
 from storage import CloseInfo, CloseStatus, StreamHandle
 
 
@@ -47,6 +47,11 @@ class Format:
 
     def error(self, stream: str, code: str, message: str) -> str:
         return encode(Error(code, message, stream))
+
+    def reset(self, stream: str, epoch: str) -> str | None:
+        """The frame telling a live subscriber its offsets are void (chunks from 0 follow), or None
+        for a transport with no such frame (only the WebSocket protocol's, this base, has one)."""
+        return encode(Reset(stream, epoch)) if type(self) is Format else None
 
 
 WS_FORMAT = Format()
@@ -227,6 +232,29 @@ class Subscription:
         self.outbox.force(self.fmt.error(self.stream.id, "stream_gone", "the stream was deleted or expired"))
         self.stop()
 
+    def on_reset(self, epoch: str) -> None:
+        """The engine renewed the stream's epoch: say ``reset``, then replay from 0 in the new one
+        (a transport without a reset frame ends with ``stream_reset``: its client starts over)."""
+        if self.mode == "done":
+            return
+        frame = self.fmt.reset(self.stream.id, epoch)
+        if frame is None:
+            self.outbox.force(
+                self.fmt.error(self.stream.id, "stream_reset", f"the stream restarted as epoch {epoch}")
+            )
+            self.stop()
+            return
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._task is not None:
+            self._task.cancel()
+        self.outbox.force(frame)
+        self.next = 0
+        self.start()
+
 
 class Fanout:
     """Storage listener that routes each durable chunk to the subscriptions of its stream."""
@@ -347,6 +375,10 @@ class Fanout:
     def on_gone(self, stream: StreamHandle) -> None:
         for sub in list(self.subs.get(stream.id, ())):
             sub.on_gone()
+
+    def on_reset(self, stream: StreamHandle, epoch: str) -> None:
+        for sub in list(self.subs.get(stream.id, ())):
+            sub.on_reset(epoch)
 
     def close_all(self) -> None:
         for subs in list(self.subs.values()):

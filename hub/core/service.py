@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -37,11 +38,14 @@ from hub.core.errors import HubError, storage_errors
 from hub.core.fanout import WS_FORMAT, Fanout, Format, Subscription
 from hub.core.gcpolicy import GcPolicy
 from hub.core.hooks import Hooks
-from hub.core.lease import Leases, expire
+from hub.core.lease import PRODUCER_LOST, Leases, expire
 from hub.core.outbox import Outbox
 from hub.core.registry import Registry
 from hub.core.usage import UsageBook
 from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,10 +97,11 @@ class Hub:
                 archive_delay_s=config.archive_delay_s,
                 log=LogOptions(segment_bytes=config.segment_bytes, max_chunk_bytes=config.max_chunk_bytes),
             )
-        # An engine several hubs share (Redis) tells so: such hubs lock no data dir, and keep no
-        # producer leases of their own yet (a lease held by one hub would end the answers produced
-        # through the others; shared leases are docs/scaling.md's open item).
-        self.shared_store = bool(getattr(self.store, "shared", False))
+        # An engine several hubs share (Redis) tells so: such hubs lock no data dir, and keep
+        # producer leases in the engine (a lease in one hub's memory would end the answers produced
+        # through the others): a hub renews the streams its connections hold, and any hub's sweep
+        # ends a stream none renewed in time (``_run_shared_leases``).
+        self.shared_store = self.store.shared
         # hubs side by side each count their own share of an answer: their records must not share an id
         self.analytics = Analytics(
             f"{socket.gethostname()}-{secrets.token_hex(3)}" if self.shared_store else None
@@ -125,6 +130,11 @@ class Hub:
             None if self.shared_store else config.open_ttl_s,
         )  # answers end (lease.py)
         self._lease_task: asyncio.Task[None] | None = None
+        self.shared_lease_s = config.producer_lease_s if self.shared_store else None
+        self._holding: dict[str, set[object]] = {}  # shared leases: stream -> its holders here
+        self._held_by: dict[object, set[str]] = {}
+        self._renewed: dict[str, float] = {}  # shared leases: when an HTTP producer's was last renewed
+        self._lease_bg: set[asyncio.Task[None]] = set()
         # the engine's events become the service's lifecycle hooks (``watch``); its own come first
         self.hooks.ended.append(lambda st: self._forget(st.id, deleted=False))
         self.hooks.deleted.append(lambda sid: self._forget(sid, deleted=True))
@@ -138,9 +148,7 @@ class Hub:
 
     async def start(self) -> None:
         # an engine shared by several hubs may carry a Stop to the hub its producer is connected to
-        remote_cancels = getattr(self.store, "on_cancel", None)
-        if remote_cancels is not None:
-            remote_cancels.append(self._cancel_here)
+        self.store.on_cancel.append(self._cancel_here)
         if not self.shared_store:
             self.lock.acquire()  # before the store touches a file: a second hub must change nothing
         await self.store.start()
@@ -148,6 +156,8 @@ class Hub:
         self._sampler = asyncio.create_task(self._sample())
         if self.leases.enabled:
             self._lease_task = asyncio.create_task(self._run_leases())
+        elif self.shared_lease_s is not None:
+            self._lease_task = asyncio.create_task(self._run_shared_leases())
 
     async def stop(self) -> None:
         for task in (self._sampler, self._lease_task):
@@ -263,19 +273,32 @@ class Hub:
         self.check_chunks(sid, chunks)
         t0 = time.monotonic()
         self.analytics.append_started(sid, t0)
-        with storage_errors(sid):
-            if isinstance(stream, str):
-                if create and not await self.store.stream_exists(stream):
-                    stream = await self.store.create(stream, exist_ok=True)
-                else:
-                    stream = await self.store.get_stream(stream)
-            res = await stream.append(chunks, producer, seq, epoch, stream_seq=stream_seq, close=close)
-        if not res.duplicate:
+        nbytes = sum(map(len, chunks))
+        if close:  # its end is published inside the append: analytics counts it there
+            self.analytics.closing[sid] = (len(chunks), nbytes, t0)
+        try:
+            with storage_errors(sid):
+                if isinstance(stream, str):
+                    if create and not await self.store.stream_exists(stream):
+                        stream = await self.store.create(stream, exist_ok=True)
+                    else:
+                        stream = await self.store.get_stream(stream)
+                res = await stream.append(chunks, producer, seq, epoch, stream_seq=stream_seq, close=close)
+        except BaseException:
+            self.analytics.append_failed(sid, t0)
+            raise
+        finally:
+            if close:
+                self.analytics.closing.pop(sid, None)
+        if res.duplicate:
+            self.analytics.append_failed(sid, t0)
+        else:
             self.counters.appends += 1
             self.counters.appended_chunks += res.count
-            self.analytics.appended(stream, res, sum(map(len, chunks)), t0)
+            self.analytics.appended(stream, res, nbytes, t0)
             self.hooks.emit(self.hooks.appended, sid, res)
         self.leases.renew(sid)  # an HTTP producer's lease; a held stream ignores it
+        self._renew_shared(sid)
         return res
 
     async def close(
@@ -360,10 +383,8 @@ class Hub:
             return False
         self.counters.cancels += 1
         told = self._cancel_here(stream_id)
-        tell_others = getattr(self.store, "request_cancel", None)
-        if tell_others is not None:
-            with storage_errors(stream_id):
-                await tell_others(stream_id)
+        with storage_errors(stream_id):
+            await self.store.request_cancel(stream_id)
         return told
 
     def _cancel_here(self, stream_id: str) -> bool:
@@ -381,6 +402,13 @@ class Hub:
     def _forget(self, stream_id: str, deleted: bool) -> None:
         self.cancel_requested.discard(stream_id)
         self.leases.forget(stream_id)
+        self._renewed.pop(stream_id, None)
+        for h in self._holding.pop(stream_id, ()):
+            held = self._held_by.get(h)
+            if held is not None:
+                held.discard(stream_id)
+                if not held:
+                    del self._held_by[h]
         for cb in self.cancel_listeners.pop(stream_id):
             forget = getattr(getattr(cb, "__self__", None), "forget_stream", None)
             if forget is not None:
@@ -395,6 +423,8 @@ class Hub:
         session to lose and stay open until closed or expired."""
         if s.id not in self.leases and not s.ended and s.meta.content_type is None:
             self.leases.track(s.id, age_s)
+            if self.shared_lease_s is not None and s.id not in self._holding:
+                self._lease_soon([s.id], new=True)  # the hub that learns of it first starts it
 
     async def hold(self, stream: StreamRef, holder: object) -> None:
         """A producer connection created or appended to the stream: it holds it until ``release``."""
@@ -402,14 +432,62 @@ class Hub:
             s = await self.get(stream)
             self._lease(s)
             self.leases.attach(s.id, holder)
+            if self.shared_lease_s is not None and not s.ended and s.meta.content_type is None:
+                holders = self._holding.setdefault(s.id, set())
+                if holder not in holders:
+                    holders.add(holder)
+                    self._held_by.setdefault(holder, set()).add(s.id)
+                    with storage_errors(s.id):  # held here from now: renewed by this hub
+                        await self.store.lease([s.id], self.shared_lease_s)
 
     def release(self, holder: object) -> None:
         self.leases.detach(holder)
+        for sid in self._held_by.pop(holder, ()):
+            holders = self._holding.get(sid)
+            if holders is not None:
+                holders.discard(holder)
+                if not holders:  # no longer renewed here: it lapses unless a hub takes it up
+                    del self._holding[sid]
 
     def heartbeat(self, s: StreamHandle) -> None:
         """An HTTP producer is still there (POST /streams/{id}/heartbeat)."""
         self._lease(s)
         self.leases.renew(s.id)
+        self._renew_shared(s.id)
+
+    # --- producer leases in a shared engine --------------------------------------------------
+
+    def _renew_shared(self, stream_id: str) -> None:
+        """An HTTP producer's append or heartbeat: renew its shared lease, at most every third of it."""
+        if self.shared_lease_s is None or stream_id in self._holding:
+            return
+        now = time.monotonic()
+        if now - self._renewed.get(stream_id, -1e9) >= self.shared_lease_s / 3:
+            self._renewed[stream_id] = now
+            self._lease_soon([stream_id])
+
+    def _lease_soon(self, ids: list[str], new: bool = False) -> None:
+        async def go() -> None:
+            with contextlib.suppress(StorageError):
+                await self.store.lease(ids, cast(float, self.shared_lease_s), new=new)
+
+        t = asyncio.ensure_future(go())
+        self._lease_bg.add(t)
+        t.add_done_callback(self._lease_bg.discard)
+
+    async def _run_shared_leases(self) -> None:
+        """Renew what this hub holds every third of the lease; end what nobody renewed."""
+        lease_s = cast(float, self.shared_lease_s)
+        every = max(0.05, min(1.0, lease_s / 3))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.store.lease(list(self._holding), lease_s)
+                for sid in await self.store.lapse_leases():
+                    self.counters.producer_lost += 1
+                    self.hooks.emit(self.hooks.closed, sid, "error", PRODUCER_LOST)
+            except StorageError as e:
+                log.warning("producer leases: %s", e)
 
     async def _run_leases(self) -> None:
         # A hub restart counts as gone: every open stream gets one lease for its producer to return.

@@ -53,8 +53,8 @@ def _number(request: web.Request, name: str, default: float) -> float:
         v = float(raw)
     except ValueError:
         raise HubError("bad_request", f"{name} must be a number (unix seconds)") from None
-    if math.isnan(v):
-        raise HubError("bad_request", f"{name} must be a number (unix seconds)")
+    if not math.isfinite(v):
+        raise HubError("bad_request", f"{name} must be a finite number")
     return v
 
 

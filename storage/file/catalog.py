@@ -24,7 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,7 +302,13 @@ class Catalog:
     # --- writes (the database thread only) -----------------------------------------------------
 
     def _txn(self, full: bool = False) -> _Txn:
-        return _Txn(self._w, full)
+        return _Txn(self._w, full, self._reload_totals)
+
+    def _reload_totals(self) -> None:
+        """After a rollback: the in-memory totals a transaction moved go back to what is committed."""
+        row = self._w.execute("SELECT value FROM settings WHERE name = 'archived_bytes'").fetchone()
+        self.archived_bytes = row[0] if row is not None else 0
+        self.count = self._w.execute("SELECT count(*) FROM streams").fetchone()[0]
 
     def add(self, meta: StreamMeta, status: str = "open", closed: float | None = None) -> None:
         with self._txn():
@@ -505,10 +511,15 @@ class Catalog:
     def table_bytes(self) -> dict[str, int] | None:
         """Page bytes of each table and index (SQLite's dbstat), None where dbstat is not built in.
         Reads every page: O(database), for an occasional look (``Store.footprint``), never per call."""
+        # its own connection: one connection runs one statement at a time, so a scan on the loop's
+        # reader (``_r``) would hold up every catalog read the event loop makes meanwhile
+        conn = _connect(self.path)
         try:
-            rows = self._r.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+            rows = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
         except sqlite3.OperationalError:
             return None
+        finally:
+            conn.close()
         return {name: int(size) for name, size in rows}
 
     def reclaim(self) -> None:
@@ -529,8 +540,10 @@ class Catalog:
 class _Txn:
     """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error); ``full`` fsyncs the commit."""
 
-    def __init__(self, conn: sqlite3.Connection, full: bool = False) -> None:
-        self.conn, self.full = conn, full
+    def __init__(
+        self, conn: sqlite3.Connection, full: bool = False, rolled_back: Callable[[], None] | None = None
+    ) -> None:
+        self.conn, self.full, self.rolled_back = conn, full, rolled_back
 
     def __enter__(self) -> None:
         if self.full:
@@ -540,6 +553,8 @@ class _Txn:
     def __exit__(self, exc_type: object, *_: object) -> None:
         try:
             self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+            if exc_type is not None and self.rolled_back is not None:
+                self.rolled_back()
         finally:
             if self.full:
                 self.conn.execute("PRAGMA synchronous=NORMAL")

@@ -324,6 +324,8 @@ class Stream:
 
 
 class Store:
+    shared = False  # one hub per data dir (hub/core/datadir.py locks it)
+
     def __init__(self, root: str | Path, opts: StoreOptions | None = None) -> None:
         self.root = Path(root)
         self.opts = opts or StoreOptions()
@@ -358,6 +360,7 @@ class Store:
         self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []  # any stream's end became durable
+        self.on_cancel: list[Callable[[str], object]] = []  # never fired: one hub per data dir
         self._footprint: dict[str, int] = {}  # Store.footprint's last look
         self._footprint_at = 0.0
         self._footprint_busy = False
@@ -931,6 +934,15 @@ class Store:
             listener.on_gone(s)
         for cb in self.on_delete:
             cb(stream_id)
+
+    async def request_cancel(self, stream_id: str) -> None:
+        """No other hub shares this store: the cancel was already told to this hub's producers."""
+
+    async def lease(self, stream_ids: Sequence[str], seconds: float, *, new: bool = False) -> None:
+        """Leases of an unshared store live in its hub (hub/core/lease.py)."""
+
+    async def lapse_leases(self, now: float | None = None) -> builtins.list[str]:
+        return []
 
     def stats(self) -> dict[str, int]:
         streams = self._streams.values()

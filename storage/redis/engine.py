@@ -27,6 +27,7 @@ import asyncio
 import builtins
 import contextlib
 import functools
+import hashlib
 import logging
 import secrets
 import time
@@ -40,7 +41,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import ids
@@ -70,15 +71,25 @@ from ..errors import (
 from . import keys as K
 from . import scripts, wire
 from .live import Live
+from .pipe import ScriptPipe
 from .sealed import Sealed, seal, unseal
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENT = frozenset({"load", "access", "seal", "labels"})  # safe to run twice
+
+
+class LeaseNotDue(StorageError):
+    """A lease sweep found the lease renewed (or the stream closed) meanwhile: nothing to end."""
+
+    code = "lease_not_due"
+
+
 ERRORS: dict[str, type[StorageError]] = {
     "sequence_error": SequenceError,
     "sequence_gap": SequenceGap,
     "stream_closed": StreamClosed,
+    "lease_not_due": LeaseNotDue,
 }
 
 
@@ -137,12 +148,13 @@ class RedisStream:
         self._delivered = 0  # next offset listeners get
         self._end_delivered = False
         self._pending: dict[int, list[bytes]] = {}  # out-of-order arrivals, by first offset
+        self._batch: tuple[int, list[bytes]] | None = None  # delivered, not yet handed to listeners
+        # subscribed, confirmed, and loaded since: notifications keep this handle current, so
+        # get_stream needs no round trip (a producer's appends each look their stream up)
+        self._fresh = False
         self._want = 0  # an offset known to exist (from a notification) not delivered yet
         self._catching: asyncio.Task[None] | None = None
         self._inflight = 0  # this engine's appends awaiting their reply
-        self._queue: list[tuple[str, list[str], list[Any], Callable[[Any], None], asyncio.Future[Any]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._inline = False  # a caller is sending this stream's only call in flight itself
         self._changed = asyncio.Event()
         self._subs = 0  # listeners + waiters: while > 0 the engine subscribes to the channel
         self._last_access_sent = 0.0
@@ -217,16 +229,13 @@ class RedisStream:
         if epoch == self._meta.epoch:
             return
         self.engine.counters["epoch_resets"] += 1
+        self._flush()  # chunks of the old epoch, in order, before the news that it ended
         self._meta.epoch = epoch
         self._next = self._delivered = self._want = nxt
         self._pending.clear()
         self._changed.set()
         for listener in list(self.listeners):
-            on_reset = getattr(listener, "on_reset", None)
-            if on_reset is not None:  # an optional Listener method: restart from 0 in ``epoch``
-                on_reset(self, epoch)
-            else:  # a listener that cannot restart must not continue across a gap
-                listener.on_gone(self)
+            listener.on_reset(self, epoch)
 
     async def refresh(self) -> None:
         """Learn the stream's state from Redis (the epoch check runs on the way)."""
@@ -295,54 +304,50 @@ class RedisStream:
         close_json: bytes,
     ) -> AppendResult:
         e = self.engine
-        args: list[Any] = [
-            mode,
-            e._write_consts,
-            secrets.token_hex(8),
-            _now(),
-            f"{self._meta.epoch}:{self._next}",
-            producer_id or "",
-            "1" if producer_id is not None and seq is not None else "0",
-            seq if seq is not None else 0,
-            epoch,
-            "1" if stream_seq is not None else "0",
-            stream_seq or "",
-            close_json,
-            *chunks,
-        ]
-        k = self.k
-        keys_ = [k.meta, k.data, k.sealed, k.tomb, e.space.open, e.space.deadlines]
+        has_seq = producer_id is not None and seq is not None
+        head = (
+            f"{mode}|{'1' if has_seq else '0'}|{seq if has_seq else 0}|{epoch}|"
+            f"{'0' if stream_seq is None else '1'}|{_now()}|{self._meta.epoch}:{self._next}|{e._new_epoch()}"
+        )
+        args: list[Any] = [e._write_consts, head, producer_id or "", stream_seq or "", close_json, *chunks]
+        keys_ = [self.k.meta, self.k.data, e.space.open, e.space.deadlines, e.space.leases]
 
-        def settle(r: Any) -> None:
-            """The reply's effects on this handle: run by the writer, in submission order, even
-            when the caller was cancelled meanwhile (the write may have happened all the same)."""
-            if r[0] != b"ok":
+        def settle(r: bytes) -> None:
+            """The reply's effects on this handle: run by the engine's script pipe, in submission
+            order, even when the caller was cancelled meanwhile (the write happened all the same)."""
+            if not r.startswith(b"ok "):
                 return
-            count, nxt, ep, closed = int(r[2]), int(r[3]), r[4].decode(), int(r[5])
-            self._set_epoch(ep, nxt)
+            _, first, count, nxt, ep, closed = r.split(b" ")
+            self._set_epoch(ep.decode(), int(nxt))
             e.counters["appends" if mode == "a" else "closes"] += 1
-            if count:
+            if count != b"0":
                 self._raw += sum(map(len, chunks))
                 self._last_append = time.time()
-                self._arrive(int(r[1]), chunks)
-            if closed:
-                self._ended(msgspec.json.decode(close_json, type=CloseInfo), nxt)
+                self._arrive(int(first), chunks)
+            if closed == b"1":
+                self._ended(msgspec.json.decode(close_json, type=CloseInfo), int(nxt))
                 e._ended_here(self)
 
-        r = await self._submit(keys_, args, settle)
-        kind = r[0].decode()
-        if kind == "ok":
-            return AppendResult(int(r[1]), int(r[2]))
-        if kind == "dup":
-            self._grow(int(r[3]))  # what the answer was decided from is in Redis: readable
-            return AppendResult(int(r[1]), int(r[2]), duplicate=True)
-        if kind == "err":
-            self._grow(int(r[3]))
-            raise ERRORS.get(r[1].decode(), StorageError)(r[2].decode())
-        if kind == "sealed":  # finished: only a producer retry can still be answered
+        for _ in range(2):
+            r = await self._submit(keys_, args, settle)
+            kind, _, rest = r.partition(b" ")
+            if kind == b"ok":
+                first, count, *_ = rest.split(b" ")
+                return AppendResult(int(first), int(count))
+            if kind == b"dup":
+                first, count, nxt = rest.split(b" ")
+                self._grow(int(nxt))  # what the answer was decided from is in Redis: readable
+                return AppendResult(int(first), int(count), duplicate=True)
+            if kind == b"err":
+                code, nxt, msg = rest.split(b" ", 2)
+                self._grow(int(nxt))
+                raise ERRORS.get(code.decode(), StorageError)(msg.decode())
+            # no meta hash: sealed, deleted, or never created (the load raises gone / not found)
             await self.refresh()
+            if self._sealed is None:
+                continue  # created again meanwhile: once more against what Redis holds now
             z = self._sealed
-            if z is not None and mode == "a" and producer_id is not None and seq is not None:
+            if mode == "a" and producer_id is not None and seq is not None:
                 w = z.producers.get(producer_id)
                 if w is not None:
                     pe, *entries = w.split("|")
@@ -351,80 +356,39 @@ class RedisStream:
                         if int(pe) == epoch and s_ == seq:
                             return AppendResult(f_, c_, duplicate=True)
             raise StreamClosed(f"stream is closed ({self.status})")
-        self._gone()
-        if kind == "gone":
-            raise StreamGone(f"stream {self._id!r} was deleted or expired")
-        raise StreamNotFound(f"stream {self._id!r} does not exist")
+        raise StorageUnavailable(f"stream {self._id!r} kept changing under the append")
 
     async def _submit(
-        self, keys_: list[str], args: list[Any], settle: Callable[[Any], None], script: str = "write"
+        self,
+        keys_: list[str],
+        args: list[Any],
+        settle: Callable[[Any], None] | None,
+        script: str = "write",
+        attempts: int = 1,
     ) -> Any:
-        """Queue one script call (a write, or the load ``get_stream`` makes first). A stream's writes reach Redis in the order they were
-        made (one writer per stream, pipelining what queued up behind a round trip), as the file
-        engine assigns them in call order: a producer's pipelined seqs never overtake each other."""
-        if self._writer is None and not self._queue and not self._inline:
-            # Nothing of this stream in flight: the caller sends it itself (no task, no future).
-            # Calls made meanwhile queue up and go once it is answered. A cancel mid-flight drops
-            # the connection (redis-py); the reply's effects then come from the next catch-up.
-            self._inline = True
-            self._inflight += 1
-            try:
-                r = (await self.engine._eval_batch([(script, keys_, args)]))[0]
-            finally:
-                self._inflight -= 1
-                self._inline = False
-                self._start_writer()
-            if isinstance(r, Exception):
-                raise StorageUnavailable(f"redis: {r}")
-            settle(r)
-            return r
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((script, keys_, args, settle, fut))
-        self._start_writer()
+        """One script call through the engine's script pipe (storage/redis/pipe.py): a stream's
+        calls reach Redis in the order they were made, as the file engine assigns them in call
+        order, so a producer's pipelined seqs never overtake each other. ``attempts`` > 1 only for
+        a call that is safe to repeat (a load): the first call after Redis restarted meets the
+        connection to the old server and fails."""
+        delay = 0.05
         self._inflight += 1
         try:
-            return await fut
+            for attempt in range(attempts):
+                try:
+                    return await self.engine._call(script, keys_, args, settle)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    self.engine.counters["redis_errors"] += 1
+                    if attempt == attempts - 1 or not self.engine._running:
+                        raise StorageUnavailable(f"redis: {exc}") from exc
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                except RedisError as exc:
+                    self.engine.counters["redis_errors"] += 1
+                    raise StorageUnavailable(f"redis: {exc}") from exc
+            raise AssertionError("unreachable")
         finally:
             self._inflight -= 1
-
-    def _start_writer(self) -> None:
-        if self._writer is None and self._queue and not self._inline:
-            self._writer = asyncio.create_task(self._write_loop())
-            self.engine._bg.add(self._writer)
-            self._writer.add_done_callback(self.engine._bg.discard)
-
-    async def _write_loop(self) -> None:
-        batch: list[Any] = []
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:256], self._queue[256:]
-                try:
-                    replies = await self.engine._eval_batch([(n, k, a) for n, k, a, _, _ in batch])
-                except StorageUnavailable as exc:
-                    for *_, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    batch = []
-                    continue
-                for (_, _, _, settle, fut), r in zip(batch, replies, strict=True):
-                    if isinstance(r, Exception):
-                        if not fut.done():
-                            fut.set_exception(StorageUnavailable(f"redis: {r}"))
-                        continue
-                    try:
-                        settle(r)
-                    except Exception:
-                        log.exception("applying a write reply failed")
-                    if not fut.done():
-                        fut.set_result(r)
-                batch = []
-        finally:
-            self._writer = None
-            for *_, fut in batch + self._queue:  # stopped mid-flight: the outcome is unknown
-                if not fut.done():
-                    fut.set_exception(StorageUnavailable("the engine stopped before Redis answered"))
-            if not self.engine._running:
-                self._queue = []
 
     # --- live delivery -------------------------------------------------------------------------
 
@@ -448,9 +412,25 @@ class RedisStream:
         self._maybe_end()
 
     def _deliver(self, first: int, chunks: list[bytes]) -> None:
+        """Hand listeners a run at the end of this event-loop pass, joined with every run that
+        arrives in the same pass: a busy hub reads many notifications (or replies) per pass, and
+        one frame per run and subscriber instead of one per chunk is what keeps it from falling
+        behind. An idle hub delivers each run alone, with no added wait."""
         self._delivered = first + len(chunks)
+        if not self.listeners:
+            return
+        if self._batch is None:
+            self._batch = (first, list(chunks))
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._batch[1].extend(chunks)  # contiguous: runs are delivered in offset order
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
         for listener in list(self.listeners):
-            listener.on_chunks(self, first, chunks)
+            listener.on_chunks(self, batch[0], batch[1])
 
     def _ended(self, info: CloseInfo, nxt: int) -> None:
         if self._close is None:
@@ -465,6 +445,7 @@ class RedisStream:
     def _maybe_end(self) -> None:
         if self._close is not None and not self._end_delivered and self._delivered >= self._next:
             self._end_delivered = True
+            self._flush()
             for listener in list(self.listeners):
                 listener.on_end(self, self._close)
 
@@ -473,6 +454,7 @@ class RedisStream:
             return
         self.deleted = True
         self._changed.set()
+        self._batch = None  # gone: what it held must not reach anyone after the news
         for listener in list(self.listeners):
             listener.on_gone(self)
         self.engine._forget(self)
@@ -509,6 +491,10 @@ class RedisStream:
         if isinstance(note, wire.Gone):
             self._gone()
             return
+        if isinstance(note, wire.Meta):  # labels set through some hub; the epoch is not the meta's
+            note.meta.epoch = self._meta.epoch
+            self._meta = note.meta
+            return
         if note.epoch != self._meta.epoch:
             self._reset(note.epoch, note.next if not isinstance(note, wire.Chunks) else note.first)
             if isinstance(note, wire.Reset):
@@ -526,15 +512,18 @@ class RedisStream:
     def _on_confirm(self) -> None:
         """Subscribed (again): anything published before is read from the stream itself."""
         self._want = max(self._want, self._next)
+        self._fresh = False
 
         async def resync() -> None:
             with contextlib.suppress(RedisError, OSError, StorageError):
                 await self.refresh()
+                self._fresh = True  # from now on every change reaches us by notification
             self._catch_up()
 
         self.engine._spawn(resync())
 
     def listen(self, listener: Listener) -> None:
+        self._flush()  # what was delivered before this listener came is not its own
         if not self.listeners:
             self._delivered = max(self._delivered, self._next)
             self._end_delivered = self._close is not None and self._delivered >= self._next
@@ -676,9 +665,8 @@ class RedisEngine:
         self.on_create: list[Callable[[StreamHandle], None]] = []
         self.on_end: list[Callable[[StreamHandle], None]] = []
         self.on_delete: list[Callable[[str], None]] = []
-        # An optional ability beyond storage.engine.Engine (a hub looks for it by name): a Stop
-        # asked on one hub reaches the producer connected to another.
-        self.on_cancel: list[Callable[[str], None]] = []
+        # a Stop asked on one hub reaches the producer connected to another
+        self.on_cancel: list[Callable[[str], object]] = []
         self.counters = {
             "appends": 0,
             "closes": 0,
@@ -702,7 +690,9 @@ class RedisEngine:
         # Any: redis-py types replies as bytes | str (decode_responses); this client always gets bytes
         self._r: Any = None
         self._live: Live | None = None
-        self._scripts: dict[str, Any] = {}
+        self._pipe: ScriptPipe | None = None
+        self._epoch_base = secrets.token_hex(5)
+        self._epochs = 0
         self.fsync = "unknown"
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -719,7 +709,6 @@ class RedisEngine:
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 0),
         )
         self._r = aioredis.Redis(connection_pool=self._pool)
-        self._scripts = scripts.register(self._r)
         try:
             conf = await self._r.config_get("append*")
         except RedisError:
@@ -742,6 +731,14 @@ class RedisEngine:
             self.origin,
         ]
         self._write_consts = "|".join(str(c) for c in consts)
+        pool = self._pool
+        sources = {name: scripts.source(name) for name in scripts.NAMES}
+        self._pipe = ScriptPipe(
+            lambda: pool.connection_class(**pool.connection_kwargs),
+            sources,
+            {name: hashlib.sha1(src.encode()).hexdigest() for name, src in sources.items()},
+        )
+        self._pipe.start()
         self._live = Live(self._pool)
         await self._live.start(self.space.events, self._on_event)
         await self._count()
@@ -769,6 +766,9 @@ class RedisEngine:
                 h._catching.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await h._catching
+        if self._pipe is not None:
+            await self._pipe.stop()
+            self._pipe = None
         if self._live is not None:
             await self._live.stop()
             self._live = None
@@ -787,45 +787,26 @@ class RedisEngine:
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
 
-    async def _run(self, name: str, keys_: list[str], args: list[Any]) -> Any:
-        script = self._scripts[name]
-        if name in IDEMPOTENT:
-            return await self._retrying(lambda: script(keys=keys_, args=args))
-        try:
-            return await script(keys=keys_, args=args)
-        except (RedisError, OSError) as e:
-            self.counters["redis_errors"] += 1
-            raise StorageUnavailable(f"redis: {e}") from e
+    def _call(
+        self, name: str, keys_: list[str], args: list[Any], settle: Callable[[Any], None] | None = None
+    ) -> asyncio.Future[Any]:
+        if self._pipe is None:
+            raise StorageUnavailable("the engine is stopped")
+        return self._pipe.submit(name, keys_, args, settle)
 
-    async def _eval_batch(self, items: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """EVALSHA of many script calls, pipelined on one connection, in order; replies (or the
-        error of each call) in the same order. A server that forgot a script (a restart) gets it
-        again, and the calls it refused are sent once more."""
-        replies: list[Any]
+    def _new_epoch(self) -> str:
+        """A fresh epoch, should the script renew one: unique across engines and calls."""
+        self._epochs += 1
+        return f"{self._epoch_base}{self._epochs:x}"
+
+    async def _run(self, name: str, keys_: list[str], args: list[Any]) -> Any:
+        if name in IDEMPOTENT:
+            return await self._retrying(lambda: self._call(name, keys_, args))
         try:
-            if len(items) == 1:  # the common case: no pipeline machinery for one call
-                name, keys_, args = items[0]
-                try:
-                    replies = [await self._r.evalsha(self._scripts[name].sha, len(keys_), *keys_, *args)]
-                except ResponseError as e:  # NOSCRIPT, or an error the script raised
-                    replies = [e]
-            else:
-                pipe = self._r.pipeline(transaction=False)
-                for name, keys_, args in items:
-                    pipe.evalsha(self._scripts[name].sha, len(keys_), *keys_, *args)
-                replies = await pipe.execute(raise_on_error=False)
+            return await self._call(name, keys_, args)
         except (RedisError, OSError) as e:
             self.counters["redis_errors"] += 1
             raise StorageUnavailable(f"redis: {e}") from e
-        redo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if redo:
-            for name in {items[i][0] for i in redo}:
-                src = self._scripts[name].script
-                await self._retrying(functools.partial(self._r.script_load, src))
-            again = await self._eval_batch([items[i] for i in redo])
-            for i, r in zip(redo, again, strict=True):
-                replies[i] = r
-        return replies
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]], attempts: int = 6) -> Any:
         """A command that is safe to repeat, retried across a short Redis outage (a restart)."""
@@ -878,9 +859,10 @@ class RedisEngine:
         # their order (a producer's pipelined appends each look their stream up first)
         r = await s._submit(
             [k.meta, k.sealed, k.tomb, self.space.deadlines],
-            [self._renew, secrets.token_hex(8), f"{s._meta.epoch}:{s._next}", k.channel, s.id],
-            lambda _: None,
+            [self._renew, self._new_epoch(), f"{s._meta.epoch}:{s._next}", k.channel, s.id],
+            None,
             "load",
+            attempts=6,
         )
         kind = r[0]
         if kind == b"m":
@@ -896,6 +878,10 @@ class RedisEngine:
             raise StreamNotFound(f"stream {s.id!r} does not exist")
 
     async def get_stream(self, stream_id: str) -> RedisStream:
+        s = self._live_streams.get(stream_id)
+        live = self._live
+        if s is not None and s._fresh and not s.deleted and live is not None and live.subscribed(s.k.channel):
+            return s  # kept current by its notifications (a hop behind other hubs' writes)
         ids.validate(stream_id)
         s = self._handle(stream_id)
         await self._load_into(s)
@@ -1091,6 +1077,7 @@ class RedisEngine:
             self._spawn(self._live.subscribe(s.k.channel, s._on_note, s._on_confirm, wait=False))
 
     def _unsubscribe(self, s: RedisStream) -> None:
+        s._fresh = False
         if self._live_streams.get(s.id) is s:
             del self._live_streams[s.id]
         if self._live is not None:
@@ -1106,6 +1093,37 @@ class RedisEngine:
         self._schedule_seal(s.id)
         for cb in self.on_end:
             cb(s)
+
+    # --- producer leases, shared by every hub on this Redis ---------------------------------------
+
+    async def lease(self, stream_ids: Sequence[str], seconds: float, *, new: bool = False) -> None:
+        """The producers of ``stream_ids`` are alive (held by a connection here, or an HTTP append):
+        their streams' leases lapse ``seconds`` from now unless renewed again, through any hub.
+        ``new``: only streams without a lease get one (a stream just created)."""
+        if not stream_ids:
+            return
+        at = time.time() + seconds
+        mapping = {sid: at for sid in stream_ids}
+        await self._retrying(lambda: self._r.zadd(self.space.leases, mapping, nx=new, gt=not new))
+
+    async def lapse_leases(self, now: float | None = None) -> builtins.list[str]:
+        """End every open stream whose lease ran out as ``error``/``producer_lost``, each exactly
+        once whichever hubs sweep at the same time (the write script compares and closes)."""
+        now = time.time() if now is None else now
+        due = await self._retrying(
+            lambda: self._r.zrangebyscore(self.space.leases, "-inf", now, start=0, num=256)
+        )
+        ended = []
+        for raw in due:
+            sid = raw.decode()
+            s = self._handle(sid)
+            close_json = msgspec.json.encode(CloseInfo("error", "producer_lost", time.time()))
+            try:
+                await s._write("l", [], sid, None, 0, None, close_json)
+            except (LeaseNotDue, StreamGone, StreamNotFound, StreamClosed):
+                continue
+            ended.append(sid)
+        return ended
 
     async def request_cancel(self, stream_id: str) -> None:
         """Tell every other hub on this Redis that ``stream_id``'s producer was asked to stop."""

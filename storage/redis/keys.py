@@ -47,6 +47,10 @@ class Space:
         return self.prefix + "count"
 
     @property
+    def leases(self) -> str:  # sorted set: id -> unix time its producer lease lapses (hub/core/lease.py)
+        return self.prefix + "leases"
+
+    @property
     def deadlines(self) -> str:  # sorted set: id -> unix time it expires
         return self.prefix + "dl"
 

@@ -1,10 +1,9 @@
 """The engine's Lua scripts: one file each beside this module (lua/), with lua/_lib.lua prepended,
-registered once per client and called by EVALSHA (redis-py reloads a script the server forgot)."""
+loaded on the engine's script connection and called by EVALSHA (storage/redis/pipe.py)."""
 
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
 from ..engine import PRODUCER_WINDOW
 
@@ -16,7 +15,3 @@ def source(name: str) -> str:
     lib = d.joinpath("_lib.lua").read_text()
     body = d.joinpath(f"{name}.lua").read_text()
     return (lib + "\n" + body).replace("PRODUCER_WINDOW", str(PRODUCER_WINDOW))
-
-
-def register(client: Any) -> dict[str, Any]:
-    return {name: client.register_script(source(name)) for name in NAMES}

@@ -6,7 +6,8 @@ Stream channel payloads (ASCII header, then raw bytes):
 * ``n <epoch> <first> <count>``: chunks too big to carry; read them with XRANGE;
 * ``e <epoch> <next> <close json>``: the stream ended after offset ``next - 1``;
 * ``r <epoch> <next>``: the epoch was renewed (Redis may have lost data): offsets restart meaning;
-* ``g``: the stream was deleted or expired.
+* ``g``: the stream was deleted or expired;
+* ``l <meta json>``: the stream's meta (its labels) changed.
 
 A producer window (meta field ``p:<producer>``) is ``epoch|seq,first,count|...``, oldest first.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ..engine import CloseInfo, ProducerState
+from ..engine import CloseInfo, ProducerState, StreamMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,12 @@ class Gone:
     pass
 
 
-Note = Chunks | End | Reset | Gone
+@dataclass(frozen=True, slots=True)
+class Meta:
+    meta: StreamMeta
+
+
+Note = Chunks | End | Reset | Gone | Meta
 
 
 def parse_note(payload: bytes) -> Note:
@@ -70,6 +76,8 @@ def parse_note(payload: bytes) -> Note:
         return Reset(epoch.decode(), int(nxt))
     if kind == b"g":
         return Gone()
+    if kind == b"l":
+        return Meta(msgspec.json.decode(payload[2:], type=StreamMeta))
     raise ValueError(f"unknown notification {payload[:16]!r}")
 
 

@@ -14,6 +14,7 @@ from hub.core import analytics as an
 from hub.core.analytics import Histogram, Series, UsageRecord, UsageTotals, outcome, quantile
 from hub.core.auth import Auth
 from hub.core.config import Config
+from hub.core.errors import HubError
 from hub.core.outbox import Outbox
 from hub.core.service import Hub
 from hub.protocols.native.http import SSE_FORMAT
@@ -118,6 +119,29 @@ async def test_usage_is_counted_once_at_append(hub: Hub) -> None:
     assert hub.analytics.generated_chunks == 3 and hub.analytics.generated_bytes == 7
     assert by["u/1"].id == f"u/1:{s.epoch}" and by["u/1"].labels == {"tenant": "acme"}
     assert not hub.analytics.live  # nothing kept for ended streams but the bounded history
+
+
+async def test_an_append_that_ends_its_stream_is_counted_and_leaves_no_row(hub: Hub) -> None:
+    """The end is published inside the append (before the service hears it succeeded): the record
+    still has the last append's chunks, and no row of the ended stream is left behind."""
+    records: list[UsageRecord] = []
+    hub.analytics.on_record.append(records.append)
+    await hub.create("c/1")
+    await hub.append("c/1", [b"a"])
+    await hub.append("c/1", [b"bb", b"c"], close=True)
+    assert [(r.chunks, r.bytes) for r in records] == [(3, 4)]
+    assert "c/1" not in hub.analytics.live and not hub.analytics.closing
+    assert hub.analytics.generated_chunks == 3 and hub.analytics.generated_bytes == 4
+
+
+async def test_a_duplicate_append_leaves_no_lag_start_behind(hub: Hub) -> None:
+    await hub.create("d/1")
+    await hub.append("d/1", [b"a"], "p", 0)
+    await hub.append("d/1", [b"a"], "p", 0)  # a retry: a duplicate, never published
+    assert hub.analytics.live["d/1"].pending_t0 is None
+    with pytest.raises(HubError):
+        await hub.append("d/1", [b"b"], "p", 5)  # a gap: refused
+    assert hub.analytics.live["d/1"].pending_t0 is None
 
 
 async def test_rows_are_bounded(hub: Hub) -> None:

@@ -68,3 +68,50 @@ async def test_stop_on_b_reaches_the_producer_on_a(start_hub, connect, store):
     got, end = await reader.collect("c")
     assert got == [(0, "x")] and end["status"] == "cancelled"
     await wait_for(lambda: "c" not in b.hub.cancel_requested, what="hub B forgets the cancel at the end")
+
+
+async def test_redis_losing_acknowledged_chunks_reaches_a_live_subscriber_as_reset(
+    start_hub, connect, tmp_path: Path
+):
+    """AOF everysec, redis-server killed and its AOF's unsynced tail cut: a WebSocket subscriber on
+    hub B, live when it happened, gets ``reset`` with the new epoch (never ``stream_gone``, never a
+    silent gap), then the stream again from offset 0, exactly as Redis now holds it."""
+    with RedisServer(tmp_path / "redis-reset", appendfsync="everysec") as srv:
+        a = await start_hub(store=srv.url)
+        b = await start_hub(store=srv.url)
+        prod = await connect(a.ws_url)
+        await prod.send(op="create", stream="r", id="c")
+        await prod.recv_op("ack")
+        sub = await connect(b.ws_url)
+        await sub.send(op="subscribe", stream="r", **{"from": 0})
+        epoch0 = (await sub.recv_op("subscribed"))["epoch"]
+        toks = tokens(300, seed=5)
+        for i, t in enumerate(toks):
+            await prod.send(op="append", stream="r", data=t, id=i, producer="p", seq=i)
+        for _ in toks:
+            assert (await prod.recv_op("ack"))["op"] == "ack"
+        live: list[str] = []
+        while len(live) < len(toks):
+            f = await sub.recv()
+            assert f["op"] == "chunks" and f["offset"] == len(live), f
+            live += f["data"]
+        assert live == toks
+
+        srv.kill()
+        (aof,) = (srv.dir / "appendonlydir").glob("*.incr.aof")
+        size = aof.stat().st_size
+        with aof.open("r+b") as fh:
+            fh.truncate(size - 3000)  # what everysec had not fsynced: the last appends are gone
+        await asyncio.to_thread(srv.start)
+
+        async with asyncio.timeout(30):  # hub B resubscribes, reloads the stream: its epoch is renewed
+            f = await sub.recv(timeout=30)
+        assert f["op"] == "reset" and f["stream"] == "r" and f["epoch"] != epoch0, f
+        await prod.send(op="close", stream="r", status="done", id="close")  # A reconnects by itself
+        assert (await prod.recv_op("ack", timeout=30))["id"] == "close"
+        again, end = await sub.collect("r", timeout=30)
+        kept = [d for _, d in again]
+        assert again[0][0] == 0 and end["status"] == "done"
+        assert 0 < len(kept) < len(toks) and kept == toks[: len(kept)]  # a prefix: the tail was lost
+        s = await b.hub.get("r")
+        assert s.epoch == f["epoch"] and s.next_offset == len(kept)

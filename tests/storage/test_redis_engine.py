@@ -334,3 +334,42 @@ async def test_cancelled_commands_never_answer_another_caller(make_redis: Make) 
         assert got[off] == data
     assert len(set(got)) == len(got)  # a cancelled append landed once or not at all
     assert len(landed) > 20  # the test did exercise appends
+
+
+async def test_a_live_handle_answers_lookups_without_a_round_trip_and_learns_labels(make_redis: Make) -> None:
+    """A stream listened to on hub B is kept current by its notifications, so B's get_stream
+    answers from memory (a producer's appends each look their stream up); labels set through hub A
+    reach it on the stream's channel."""
+    a, b = await make_redis(), await make_redis()
+    await a.create("lb", labels={"v": "1"})
+    sb = await b.get_stream("lb")
+    rec = Recorder()
+    sb.listen(rec)
+    await b._subscribed(sb)  # type: ignore[attr-defined]
+    async with asyncio.timeout(10):
+        while not sb._fresh:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+    calls = b._pipe.calls  # type: ignore[attr-defined]
+    assert await b.get_stream("lb") is sb
+    assert b._pipe.calls == calls  # type: ignore[attr-defined]  # no script ran
+    await a.set_labels("lb", {"v": "2"})
+    async with asyncio.timeout(10):
+        while (await b.get_stream("lb")).meta.labels != {"v": "2"}:
+            await asyncio.sleep(0.01)
+    assert sb.meta.epoch == (await a.get_stream("lb")).epoch  # the meta note keeps B's epoch
+    sb.unlisten(rec)
+    assert (await b.get_stream("lb")).meta.labels == {"v": "2"}  # not listened to: loaded again
+
+
+async def test_concurrent_appends_share_round_trips_in_call_order(make_redis: Make) -> None:
+    """The script pipe sends what queued during a round trip as one batch: appends to many streams
+    share round trips, and each stream's appends still land in the order they were made."""
+    eng = await make_redis()
+    streams = [await eng.create(f"pipe/{i}") for i in range(16)]
+    pipe = eng._pipe  # type: ignore[attr-defined]
+    batches, calls = pipe.batches, pipe.calls
+    results = await asyncio.gather(*(s.append([f"{i}".encode()], "p", i) for i in range(20) for s in streams))
+    assert pipe.calls - calls == 16 * 20 and pipe.batches - batches < (16 * 20) // 4
+    for s in streams:
+        assert await read_all(s) == [f"{i}".encode() for i in range(20)]
+    assert sorted(r.offset for r in results) == sorted(list(range(20)) * 16)

@@ -222,6 +222,7 @@ async def handler(request: web.Request) -> web.StreamResponse:
         grant = None  # a frame's own authorization header may still grant its request
     await ws.prepare(request)
     sock = ChatSocket(request.app, ws, grant)
+    hub.counters.connections_total += 1
     hub.connections.add(sock)
     try:
         await sock.run()

@@ -43,6 +43,7 @@ class Heartbeat:
             if c.ping_at:
                 if c.seen < c.ping_at and now - c.ping_at >= beat / 2:
                     self.dropped += 1
+                    self.members.discard(c)  # once: its reader's cleanup may come a sweep later
                     transport = c.ws._req.transport if c.ws._req is not None else None
                     if transport is not None:
                         transport.abort()  # the reader sees the connection lost and cleans up

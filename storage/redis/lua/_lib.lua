@@ -5,9 +5,11 @@ local function fmt(x) return string.format('%d', x) end
 
 -- The Redis incarnation: its run_id changes on every restart and failover. A stream written under
 -- another incarnation may have lost acknowledged writes (AOF everysec, asynchronous replicas).
-local function run_id()
-  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-end
+-- Every call's first ARGV is the run_id of the server its connection was opened to
+-- (storage/redis/pipe.py reads it at each connect): a TCP connection never outlives a server
+-- process, so it is this server's, and it costs no INFO per call. The scripts' own ARGV follow.
+local RUN_ID = table.remove(ARGV, 1)
+local function run_id() return RUN_ID end
 
 -- Byte-wise "a > b" (Lua's own string order follows the server's locale).
 local function bytes_gt(a, b)
@@ -64,24 +66,6 @@ local function schedule(m, d, dl, id, default_ttl, grace)
     redis.call('PERSIST', m)
     redis.call('PERSIST', d)
   end
-end
-
--- A producer's window: "epoch|seq,first,count|seq,first,count..." (its last appends, oldest first).
-local function parse_window(s)
-  local parts = {}
-  for p in string.gmatch(s, '[^|]+') do parts[#parts + 1] = p end
-  local w = {epoch = tonumber(parts[1]), entries = {}}
-  for i = 2, #parts do
-    local a, b, c = string.match(parts[i], '(%d+),(%d+),(%d+)')
-    w.entries[#w.entries + 1] = {tonumber(a), tonumber(b), tonumber(c)}
-  end
-  return w
-end
-
-local function format_window(w)
-  local out = {fmt(w.epoch)}
-  for _, e in ipairs(w.entries) do out[#out + 1] = fmt(e[1]) .. ',' .. fmt(e[2]) .. ',' .. fmt(e[3]) end
-  return table.concat(out, '|')
 end
 
 -- A stream's id in the listing indexes: ids under ``chat/<chat>/`` sit in that chat's own sorted

@@ -1,109 +1,123 @@
--- Append a batch (mode 'a') or close the stream (mode 'c'), atomically: idempotency check, XADD with
+-- Append a batch (mode 'a'), close the stream (mode 'c'), or close it as producer_lost if its
+-- producer lease ran out (mode 'l': the compare-and-close every hub's sweep runs), atomically: idempotency check, XADD with
 -- explicit ids 0-<offset+1>, the offset/epoch metadata, retention, and the live notification
 -- (PUBLISH on the stream's channel, payload carrying epoch + offset so a receiver detects gaps).
--- KEYS: meta, data, sealed, tombstone, open set, deadlines
--- ARGV: 1 mode, 2 the engine's constants "renew|publish cap|default ttl|grace|events channel|origin",
---       3 new epoch, 4 now, 5 hint, 6 producer id ('' none), 7 has seq, 8 seq, 9 producer epoch,
---       10 has stream seq, 11 stream seq, 12 close json ('' none), 13.. chunks
--- Returns {'ok', first, count, next, epoch, closed} | {'dup', first, count, next}
---       | {'err', code, msg, next}
---       | {'sealed'} | {'gone'} | {'nf'}
-local m, d, z, t, openk, dl = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local mode = ARGV[1]
--- one HMGET for everything below (each redis.call costs more than the work it does)
-local h = redis.call('HMGET', m, 'rid', 'ep', 'cl', 'n', 'ss', 'raw', 'id', 'xa', 'ttl', 'ittl')
+-- The hot path (an append by a known producer, seq = last + 1) makes four calls: HMGET, XADD per
+-- chunk, HSET, PUBLISH; each redis.call costs more than the Lua around it, so nothing is read twice.
+-- KEYS: meta, data, open set, deadlines, leases (sorted set: id -> when its producer lease lapses)
+-- ARGV: 1 the engine's constants "renew|publish cap|default ttl|grace|events channel|origin",
+--       2 "mode|has seq|seq|producer epoch|has stream seq|now|hint|new epoch" (hint: "<epoch>:<next>"),
+--       3 producer id ('' none; mode 'l': the stream id), 4 stream seq, 5 close json ('' none), 6.. chunks
+-- Returns one string: 'ok <first> <count> <next> <epoch> <closed>' | 'dup <first> <count> <next>'
+--       | 'err <code> <next> <message>' | 'missing' (no meta hash: sealed, gone or never created)
+local m, d, openk, dl, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local mode, has_seq, seq, pep, has_ss, now, hint, new_epoch =
+  string.match(ARGV[2], '^(%a)|([01])|(%d+)|(%d+)|([01])|([^|]*)|([^|]*)|(.*)$')
+has_seq, has_ss, seq, pep = has_seq == '1', has_ss == '1', tonumber(seq), tonumber(pep)
+local pid = ARGV[3]
+local use_win = pid ~= '' and has_seq
+-- one HMGET for everything below, the producer's window included
+local h = redis.call('HMGET', m, 'rid', 'ep', 'cl', 'n', 'ss', 'raw', 'id', 'xa', 'ttl', 'ittl',
+  use_win and ('p:' .. pid) or 'id')
 if not h[7] then
-  if redis.call('EXISTS', z) == 1 then return {'sealed'} end
-  if redis.call('EXISTS', t) == 1 then return {'gone'} end
-  return {'nf'}
+  if mode == 'l' then redis.call('ZREM', lk, ARGV[3]) end
+  return 'missing'
 end
 local channel = string.sub(m, 1, -2) .. 'c'  -- keys.py: the stream's keys differ in their last letter
 local renew, cap, default_ttl, grace, events, origin =
-  string.match(ARGV[2], '^([01])|(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-local ep = check_epoch(m, channel, renew, ARGV[3], ARGV[5], h)
+  string.match(ARGV[1], '^([01])|(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+local ep = check_epoch(m, channel, renew, new_epoch, hint, h)
 local n, closed, sid = tonumber(h[4]), h[3], h[7]
-h = {h[4], h[3], h[5], h[6], h[7], h[8], h[9], h[10]}  -- n, cl, ss, raw, id, xa, ttl, ittl
-local now = ARGV[4]
-local pid, has_seq = ARGV[6], ARGV[7] == '1'
-local seq, pep = tonumber(ARGV[8]), tonumber(ARGV[9])
-local win = nil
-if pid ~= '' and has_seq then
-  local raw = redis.call('HGET', m, 'p:' .. pid)
-  if raw then win = parse_window(raw) end
+local win = use_win and h[11] or nil  -- "epoch|seq,first,count|..." oldest first
+local win_epoch, last
+if win then
+  win_epoch = tonumber(string.match(win, '^%d+'))
+  last = tonumber(string.match(win, '|(%d+),%d+,%d+$'))
 end
 
+local function err(code, msg) return 'err ' .. code .. ' ' .. fmt(n) .. ' ' .. msg end
+if mode == 'l' then  -- exactly once: only while the lease is still past due and the stream open
+  local due = redis.call('ZSCORE', lk, sid)
+  if closed or not due then
+    redis.call('ZREM', lk, sid)
+    return err('lease_not_due', 'closed, or no lease')
+  end
+  if tonumber(due) > tonumber(now) then return err('lease_not_due', 'renewed meanwhile') end
+  mode = 'c'
+end
 if mode == 'a' and win then
-  local last = win.entries[#win.entries][1]
-  if pep == win.epoch then
+  if pep == win_epoch then
     if seq <= last then
-      for _, e in ipairs(win.entries) do
-        if e[1] == seq then return {'dup', fmt(e[2]), fmt(e[3]), fmt(n)} end
+      for a, b, c in string.gmatch(win, '|(%d+),(%d+),(%d+)') do
+        if tonumber(a) == seq then return 'dup ' .. b .. ' ' .. c .. ' ' .. fmt(n) end
       end
-      return {'err', 'sequence_error', 'producer ' .. pid .. ' seq ' .. fmt(seq) ..
-        ' is older than its retry window (last seq ' .. fmt(last) .. ')', fmt(n)}
+      return err('sequence_error', 'producer ' .. pid .. ' seq ' .. fmt(seq) ..
+        ' is older than its retry window (last seq ' .. fmt(last) .. ')')
     end
     if seq > last + 1 then
-      return {'err', 'sequence_gap', 'producer ' .. pid .. ' seq ' .. fmt(seq) .. ' skips past ' ..
-        fmt(last + 1) .. ': appends in between were lost on the way', fmt(n)}
+      return err('sequence_gap', 'producer ' .. pid .. ' seq ' .. fmt(seq) .. ' skips past ' ..
+        fmt(last + 1) .. ': appends in between were lost on the way')
     end
-  elseif pep < win.epoch then
-    return {'err', 'sequence_error', 'producer ' .. pid .. ' epoch ' .. fmt(pep) ..
-      ' is older than ' .. fmt(win.epoch), fmt(n)}
+  elseif pep < win_epoch then
+    return err('sequence_error', 'producer ' .. pid .. ' epoch ' .. fmt(pep) ..
+      ' is older than ' .. fmt(win_epoch))
   end
 end
 if closed then
-  return {'err', 'stream_closed', 'stream is closed (' .. cjson.decode(closed).status .. ')', fmt(n)}
+  return err('stream_closed', 'stream is closed (' .. cjson.decode(closed).status .. ')')
 end
-if mode == 'a' and ARGV[10] == '1' then
-  if h[3] and not bytes_gt(ARGV[11], h[3]) then
-    return {'err', 'sequence_error', 'Stream-Seq ' .. ARGV[11] .. ' is not after the last one, ' .. h[3], fmt(n)}
+if mode == 'a' and has_ss and h[5] and not bytes_gt(ARGV[4], h[5]) then
+  return err('sequence_error', 'Stream-Seq ' .. ARGV[4] .. ' is not after the last one, ' .. h[5])
+end
+
+-- the producer's window after this append: the entry added, the oldest dropped past the window
+local function next_window(count)
+  local entry = '|' .. fmt(seq) .. ',' .. fmt(n) .. ',' .. fmt(count)
+  if not win or win_epoch ~= pep then return fmt(pep) .. entry end
+  local w = win .. entry
+  if select(2, string.gsub(w, '|', '|')) > PRODUCER_WINDOW then
+    w = string.gsub(w, '^(%d+)|[^|]*', '%1', 1)
   end
+  return w
 end
 
 local count = 0
 if mode == 'a' then
   local lens, total = {}, 0
-  for i = 13, #ARGV do
+  for i = 6, #ARGV do
     count = count + 1
     redis.call('XADD', d, '0-' .. fmt(n + count), 'c', ARGV[i])
     lens[count] = fmt(#ARGV[i])
     total = total + #ARGV[i]
   end
-  local fields = {'n', fmt(n + count), 'raw', fmt(tonumber(h[4]) + total), 'la', now, 'acc', now}
-  if ARGV[10] == '1' then fields[#fields + 1] = 'ss'; fields[#fields + 1] = ARGV[11] end
-  if pid ~= '' and has_seq then
-    if not win or win.epoch ~= pep then win = {epoch = pep, entries = {}} end
-    win.entries[#win.entries + 1] = {seq, n, count}
-    while #win.entries > PRODUCER_WINDOW do table.remove(win.entries, 1) end
+  local fields = {'n', fmt(n + count), 'raw', fmt(tonumber(h[6]) + total), 'la', now, 'acc', now}
+  if has_ss then fields[#fields + 1] = 'ss'; fields[#fields + 1] = ARGV[4] end
+  if use_win then
     fields[#fields + 1] = 'p:' .. pid
-    fields[#fields + 1] = format_window(win)
+    fields[#fields + 1] = next_window(count)
   end
   redis.call('HSET', m, unpack(fields))
   if total <= tonumber(cap) then
-    local data = {}
-    for i = 13, #ARGV do data[#data + 1] = ARGV[i] end
     redis.call('PUBLISH', channel, 'c ' .. ep .. ' ' .. fmt(n) .. ' ' .. table.concat(lens, ',') .. '\n' ..
-      table.concat(data))
+      table.concat(ARGV, '', 6))
   else  -- too big to carry: receivers read it with XRANGE
     redis.call('PUBLISH', channel, 'n ' .. ep .. ' ' .. fmt(n) .. ' ' .. fmt(count))
   end
 end
-if mode == 'c' and pid ~= '' and has_seq then
-  if not win or win.epoch ~= pep then win = {epoch = pep, entries = {}} end
-  win.entries[#win.entries + 1] = {seq, n, count}
-  while #win.entries > PRODUCER_WINDOW do table.remove(win.entries, 1) end
-  redis.call('HSET', m, 'p:' .. pid, format_window(win))
+if mode == 'c' and use_win then
+  redis.call('HSET', m, 'p:' .. pid, next_window(0))
 end
 local now_closed = 0
-if ARGV[12] ~= '' then
-  redis.call('HSET', m, 'cl', ARGV[12], 'cat', now, 'acc', now)
+if ARGV[5] ~= '' then
+  redis.call('HSET', m, 'cl', ARGV[5], 'cat', now, 'acc', now)
   redis.call('ZREM', openk, sid)
-  redis.call('PUBLISH', channel, 'e ' .. ep .. ' ' .. fmt(n + count) .. ' ' .. ARGV[12])
+  redis.call('ZREM', lk, sid)
+  redis.call('PUBLISH', channel, 'e ' .. ep .. ' ' .. fmt(n + count) .. ' ' .. ARGV[5])
   redis.call('PUBLISH', events, 'e ' .. origin .. ' ' .. sid)
   now_closed = 1
 end
 -- retention: only a stream that has (or had) a deadline needs it moved
-if h[6] or h[7] or h[8] or (now_closed == 1 and default_ttl ~= '') then
+if h[8] or h[9] or h[10] or (now_closed == 1 and default_ttl ~= '') then
   schedule(m, d, dl, sid, default_ttl, grace)
 end
-return {'ok', fmt(n), fmt(count), fmt(n + count), ep, now_closed}
+return 'ok ' .. fmt(n) .. ' ' .. fmt(count) .. ' ' .. fmt(n + count) .. ' ' .. ep .. ' ' .. fmt(now_closed)
