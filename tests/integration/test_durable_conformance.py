@@ -77,6 +77,7 @@ async def test_typescript_client_reads_python_producer_across_restart(tmp_path: 
     port = _free_port()
     data = tmp_path / "data"
     sid = f"interop/{live}/answer"
+    trace = tmp_path / "reader-trace.txt"  # every response the reader got, for a failure's report
     runner = await _start(data, port)
     ws = f"ws://127.0.0.1:{port}/ws"
     tokens = [f"<tok {i:03d} ü>" for i in range(120)]
@@ -90,7 +91,7 @@ async def test_typescript_client_reads_python_producer_across_restart(tmp_path: 
         cwd=CONFORMANCE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NODE_NO_WARNINGS": "1"},
+        env={**os.environ, "NODE_NO_WARNINGS": "1", "DS_READER_TRACE": str(trace)},
     )
     try:
         for t in tokens[:60]:
@@ -112,7 +113,7 @@ async def test_typescript_client_reads_python_producer_across_restart(tmp_path: 
     lines = out.decode().splitlines()
     assert lines and lines[-1] == "END", f"reader did not finish: {lines[-3:]} {err.decode()[-2000:]}"
     got = "".join(json.loads(line)["text"] for line in lines[:-1])
-    assert got == "".join(tokens), "the reader saw a chunk twice, lost one, or saw them out of order"
+    assert got == "".join(tokens), f"the reader saw a chunk twice, lost one, or out of order (see {trace})"
     offsets = [json.loads(line)["offset"] for line in lines[:-1]]
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
 
@@ -121,3 +122,37 @@ async def _append_all(producer: Producer, tokens: list[str]) -> None:
     for t in tokens:
         await producer.append(t)
         await asyncio.sleep(0.002)
+
+
+@pytest.mark.parametrize("live", ["long-poll", "sse"])
+async def test_typescript_client_reads_a_closed_stream_to_its_last_chunk(tmp_path: Path, live: str) -> None:
+    """The deterministic form of the restart race above: a reader that starts after the close gets
+    the chunks and Stream-Closed in one response, and the official client settles ``closed`` while
+    its subscriber still reads that response's body; the reader must end on the chunk that says
+    streamClosed, never on ``closed``, or it drops the last response unprinted."""
+    _need_node()
+    port = _free_port()
+    sid = f"interop/{live}/closed"
+    runner = await _start(tmp_path / "data", port)
+    tokens = [f"<tok {i:03d} ü>" for i in range(40)]
+    try:
+        async with Producer(f"ws://127.0.0.1:{port}/ws", sid) as producer:
+            for t in tokens:
+                await producer.append(t)
+            await producer.close("done")
+        reader = await asyncio.create_subprocess_exec(
+            "node",
+            str(CONFORMANCE / "interop_reader.mjs"),
+            f"http://127.0.0.1:{port}/v1/stream/{sid}",
+            live,
+            cwd=CONFORMANCE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "NODE_NO_WARNINGS": "1"},
+        )
+        out, err = await asyncio.wait_for(reader.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    lines = out.decode().splitlines()
+    assert lines and lines[-1] == "END", f"reader did not finish: {lines[-3:]} {err.decode()[-2000:]}"
+    assert "".join(json.loads(line)["text"] for line in lines[:-1]) == "".join(tokens)
