@@ -180,6 +180,7 @@ async def main_async(n: int, keep: bool) -> int:
         await hub.stop()
         alloc, inodes = disk_usage(tmp / "data")
         db = sum(p.lstat().st_blocks * 512 for p in (tmp / "data").glob("store.db*"))
+        parts = {p.name: disk_usage(p)[0] for p in sorted((tmp / "data").iterdir())}
         await hub.start()
         rng = random.Random(3)
         picks = []
@@ -219,6 +220,7 @@ async def main_async(n: int, keep: bool) -> int:
                     f" {archive_s:.1f} s after the last close",
                     f"store.db and its WAL: {db:,} B allocated; allocated = st_blocks of every file and"
                     " directory in the data dir",
+                    "by entry of the data dir: " + ", ".join(f"{k} {v:,} B" for k, v in parts.items()),
                 ],
             )
         )
