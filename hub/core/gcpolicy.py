@@ -16,8 +16,8 @@ a reference cycle that becomes garbage after being frozen waits for the next tha
 from what ends (a closed connection leaves ~30 objects in cycles: tasks, futures, exceptions with
 their tracebacks; an ended stream a few), not from traffic, so the thaw is counted in endings, with
 CPython's own 25 % rule: once the connections and streams ended since the last full collection reach
-a quarter of those alive at it (at least ``min_ended``), or after ``max_age_s`` whatever happened, the
-set is unfrozen and collected once. A heap that only grows (thousands of tabs connecting) or carries
+a quarter of those alive at it (at least ``min_ended``), or ``max_age_s`` after it if anything ended at
+all, the set is unfrozen and collected once. A heap that only grows (thousands of tabs connecting) or carries
 steady traffic is never scanned whole; under heavy churn full collections come about as often as
 CPython's own; waiting garbage stays below ~a quarter of what churned.
 
