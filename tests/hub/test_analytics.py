@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from hub.core import analytics as an
@@ -17,6 +19,7 @@ from hub.core.config import Config
 from hub.core.errors import HubError
 from hub.core.outbox import Outbox
 from hub.core.service import Hub
+from hub.core.usage import UsageDB
 from hub.protocols.native.http import SSE_FORMAT
 
 
@@ -83,6 +86,33 @@ def test_usage_totals_merge_stored_groups_and_open_answers() -> None:
     assert out["total"]["bytes"] == 115 and out["total"]["answers"] == 3 and out["total"]["open"] == 2
     assert [g["value"] for g in out["groups"]] == ["acme", None, "globex"]  # by bytes
     assert out["until"] is None
+
+
+def test_usage_db_sums_per_minute_and_label_set_whatever_the_number_of_answers(tmp_path: Path) -> None:
+    """usage.sqlite3 keeps a row per (minute, label set, outcome), not per answer: 200 answers of one
+    tenant in one minute are one row; the totals are exact; a window resolves to the minute."""
+    db = UsageDB(tmp_path / "usage.sqlite3")
+    db.open()
+    try:
+        recs = [_rec(f"a/{i}", "done", "acme", 10, ws=3) for i in range(200)]
+        db.add(recs[:120])
+        db.add(recs[120:])  # a second batch adds into the same row
+        db.add([msgspec.structs.replace(_rec("b/1", "error", None, 5), ended=600.0)])  # minute 10
+        rows = sqlite3.connect(tmp_path / "usage.sqlite3").execute("SELECT COUNT(*) FROM usage_minutes")
+        assert rows.fetchone()[0] == 2
+        assert db.count() == 201
+        t = UsageTotals("tenant")
+        db.totals("tenant", 0.0, 1e300, t)
+        out = t.result(0.0, math.inf)
+        groups = {g["value"]: g for g in out["groups"]}
+        assert (groups["acme"]["answers"], groups["acme"]["bytes"]) == (200, 2000)
+        assert groups["acme"]["delivered_bytes"] == {"ws": 600}
+        assert groups[None]["outcomes"] == {"error": 1}
+        late = UsageTotals(None)
+        db.totals(None, 60.0, 1e300, late)  # minute 0 (ended at 2 s) ends at 60: outside
+        assert late.result(60.0, math.inf)["total"]["answers"] == 1
+    finally:
+        db.close()
 
 
 @pytest.fixture
