@@ -90,12 +90,12 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub.connections.add(conn)
     beats = request.app.get(HEARTBEAT)
     if beats is not None:
-        beats.members.add(conn)
+        beats.add(conn)
     try:
         await conn.run()
     finally:
         if beats is not None:
-            beats.members.discard(conn)
+            beats.discard(conn)
         hub.connections.discard(conn)
         hub.per_ip[ip] -= 1
         if not hub.per_ip[ip]:
