@@ -95,7 +95,7 @@ AFTER_SETTINGS = ("--fsync always", "--fsync interval", "appendfsync always", "f
 # What an acknowledgement means, per peer and setting (printed under the appends table).
 ACK = {
     "hub --fsync always": "after fsync; appends arriving during an fsync share the next one",
-    "hub --fsync interval": "after the group fsync that follows within 5 ms (the default)",
+    "hub --fsync interval": "after the group fsync; a commit starts at once (the default; the journal made it the same as always)",
     "hub --fsync never": "after write() to the OS page cache",
     "Redis appendfsync always": "after the AOF write + fsync of the event-loop iteration that ran it",
     "Redis appendfsync everysec": "in memory + AOF write(); fsynced within ~1 s",
