@@ -559,6 +559,7 @@ class Store:
         for t in list(self._bg):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await t
+        await self._seals_due_now()
         if self._journal is not None:
             # every segment file fsynced, the journal deleted: a clean start has nothing to replay
             with contextlib.suppress(OSError):
@@ -1238,6 +1239,26 @@ class Store:
                 slots.release()
 
             task.add_done_callback(done)
+
+    async def _seals_due_now(self) -> None:
+        """At stop: run the seals already due that the (now cancelled) sealer had not started yet, such
+        as the last segment of a stream closed just before: cancelling it dropped them, leaving raw
+        segments behind after a clean stop."""
+        now = time.monotonic()
+        while self._seal_due and self._seal_due[0][0] <= now:
+            _, _, sid = heapq.heappop(self._seal_due)
+            self._seal_queued.discard(sid)
+            if not self.exists(sid):
+                continue
+            try:
+                s = self.get(sid)
+            except Exception:
+                continue
+            if s.sealing or s.log.seal_candidate() is None:
+                continue
+            s.sealing = True
+            with contextlib.suppress(Exception):
+                await self._seal(s)
 
     async def _seal(self, s: Stream) -> None:
         loop = asyncio.get_running_loop()
