@@ -426,6 +426,12 @@ class Hub:
             if self.shared_lease_s is not None and s.id not in self._holding:
                 self._lease_soon([s.id], new=True)  # the hub that learns of it first starts it
 
+    def holds(self, stream_id: str, holder: object) -> bool:
+        """``holder`` holds the stream already: ``hold`` would change nothing (checked per append)."""
+        return self.leases.held_by(stream_id, holder) and (
+            self.shared_lease_s is None or holder in self._holding.get(stream_id, ())
+        )
+
     async def hold(self, stream: StreamRef, holder: object) -> None:
         """A producer connection created or appended to the stream: it holds it until ``release``."""
         with contextlib.suppress(HubError):  # deleted meanwhile: nothing to hold

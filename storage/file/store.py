@@ -1108,12 +1108,12 @@ class Store:
     async def _commit_journal(self, j: Journal, work: builtins.list[tuple[Stream, SyncTicket]]) -> None:
         """The commit under the journal: the segment writes (done by ``begin_sync``) framed into
         the journal, one fsync, publish. The segment files are fsynced by a later checkpoint."""
-        streams = self.root / "streams"
         entries = []
         dirs: builtins.list[Path] = []
         for s, t in work:
-            for path, pos, data in s.log.take_unjournaled():
-                entries.append(Entry(str(path.relative_to(streams)), s.log.meta.created, pos, data))
+            created = s.log.meta.created
+            for name, pos, data in s.log.take_unjournaled():
+                entries.append(Entry(name, created, pos, data))
             dirs += t.dirs
         loop = asyncio.get_running_loop()
         before = j.fsyncs
