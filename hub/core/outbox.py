@@ -85,10 +85,10 @@ class Outbox:
             raise OutboxClosed
 
     def _push(self, frame: str) -> None:
-        if self._writer is None and not self._q and self._auto and self._write_now is not None:
-            if self._write_now(frame):
-                self.sent_frames += 1
-                return
+        w = self._write_now
+        if w is not None and self._writer is None and not self._q and self._auto and w(frame):
+            self.sent_frames += 1
+            return
         if self._q is None:
             self._q = deque()
         self._q.append(frame)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -35,13 +36,13 @@ from hub.core.auth import Grant, bearer
 from hub.core.errors import CloseCode, HubError
 from hub.core.fanout import Subscription
 from hub.core.outbox import Outbox
-from hub.core.service import HUB, Hub
+from hub.core.service import HUB, Hub, PendingAppend
 from hub.core.tasks import TaskSet
 from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
 from hub.protocols.http_errors import answer, answers_own_errors
 from hub.protocols.native import messages as p
 from hub.protocols.native.heartbeat import Heartbeat
-from storage import Status
+from storage import AppendResult, Status
 
 log = logging.getLogger("hub.ws")
 
@@ -439,9 +440,49 @@ class Connection:
         if msg.create and not await self.hub.exists(msg.stream):
             creating = self._gate(msg.stream, gate)  # later ops on the stream wait for the create
         await self.inflight.acquire()
+        if not msg.create:
+            # the common case, without a task: the offset assigned now, the ack sent by a callback
+            try:
+                pending = self.hub.append_nowait(msg.stream, chunks, msg.producer, msg.seq)
+            except HubError as e:
+                self.inflight.release()
+                self.send_error(e, msg.id)
+                return False
+            if pending is not None:
+                if pending.future is None:
+                    self._durable(msg, pending)
+                else:
+                    pending.future.add_done_callback(functools.partial(self._on_durable, msg, pending))
+                return False
         # Started now, in arrival order: the offset is assigned before the task's first await.
         self.spawn(self._append(msg, chunks, creating))
         return creating is not None
+
+    def _on_durable(self, msg: p.Append, pending: PendingAppend, _: asyncio.Future[None]) -> None:
+        self._durable(msg, pending)
+
+    def _durable(self, msg: p.Append, pending: PendingAppend) -> None:
+        """``append_nowait``'s append is durable (or failed): count it, hold the stream, ack."""
+        try:
+            err = pending.finish()
+            if self.outbox.closed:
+                return  # the connection is gone (and released its streams): no hold, nobody to ack
+            if err is not None:
+                self.send_error(err, msg.id)
+            elif not self.hub.hold_now(pending.stream, self):
+                self.spawn(self._hold_and_ack(msg, pending.result))  # a shared engine's lease first
+            else:
+                self._ack(msg, pending.result)
+        finally:
+            self.inflight.release()
+
+    async def _hold_and_ack(self, msg: p.Append, res: AppendResult) -> None:
+        await self.hub.hold(msg.stream, self)
+        self._ack(msg, res)
+
+    def _ack(self, msg: p.Append, res: AppendResult) -> None:
+        cancelled = msg.stream in self.hub.cancel_requested
+        self.send(p.encode(p.Ack(msg.id, msg.stream, res.offset, res.count, res.duplicate, cancelled)))
 
     async def _append(
         self, msg: p.Append, chunks: list[bytes], creating: asyncio.Future[None] | None
@@ -455,8 +496,7 @@ class Connection:
             res = await self.hub.append(msg.stream, chunks, msg.producer, msg.seq, create=msg.create)
             if not self.hub.holds(msg.stream, self):  # the producer is here: no lease runs while it stays
                 await self.hub.hold(msg.stream, self)
-            cancelled = msg.stream in self.hub.cancel_requested
-            self.send(p.encode(p.Ack(msg.id, msg.stream, res.offset, res.count, res.duplicate, cancelled)))
+            self._ack(msg, res)
         except HubError as e:
             self.send_error(e, msg.id)
         finally:
