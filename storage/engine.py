@@ -79,7 +79,7 @@ class ProducerState:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per append: not frozen, built 4x faster (not a NamedTuple: ``count``)
 class AppendResult:
     offset: int  # first offset of the appended chunks
     count: int
