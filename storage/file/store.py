@@ -1263,15 +1263,8 @@ class Store:
                     async with asyncio.timeout(wait):
                         await self._seal_wake.wait()
                 continue
-            _, _, sid = heapq.heappop(self._seal_due)
-            self._seal_queued.discard(sid)
-            if not self.exists(sid):
-                continue  # deleted while it waited: nothing to compress
-            try:
-                s = self.get(sid)
-            except Exception:
-                continue
-            if s.sealing or s.log.seal_candidate() is None:
+            s = self._pop_due_seal()
+            if s is None:
                 continue
             await slots.acquire()
             s.sealing = True
@@ -1290,19 +1283,27 @@ class Store:
         segments behind after a clean stop."""
         now = time.monotonic()
         while self._seal_due and self._seal_due[0][0] <= now:
-            _, _, sid = heapq.heappop(self._seal_due)
-            self._seal_queued.discard(sid)
-            if not self.exists(sid):
-                continue
-            try:
-                s = self.get(sid)
-            except Exception:
-                continue
-            if s.sealing or s.log.seal_candidate() is None:
+            s = self._pop_due_seal()
+            if s is None:
                 continue
             s.sealing = True
             with contextlib.suppress(Exception):
                 await self._seal(s)
+
+    def _pop_due_seal(self) -> Stream | None:
+        """Take the first queued seal; its stream, or None if there is nothing (left) to seal:
+        deleted while it waited, not loadable, already sealing or sealed."""
+        _, _, sid = heapq.heappop(self._seal_due)
+        self._seal_queued.discard(sid)
+        if not self.exists(sid):
+            return None
+        try:
+            s = self.get(sid)
+        except Exception:
+            return None
+        if s.sealing or s.log.seal_candidate() is None:
+            return None
+        return s
 
     async def _seal(self, s: Stream) -> None:
         loop = asyncio.get_running_loop()
