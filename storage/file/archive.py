@@ -5,7 +5,8 @@ chunks if it is short, its sealed records if not, and what its files said about 
 raw bytes, close, producer state). ``pack`` turns a batch of them into the rows that replace the
 files. Short answers (up to ``SMALL_ANSWER`` raw bytes, nearly all of them) are recoded: the
 SEPARATED layout and the store's trained zstd dictionary (``codec.py``), and the short answers of
-one chat archived together share one block (a *pack*: one frame, one row, one dictionary context).
+one chat archived together share one block (a *pack*: one frame, one row, one dictionary context);
+until the store has a dictionary, a chat's later answers grow its last pack (``pack``).
 A long answer keeps its sealed blocks byte for byte, so archiving never recompresses megabytes.
 ``ArchivedLog`` then serves the answer through the same ``Log`` interface (``Stream`` and the hub
 cannot tell): a read seeks with one B-tree lookup on (archive key, first offset), checks the block's

@@ -4,7 +4,8 @@
 fields, and for an archived answer what its files used to say (chunk count, raw bytes, close,
 producer state and retry windows). ``blocks`` holds archived answers: one row per block, keyed by
 ``arch << 32 | first offset`` (``arch`` numbers answers in archive order), so a seek is one B-tree
-lookup (O(log n)), a long answer keeps its block structure, and appends fill whole pages. A block
+lookup (O(log n)), a long answer keeps its block structure, and appends fill whole pages (a pack
+that grows in place, before the first dictionary, may split one: ``archive.pack``). A block
 carries its own checksum (``codec.py``), so an archived byte is checked exactly as a segment byte
 is, and a flipped bit answers ``corrupt_data``, never wrong text. ``dicts`` keeps every trained
 zstd dictionary, ``settings`` the few counters that must survive a restart.
@@ -40,6 +41,7 @@ WAL_LIMIT = 1 << 20
 PAGE_SIZE = 8192
 OFFSET_MASK = (1 << 32) - 1  # a block's first offset in the low 32 bits of its key
 JOIN_CHATS = 4096  # chats whose last pack is remembered, so that their next answers grow it
+CLOSE_RECLAIM_PAGES = 4096  # free pages given back at a clean stop, at most (32 MiB: a quick stop)
 STATUS_CODES = {"open": 0, "done": 1, "error": 2, "cancelled": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 
@@ -241,7 +243,7 @@ class Catalog:
         last connection's close checkpoints the WAL into the database and deletes it."""
         try:
             if self._w.execute("PRAGMA freelist_count").fetchone()[0]:
-                self.reclaim()
+                self.reclaim(CLOSE_RECLAIM_PAGES)
         except sqlite3.Error:
             pass  # the pages stay free inside the file, reused by the next writes
         with self._side_lock:
@@ -593,10 +595,11 @@ class Catalog:
             conn.close()
         return {name: int(size) for name, size in rows}
 
-    def reclaim(self) -> None:
-        """Give free pages back to the file system (after retention removed answers)."""
+    def reclaim(self, pages: int = 0) -> None:
+        """Give free pages back to the file system (after retention removed answers): all of
+        them, or up to ``pages``."""
         # executescript steps the pragma to its end (execute would free one page: one step)
-        self._w.executescript("PRAGMA incremental_vacuum;")
+        self._w.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
 
     def vacuum(self) -> None:
         """Rewrite the database compactly (after the first recoding pass, while it is still small)."""

@@ -543,6 +543,33 @@ async def test_a_chats_answers_archived_apart_share_one_pack(store_factory: Any)
     check_database(again.root / "store.db")
 
 
+async def test_a_clean_stop_gives_the_free_pages_back(store_factory: Any) -> None:
+    import random
+
+    store = await archived_store(store_factory, fsync="never", retention_every=3600)
+    big = [random.Random(k).randbytes(4000) for k in range(40)]  # 160 KB: overflow pages
+    for i in range(2):
+        await finish(store, f"a/{i}", [c + f"/{i}".encode() for c in big], per=8)
+        await until(lambda: store.counters["archived"] == i + 1)  # noqa: B023
+    await store.delete("a/0")  # its pages go to the free list, not yet to the file system
+    used, free = store.catalog.page_bytes()
+    assert free >= 100_000
+    await store.stop()
+    db = store.root / "store.db"
+    assert not db.with_name("store.db-wal").exists()  # checkpointed and deleted
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        size = (
+            conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+        )
+    finally:
+        conn.close()
+    assert size <= used and db.stat().st_size == size
+    again = await archived_store(store_factory, root=store.root)
+    assert read_all(again.get("a/1"))[0] == big[0] + b"/1" and again.list() == ["a/1"]
+
+
 async def test_a_schema_1_catalog_is_migrated_and_its_answers_read_back(
     store_factory: Any, tmp_path: Path
 ) -> None:
