@@ -27,8 +27,18 @@ class Grant:
     expires: float | None = field(default=None, compare=False)
 
     def can(self, action: str, stream_id: str) -> bool:
-        pats = {"read": self.read, "write": self.write, "cancel": self.cancel + self.write}[action]
-        return any(p == stream_id or (p.endswith("*") and stream_id.startswith(p[:-1])) for p in pats)
+        if action == "read":
+            pats = self.read
+        elif action == "write":
+            pats = self.write
+        elif action == "cancel":
+            pats = self.cancel + self.write
+        else:
+            raise KeyError(action)
+        for p in pats:  # noqa: SIM110 - a loop, not any(genexpr): checked on every append
+            if p == stream_id or (p[-1:] == "*" and stream_id.startswith(p[:-1])):
+                return True
+        return False
 
     def check(self, action: str, stream_id: str) -> None:
         if action != "read" and self.expires is not None and time.time() >= self.expires:

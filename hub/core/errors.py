@@ -15,8 +15,6 @@ Storage raises ``storage.errors.StorageError`` subclasses with codes of their ow
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from enum import IntEnum
 from typing import Literal
 
@@ -97,14 +95,22 @@ def from_storage(e: StorageError, stream: str | None = None) -> HubError:
     return HubError(e.code, str(e), stream)
 
 
-@contextlib.contextmanager
-def storage_errors(stream: str | None = None) -> Iterator[None]:
+class storage_errors:  # noqa: N801 - used as a function: ``with storage_errors(sid):``
     """Around every call into storage (``hub.core.service``, the fan-out's replay): the one place a
-    storage error becomes the hub's."""
-    try:
-        yield
-    except StorageError as e:
-        raise from_storage(e, stream) from None
+    storage error becomes the hub's. A class, not a generator context manager: it wraps every
+    append, where a ``@contextmanager`` costs a generator per call."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: str | None = None) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, StorageError):
+            raise from_storage(exc, self.stream) from None
 
 
 def for_dialect(

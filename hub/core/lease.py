@@ -83,6 +83,10 @@ class Leases:
         self._held.setdefault(holder, set()).add(stream_id)
         lease.lapses_at = None  # its heap entry, if any, finds nothing due and reschedules
 
+    def held_by(self, stream_id: str, holder: Hashable) -> bool:
+        lease = self._leases.get(stream_id)
+        return lease is not None and holder in lease.holders
+
     def detach(self, holder: Hashable) -> None:
         """``holder`` is gone: each stream it was the last holder of gets one lease to be taken up."""
         now = self.clock()

@@ -5,6 +5,10 @@ a slow reader is dropped to replay instead of buffered without bound; ``force`` 
 frames (acks, errors) through up to twice the limit; ``put`` (replay) waits until the buffer has
 drained below half. At most about ``2 * max_bytes`` is ever held per connection.
 
+A frame that finds the queue empty and the socket's buffer below its limit is written at once
+(``write_now``), in order: a queued frame is never overtaken, as nothing is written at once while
+anything is queued or the writer runs.
+
 Every idle connection holds one, so it holds no deque while empty and no ``asyncio.Event`` (each
 allocates a 760-byte waiter deque up front): ``Signal``s create a future only while someone waits.
 With ``autostart`` it holds no writer task either: one is started by the first queued frame and ends
@@ -28,8 +32,17 @@ class OutboxClosed(Exception):
 class Outbox:
     """A bounded queue of text frames for one client connection, drained by ``run``."""
 
-    def __init__(self, send: Callable[[str], Awaitable[None]], max_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        max_bytes: int = 1 << 20,
+        write_now: Callable[[str], bool] | None = None,
+    ) -> None:
         self._send = send
+        # With ``autostart``: a frame that finds nothing queued is handed to ``write_now``, which
+        # sends it without waiting if the socket takes it (False: it did not, queue it). An ack
+        # then costs no writer task: the common case of a producer awaiting each append's ack.
+        self._write_now = write_now
         self.max_bytes = max_bytes
         self._q: deque[str] | None = None  # created by the first frame, dropped once drained
         self.bytes = 0
@@ -72,6 +85,10 @@ class Outbox:
             raise OutboxClosed
 
     def _push(self, frame: str) -> None:
+        w = self._write_now
+        if w is not None and self._writer is None and not self._q and self._auto and w(frame):
+            self.sent_frames += 1
+            return
         if self._q is None:
             self._q = deque()
         self._q.append(frame)

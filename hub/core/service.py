@@ -34,7 +34,7 @@ from hub.core.analytics import Analytics
 from hub.core.auth import Auth
 from hub.core.config import Config
 from hub.core.datadir import DataDirLock
-from hub.core.errors import HubError, storage_errors
+from hub.core.errors import HubError, from_storage, storage_errors
 from hub.core.fanout import WS_FORMAT, Fanout, Format, Subscription
 from hub.core.gcpolicy import GcPolicy
 from hub.core.hooks import Hooks
@@ -49,6 +49,43 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class PendingAppend:
+    """An append whose offset is assigned and whose durability is awaited (``Hub.append_nowait``):
+    ``future`` (None: durable already) resolves once it is; ``finish`` then counts it as ``append``
+    would have, or gives the error to answer with."""
+
+    __slots__ = ("hub", "stream", "result", "future", "nbytes", "t0")
+
+    def __init__(
+        self,
+        hub: Hub,
+        stream: StreamHandle,
+        result: AppendResult,
+        future: asyncio.Future[None] | None,
+        nbytes: int,
+        t0: float,
+    ) -> None:
+        self.hub, self.stream, self.result, self.future, self.nbytes, self.t0 = (
+            hub, stream, result, future, nbytes, t0,
+        )  # fmt: skip
+
+    def finish(self) -> HubError | None:
+        """Once ``future`` is done: None if the append is durable (and counted), else its error."""
+        f = self.future
+        exc: BaseException | None = None
+        if f is not None:
+            exc = HubError("storage_unavailable", "the store stopped") if f.cancelled() else f.exception()
+        if exc is None:
+            self.hub._appended(self.stream, self.result, self.nbytes, self.t0)
+            return None
+        self.hub.analytics.append_failed(self.stream.id, self.t0)
+        if isinstance(exc, HubError):
+            return exc
+        if isinstance(exc, StorageError):
+            return from_storage(exc, self.stream.id)
+        return HubError("storage_error", f"append failed: {exc!r}", self.stream.id)
+
+
 class Counters:
     appends: int = 0
     appended_chunks: int = 0
@@ -290,6 +327,37 @@ class Hub:
         finally:
             if close:
                 self.analytics.closing.pop(sid, None)
+        self._appended(stream, res, nbytes, t0)
+        return res
+
+    def append_nowait(
+        self, stream_id: str, chunks: Sequence[bytes], producer: str | None = None, seq: int | None = None
+    ) -> PendingAppend | None:
+        """A plain append (no create, close or Stream-Seq) without a task: its offset is assigned
+        now and the caller is called back once it is durable (``PendingAppend``). None (nothing
+        done) when the engine has no such path or this append needs ``append``: the caller then
+        awaits ``append``, which answers exactly as before."""
+        nowait = getattr(self.store, "append_nowait", None)
+        if nowait is None:
+            return None
+        self.check_chunks(stream_id, chunks)
+        t0 = time.monotonic()
+        self.analytics.append_started(stream_id, t0)
+        try:
+            with storage_errors(stream_id):
+                got = nowait(stream_id, chunks, producer, seq)
+        except BaseException:
+            self.analytics.append_failed(stream_id, t0)
+            raise
+        if got is None:
+            self.analytics.append_failed(stream_id, t0)  # ``append`` times it again
+            return None
+        stream, res, fut = got
+        return PendingAppend(self, stream, res, fut, sum(map(len, chunks)), t0)
+
+    def _appended(self, stream: StreamHandle, res: AppendResult, nbytes: int, t0: float) -> None:
+        """An append is durable (or a duplicate answered): count it, tell the hooks, renew leases."""
+        sid = stream.id
         if res.duplicate:
             self.analytics.append_failed(sid, t0)
         else:
@@ -299,7 +367,6 @@ class Hub:
             self.hooks.emit(self.hooks.appended, sid, res)
         self.leases.renew(sid)  # an HTTP producer's lease; a held stream ignores it
         self._renew_shared(sid)
-        return res
 
     async def close(
         self,
@@ -426,19 +493,34 @@ class Hub:
             if self.shared_lease_s is not None and s.id not in self._holding:
                 self._lease_soon([s.id], new=True)  # the hub that learns of it first starts it
 
+    def holds(self, stream_id: str, holder: object) -> bool:
+        """``holder`` holds the stream already: ``hold`` would change nothing (checked per append)."""
+        return self.leases.held_by(stream_id, holder) and (
+            self.shared_lease_s is None or holder in self._holding.get(stream_id, ())
+        )
+
+    def hold_now(self, s: StreamHandle, holder: object) -> bool:
+        """``hold``'s local part; False if the shared engine's lease must still be taken (``hold``)."""
+        self._lease(s)
+        self.leases.attach(s.id, holder)
+        return (
+            self.shared_lease_s is None
+            or s.ended
+            or s.meta.content_type is not None
+            or holder in self._holding.get(s.id, ())
+        )
+
     async def hold(self, stream: StreamRef, holder: object) -> None:
         """A producer connection created or appended to the stream: it holds it until ``release``."""
         with contextlib.suppress(HubError):  # deleted meanwhile: nothing to hold
             s = await self.get(stream)
-            self._lease(s)
-            self.leases.attach(s.id, holder)
-            if self.shared_lease_s is not None and not s.ended and s.meta.content_type is None:
+            if not self.hold_now(s, holder):
                 holders = self._holding.setdefault(s.id, set())
                 if holder not in holders:
                     holders.add(holder)
                     self._held_by.setdefault(holder, set()).add(s.id)
                     with storage_errors(s.id):  # held here from now: renewed by this hub
-                        await self.store.lease([s.id], self.shared_lease_s)
+                        await self.store.lease([s.id], cast(float, self.shared_lease_s))
 
     def release(self, holder: object) -> None:
         self.leases.detach(holder)

@@ -190,7 +190,7 @@ class _File:
     fd: int
     started: float
     size: int = 0
-    dirty: set[Path] = field(default_factory=set)  # segment files written into this file's frames
+    dirty: set[str] = field(default_factory=set)  # segment files (under streams/) in this file's frames
     dirs: set[Path] = field(default_factory=set)  # stream dirs with a segment file made since
 
 
@@ -230,13 +230,12 @@ class Journal:
     def write(self, entries: Iterable[Entry], dirs: Iterable[Path] = ()) -> None:
         """Append one frame per entry (one pwrite for all). On failure the frames' seqs are used
         up, so leftovers of the failed write past the end can never pass for the next frames."""
-        streams = self.root / "streams"
         buf = bytearray()
         touched = []
         for e in entries:
             self.seq += 1
             buf += encode_frame(self.seq, e)
-            touched.append(streams / e.name)
+            touched.append(e.name)
         if not buf:
             return
         f = self.cur
@@ -280,7 +279,8 @@ class Journal:
             done = list(self.old)
         if not done:
             return 0
-        paths = set().union(*(f.dirty for f in done))
+        streams = self.root / "streams"
+        paths = [streams / n for n in set().union(*(f.dirty for f in done))]
         dirs = set().union(*(f.dirs for f in done))
         for p in paths:
             try:

@@ -186,7 +186,8 @@ class Log:
         # framed into the journal by the commit that follows: ``flush`` keeps (file, position,
         # bytes) here until the committer takes them, and syncs never fsync the segment files.
         self.journaled = False
-        self._unjournaled: list[tuple[Path, int, bytes]] = []
+        self._unjournaled: list[tuple[str, int, bytes]] = []  # (segment name under streams/, pos, bytes)
+        self._jname: tuple[Segment | None, str] = (None, "")  # the active segment's journal name
         self._presync: tuple[Segment, int, tuple, bool, bool, str | None] | None = None
         # a fork of an archived answer: its first chunks are read from its parent's archived blocks
         # (offsets 0 .. prefix.hi - 1); its own segments start at prefix.hi. Set by the store.
@@ -545,7 +546,10 @@ class Log:
             code = errno.errorcode.get(e.errno or 0, "EIO")
             raise StorageUnavailable(f"write failed ({code}): {e.strerror}") from e
         if self.journaled:
-            self._unjournaled.append((seg.path, seg.size, data))
+            if self._jname[0] is not seg:  # a journal name is built once per segment, not per commit
+                p = seg.path.parts
+                self._jname = (seg, "/".join(p[-4:]))
+            self._unjournaled.append((self._jname[1], seg.size, data))
         seg.size += len(data)
         seg.end = self.next_offset
         self.written_offset = self.next_offset
@@ -599,8 +603,9 @@ class Log:
             fds.append(self._fd)
         return SyncTicket(tuple(fds), tuple(self._unsynced_dirs), self.written_offset)
 
-    def take_unjournaled(self) -> list[tuple[Path, int, bytes]]:
-        """The segment writes since the last call, (file, position, bytes), for the journal."""
+    def take_unjournaled(self) -> list[tuple[str, int, bytes]]:
+        """The segment writes since the last call, (file name under ``streams/``, position, bytes),
+        for the journal."""
         out, self._unjournaled = self._unjournaled, []
         return out
 

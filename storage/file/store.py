@@ -202,6 +202,29 @@ class Stream:
             await self.store._durable(self, res.offset + res.count)
         return res
 
+    def append_nowait(
+        self, chunks: Sequence[bytes], producer_id: str | None = None, seq: int | None = None
+    ) -> tuple[AppendResult, asyncio.Future[None] | None] | None:
+        """``append``'s synchronous part, for a caller that would rather not run a task per append
+        (the WebSocket path): the offset assigned now, and the future that resolves once the append
+        is durable (None: it is already, e.g. a retry of a durable one). Raises as ``append`` does;
+        None (nothing done) when only ``append`` can answer: a refusal it must make durable first
+        (sequence errors, a closed stream), the ``never`` policy (its append yields) or a stopped
+        store."""
+        store = self.store
+        if store.opts.fsync == "never" or not store._started:
+            return None
+        self._check_live()
+        store._touch(self)
+        try:
+            res = self.log.append(chunks, producer_id, seq)
+        except (SequenceError, StreamClosed):
+            return None  # nothing written: ``append`` settles, then refuses
+        self.last_access = time.time()
+        if not res.duplicate:
+            self._unpublished.append((res.offset, chunks))
+        return res, store._durable_future(self, res.offset + res.count)
+
     async def close(
         self, status: str = "done", error: str | None = None, producer: tuple[str, int, int] | None = None
     ) -> None:
@@ -605,6 +628,14 @@ class Store:
 
     async def get_stream(self, stream_id: str) -> Stream:
         return self.get(stream_id)
+
+    def append_nowait(
+        self, stream_id: str, chunks: Sequence[bytes], producer_id: str | None = None, seq: int | None = None
+    ) -> tuple[Stream, AppendResult, asyncio.Future[None] | None] | None:
+        """The engine's optional fast path (see ``Engine``): ``Stream.append_nowait`` on the stream."""
+        s = self.get(stream_id)
+        got = s.append_nowait(chunks, producer_id, seq)
+        return None if got is None else (s, *got)
 
     async def stream_exists(self, stream_id: str) -> bool:
         return self.exists(stream_id)
@@ -1049,16 +1080,24 @@ class Store:
             self._maybe_seal(s)
             await asyncio.sleep(0)  # an append always yields: a producer in a loop must not starve the rest
             return
-        if mark <= s.log.durable_offset and not close:
+        fut = self._durable_future(s, mark, close)
+        if fut is None:
             return
+        if not self._started:
+            await self._commit_once()
+        await fut
+
+    def _durable_future(self, s: Stream, mark: int, close: bool = False) -> asyncio.Future[None] | None:
+        """A future that resolves once ``s`` is durable up to ``mark`` (None: it is), the stream
+        queued for the next group commit."""
+        if mark <= s.log.durable_offset and not close:
+            return None
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # a close has no offset of its own: its waiter is released by the end being published
         s._waiters.append((mark + 1 if close else mark, fut))
         self._dirty.add(s)
         self._kick.set()
-        if not self._started:
-            await self._commit_once()
-        await fut
+        return fut
 
     async def _committer(self) -> None:
         # Leader/follower group commit: a commit starts as soon as something is dirty and no commit
@@ -1108,12 +1147,12 @@ class Store:
     async def _commit_journal(self, j: Journal, work: builtins.list[tuple[Stream, SyncTicket]]) -> None:
         """The commit under the journal: the segment writes (done by ``begin_sync``) framed into
         the journal, one fsync, publish. The segment files are fsynced by a later checkpoint."""
-        streams = self.root / "streams"
         entries = []
         dirs: builtins.list[Path] = []
         for s, t in work:
-            for path, pos, data in s.log.take_unjournaled():
-                entries.append(Entry(str(path.relative_to(streams)), s.log.meta.created, pos, data))
+            created = s.log.meta.created
+            for name, pos, data in s.log.take_unjournaled():
+                entries.append(Entry(name, created, pos, data))
             dirs += t.dirs
         loop = asyncio.get_running_loop()
         before = j.fsyncs

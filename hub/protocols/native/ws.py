@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, cast
 
@@ -34,13 +36,13 @@ from hub.core.auth import Grant, bearer
 from hub.core.errors import CloseCode, HubError
 from hub.core.fanout import Subscription
 from hub.core.outbox import Outbox
-from hub.core.service import HUB, Hub
+from hub.core.service import HUB, Hub, PendingAppend
 from hub.core.tasks import TaskSet
 from hub.protocols.chats import CHATS, ChatWatchers, check_chat_id, snapshot
 from hub.protocols.http_errors import answer, answers_own_errors
 from hub.protocols.native import messages as p
 from hub.protocols.native.heartbeat import Heartbeat
-from storage import Status
+from storage import AppendResult, Status
 
 log = logging.getLogger("hub.ws")
 
@@ -49,6 +51,19 @@ log = logging.getLogger("hub.ws")
 # hold private copies of sent frames. The kernel's SO_SNDBUF (``socket_sndbuf``) is the real buffer.
 WRITE_BUFFER = 4 << 10
 SLOW_CLOSE_S = 5.0  # how long a 4408 close frame may wait behind unread data before the socket is dropped
+
+
+def text_frame_head(n: int) -> bytes:
+    """The header of an unmasked, final, uncompressed text frame of ``n`` payload bytes (RFC 6455
+    5.2): a server's frame as aiohttp's writer builds it."""
+    if n < 126:
+        return bytes((0x81, n))
+    if n < 1 << 16:
+        return _HEAD16.pack(0x81, 126, n)
+    return _HEAD64.pack(0x81, 127, n)
+
+
+_HEAD16, _HEAD64 = struct.Struct("!BBH"), struct.Struct("!BBQ")
 
 
 @answers_own_errors  # no error-middleware frame under each open connection: its refusals are here
@@ -86,7 +101,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         return ws
     hub.per_ip[ip] = hub.per_ip.get(ip, 0) + 1
     hub.counters.connections_total += 1
-    conn = Connection(hub, ws, grant, request.app.get(CHATS))
+    conn = Connection(hub, ws, grant, request.app.get(CHATS), request.transport)
     hub.connections.add(conn)
     beats = request.app.get(HEARTBEAT)
     if beats is not None:
@@ -123,11 +138,16 @@ def setup_heartbeat(app: web.Application, interval_s: float) -> None:
 class Connection:
     __slots__ = (
         "hub", "chats", "ws", "grant", "outbox", "subs", "_inflight", "tasks", "slow", "gates", "_queued",
-        "_watching", "_produced", "seen", "ping_at",
+        "_watching", "_produced", "seen", "ping_at", "transport",
     )  # fmt: skip
 
     def __init__(
-        self, hub: Hub, ws: web.WebSocketResponse, grant: Grant, chats: ChatWatchers | None = None
+        self,
+        hub: Hub,
+        ws: web.WebSocketResponse,
+        grant: Grant,
+        chats: ChatWatchers | None = None,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.hub = hub
         self.chats = chats
@@ -136,7 +156,11 @@ class Connection:
         self.seen = asyncio.get_running_loop().time()  # the last frame received (heartbeat.py)
         self.ping_at = 0.0  # the heartbeat's unanswered ping, if any
         self.grant = grant
-        self.outbox = Outbox(ws.send_str, hub.config.outbox_bytes)
+        # the socket, to send a frame without a task when its buffer has room (not when compressing)
+        self.transport = transport if not hub.config.ws_compress else None
+        self.outbox = Outbox(
+            ws.send_str, hub.config.outbox_bytes, self._write_now if self.transport is not None else None
+        )
         self.subs: dict[str, Subscription] = {}
         self._produced: set[str] | None = None  # streams this connection produces; by the first append
         self._inflight: asyncio.Semaphore | None = None  # appends not yet acked; by the first append
@@ -220,6 +244,17 @@ class Connection:
             transport = self.ws._req.transport if self.ws._req is not None else None
             if transport is not None:
                 transport.abort()
+
+    def _write_now(self, frame: str) -> bool:
+        """Write a text frame straight to the socket if its buffer has room: what ``send_str`` does
+        for an uncompressed frame when it does not wait, without a coroutine and a writer task.
+        False (nothing written) when the buffer is full or the socket closing: the outbox queues it."""
+        t = self.transport
+        if t is None or self.ws.closed or t.is_closing() or t.get_write_buffer_size() >= WRITE_BUFFER:
+            return False
+        data = frame.encode()
+        t.write(text_frame_head(len(data)) + data)
+        return True
 
     def send(self, frame: str) -> None:
         if not self.outbox.force(frame) and not self.outbox.closed:
@@ -385,6 +420,8 @@ class Connection:
             self._produced.discard(stream_id)
 
     async def _produce(self, stream_id: str) -> None:
+        if self._produced is not None and stream_id in self._produced:
+            return  # watched already (an ended stream leaves the set): the append says the rest
         with contextlib.suppress(HubError):  # not there (yet): the append or create says why
             if (await self.hub.get(stream_id)).ended:
                 return  # a retry to an ended stream: no cancel can reach it any more
@@ -403,9 +440,49 @@ class Connection:
         if msg.create and not await self.hub.exists(msg.stream):
             creating = self._gate(msg.stream, gate)  # later ops on the stream wait for the create
         await self.inflight.acquire()
+        if not msg.create:
+            # the common case, without a task: the offset assigned now, the ack sent by a callback
+            try:
+                pending = self.hub.append_nowait(msg.stream, chunks, msg.producer, msg.seq)
+            except HubError as e:
+                self.inflight.release()
+                self.send_error(e, msg.id)
+                return False
+            if pending is not None:
+                if pending.future is None:
+                    self._durable(msg, pending)
+                else:
+                    pending.future.add_done_callback(functools.partial(self._on_durable, msg, pending))
+                return False
         # Started now, in arrival order: the offset is assigned before the task's first await.
         self.spawn(self._append(msg, chunks, creating))
         return creating is not None
+
+    def _on_durable(self, msg: p.Append, pending: PendingAppend, _: asyncio.Future[None]) -> None:
+        self._durable(msg, pending)
+
+    def _durable(self, msg: p.Append, pending: PendingAppend) -> None:
+        """``append_nowait``'s append is durable (or failed): count it, hold the stream, ack."""
+        try:
+            err = pending.finish()
+            if self.outbox.closed:
+                return  # the connection is gone (and released its streams): no hold, nobody to ack
+            if err is not None:
+                self.send_error(err, msg.id)
+            elif not self.hub.hold_now(pending.stream, self):
+                self.spawn(self._hold_and_ack(msg, pending.result))  # a shared engine's lease first
+            else:
+                self._ack(msg, pending.result)
+        finally:
+            self.inflight.release()
+
+    async def _hold_and_ack(self, msg: p.Append, res: AppendResult) -> None:
+        await self.hub.hold(msg.stream, self)
+        self._ack(msg, res)
+
+    def _ack(self, msg: p.Append, res: AppendResult) -> None:
+        cancelled = msg.stream in self.hub.cancel_requested
+        self.send(p.encode(p.Ack(msg.id, msg.stream, res.offset, res.count, res.duplicate, cancelled)))
 
     async def _append(
         self, msg: p.Append, chunks: list[bytes], creating: asyncio.Future[None] | None
@@ -417,9 +494,9 @@ class Connection:
                 finally:
                     self._open_gate(msg.stream, creating)
             res = await self.hub.append(msg.stream, chunks, msg.producer, msg.seq, create=msg.create)
-            await self.hub.hold(msg.stream, self)  # the producer is here: no lease runs while it stays
-            cancelled = msg.stream in self.hub.cancel_requested
-            self.send(p.encode(p.Ack(msg.id, msg.stream, res.offset, res.count, res.duplicate, cancelled)))
+            if not self.hub.holds(msg.stream, self):  # the producer is here: no lease runs while it stays
+                await self.hub.hold(msg.stream, self)
+            self._ack(msg, res)
         except HubError as e:
             self.send_error(e, msg.id)
         finally:
