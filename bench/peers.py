@@ -174,6 +174,7 @@ class Results:
     live: dict[str, Live | str] = field(default_factory=dict)  # a str is "n/a (why)"
     resume: dict[str, list[float] | str] = field(default_factory=dict)
     appends: dict[str, dict[str, float | str]] = field(default_factory=dict)  # peer -> setting -> rate
+    append_cpu: dict[tuple[str, str], float] = field(default_factory=dict)  # server CPU us/append, that round
     bytes_per_answer: dict[str, tuple[float, str] | str] = field(default_factory=dict)
     raw_per_answer: float = 0.0
     after_settings: tuple[str, ...] = ()  # the appends settings that acknowledge after an fsync
@@ -774,7 +775,7 @@ async def run(mode: str, keep: bool = False) -> Results:
                 ]
                 for name, fn, pids in runs:
                     res.live[name] = await measure_live(name, fn, pids)
-                await appends(res, hub_f, hub_r, ds, r, tmp)
+                await appends(res, hub_f, hub_r, ds, r, rpid, tmp)
             finally:
                 await r.aclose()
                 for proc in procs:
@@ -845,7 +846,13 @@ async def finished_answers(
 
 
 async def appends(
-    res: Results, hub_f: HubProcess, hub_r: HubProcess, ds: ServerProcess, r: aioredis.Redis, tmp: Path
+    res: Results,
+    hub_f: HubProcess,
+    hub_r: HubProcess,
+    ds: ServerProcess,
+    r: aioredis.Redis,
+    rpid: int,
+    tmp: Path,
 ) -> None:
     """Every setting in turn, ``APPEND_ROUNDS`` times over, the best round of each kept: the machine is
     shared, and interleaving puts every setting through the same spells of disk contention."""
@@ -865,31 +872,44 @@ async def appends(
     def xadd(tag: str) -> Awaitable[float]:
         return appends_xadd(r, p.writers, secs, tag)
 
-    settings: list[tuple[str, str, str | None, Callable[[str], Awaitable[float]]]] = [
-        (HUB_F, "--fsync always", None, ws(h_always)),
-        (REDIS, "appendfsync always", "always", xadd),
-        (HUB_F, "--fsync interval", None, ws(hub_f)),
-        (HUB_R, "appendfsync always", "always", ws(hub_r)),
-        (DS_REF, "fdatasync per append", None, lambda tag: appends_ds(ds.url, p.writers, secs, tag)),
-        (HUB_F, "--fsync never", None, ws(h_never)),
-        (REDIS, "appendfsync everysec", "everysec", xadd),
-        (HUB_R, "appendfsync everysec", "everysec", ws(hub_r)),
+    # (peer, setting, Redis appendfsync to set, the run, the server processes whose CPU it costs)
+    settings: list[
+        tuple[str, str, str | None, Callable[[str], Awaitable[float]], Callable[[], list[int]]]
+    ] = [
+        (HUB_F, "--fsync always", None, ws(h_always), lambda: [h_always.pid]),
+        (REDIS, "appendfsync always", "always", xadd, lambda: [rpid]),
+        (HUB_F, "--fsync interval", None, ws(hub_f), lambda: [hub_f.pid]),
+        (HUB_R, "appendfsync always", "always", ws(hub_r), lambda: [hub_r.pid, rpid]),
+        (
+            DS_REF,
+            "fdatasync per append",
+            None,
+            lambda tag: appends_ds(ds.url, p.writers, secs, tag),
+            lambda: [ds.pid],
+        ),
+        (HUB_F, "--fsync never", None, ws(h_never), lambda: [h_never.pid]),
+        (REDIS, "appendfsync everysec", "everysec", xadd, lambda: [rpid]),
+        (HUB_R, "appendfsync everysec", "everysec", ws(hub_r), lambda: [hub_r.pid, rpid]),
     ]
     best: dict[tuple[str, str], float] = {}
     async with asyncio.timeout(60 + 4 * p.append_s * len(settings)), h_always, h_never:
         try:
             with progress("append rounds", rounds * len(settings)) as bar:
                 for rnd in range(rounds):
-                    for i, (peer, setting, aof, fn) in enumerate(settings):
+                    for i, (peer, setting, aof, fn, pids) in enumerate(settings):
                         if aof is not None:
                             await r.config_set("appendfsync", aof)
+                        t0, cpu0 = time.perf_counter(), cpu_seconds(pids())
                         rate = await fn(f"{setting.split()[-1]}-{rnd}")
-                        best[peer, setting] = max(best.get((peer, setting), 0.0), rate)
+                        cpu = cpu_seconds(pids()) - cpu0
+                        if rate > best.get((peer, setting), 0.0):
+                            best[peer, setting] = rate
+                            res.append_cpu[peer, setting] = cpu / (rate * (time.perf_counter() - t0)) * 1e6
                         bar.update(rnd * len(settings) + i + 1)
         finally:
             await r.config_set("appendfsync", "always")
     for peer in (HUB_F, HUB_R, REDIS, DS_REF):
-        res.appends[peer] = {s: best[peer, s] for pr, s, _, _ in settings if pr == peer}
+        res.appends[peer] = {s: best[peer, s] for pr, s, _, _, _ in settings if pr == peer}
     res.appends[DS_REF]["-"] = "n/a (no setting: every append is fdatasynced)"
     res.appends[RS] = {AFTER: "n/a (nothing is durable, no ack)", BEFORE: "n/a (no ack)"}
 
@@ -952,17 +972,23 @@ def report(res: Results, mode: str, load0: str, secs: float) -> str:
         for setting, v in settings.items():
             acks = AFTER if setting in AFTER_SETTINGS else BEFORE
             if isinstance(v, str):
-                rows.append([peer, setting if setting not in (AFTER, BEFORE) else "-", acks, "n/a"])
+                rows.append([peer, setting if setting not in (AFTER, BEFORE) else "-", acks, "n/a", "-"])
                 na.append(f"{peer}, {acks}: {v}")
             else:
-                rows.append([peer, setting, acks, f"{v:,.0f}"])
+                cpu = res.append_cpu.get((peer, setting))
+                rows.append([peer, setting, acks, f"{v:,.0f}", "-" if cpu is None else f"{cpu:.1f}"])
     out.append(
         table(
             f"appends/s: {p.writers} writers, one {len(CHUNK)} B append in flight each, best of"
             f" {APPEND_ROUNDS[p.mode]} interleaved rounds of {p.append_s / APPEND_ROUNDS[p.mode]:.2g} s",
-            ["peer", "setting", "acknowledged", "appends/s"],
+            ["peer", "setting", "acknowledged", "appends/s", "server CPU us/append"],
             rows,
-            [*na, *(f"{k}: {v}" for k, v in ACK.items())],
+            [
+                "server CPU: utime+stime of the peer's processes (hub, redis-server, node) in the best round"
+                " (the writers are one Python process on the other core)",
+                *na,
+                *(f"{k}: {v}" for k, v in ACK.items()),
+            ],
         )
     )
     rows, na = [], []

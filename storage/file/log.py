@@ -25,7 +25,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 import zstandard
@@ -148,8 +148,7 @@ class LogOptions:
     sync: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class SyncTicket:
+class SyncTicket(NamedTuple):  # one per stream per group commit: a tuple, not a frozen dataclass
     fds: tuple[int, ...]
     dirs: tuple[Path, ...]
     mark: int

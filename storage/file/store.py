@@ -406,6 +406,9 @@ class Store:
         self._unclean = False
         self._tail_synced: set[str] = set()
         self._started = False
+        # the running loop while started: ``asyncio.get_running_loop()`` costs a getpid() syscall
+        # on Python 3.11, and the append path asks for a future on every append
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -474,6 +477,7 @@ class Store:
             # Verify every live stream now (torn tails truncated, repairs counted in the stats right
             # away) rather than on first touch; loading one also corrects its catalog row.
             self._tasks.append(asyncio.create_task(self._walk([sid for sid, _, _ in live], verify=True)))
+        self._loop = asyncio.get_running_loop()
         self._started = True
 
     async def _walk(self, sids: builtins.list[str], verify: bool) -> None:
@@ -592,6 +596,7 @@ class Store:
             s.log.shutdown()
         self._open.clear()
         self._started = False
+        self._loop = None
         if self._db_pool is not None and self._catalog is not None:
             await asyncio.get_running_loop().run_in_executor(self._db_pool, self._catalog.close)
             self._catalog = None
@@ -1092,7 +1097,7 @@ class Store:
         queued for the next group commit."""
         if mark <= s.log.durable_offset and not close:
             return None
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
         # a close has no offset of its own: its waiter is released by the end being published
         s._waiters.append((mark + 1 if close else mark, fut))
         self._dirty.add(s)
@@ -1258,15 +1263,8 @@ class Store:
                     async with asyncio.timeout(wait):
                         await self._seal_wake.wait()
                 continue
-            _, _, sid = heapq.heappop(self._seal_due)
-            self._seal_queued.discard(sid)
-            if not self.exists(sid):
-                continue  # deleted while it waited: nothing to compress
-            try:
-                s = self.get(sid)
-            except Exception:
-                continue
-            if s.sealing or s.log.seal_candidate() is None:
+            s = self._pop_due_seal()
+            if s is None:
                 continue
             await slots.acquire()
             s.sealing = True
@@ -1285,19 +1283,27 @@ class Store:
         segments behind after a clean stop."""
         now = time.monotonic()
         while self._seal_due and self._seal_due[0][0] <= now:
-            _, _, sid = heapq.heappop(self._seal_due)
-            self._seal_queued.discard(sid)
-            if not self.exists(sid):
-                continue
-            try:
-                s = self.get(sid)
-            except Exception:
-                continue
-            if s.sealing or s.log.seal_candidate() is None:
+            s = self._pop_due_seal()
+            if s is None:
                 continue
             s.sealing = True
             with contextlib.suppress(Exception):
                 await self._seal(s)
+
+    def _pop_due_seal(self) -> Stream | None:
+        """Take the first queued seal; its stream, or None if there is nothing (left) to seal:
+        deleted while it waited, not loadable, already sealing or sealed."""
+        _, _, sid = heapq.heappop(self._seal_due)
+        self._seal_queued.discard(sid)
+        if not self.exists(sid):
+            return None
+        try:
+            s = self.get(sid)
+        except Exception:
+            return None
+        if s.sealing or s.log.seal_candidate() is None:
+            return None
+        return s
 
     async def _seal(self, s: Stream) -> None:
         loop = asyncio.get_running_loop()

@@ -90,3 +90,40 @@ async def test_disk_full_fails_appends_clearly_keeps_acked_data_and_recovers(sta
     s = again.hub.store.get("full/a")
     assert s.read(0, 10000) == [c.encode() for c in [*acked, "after"]]
     assert s.status == "done"
+
+
+async def test_disk_full_over_the_websocket_answers_each_append_with_its_error(start_hub, connect, tiny_fs):
+    """The WebSocket's task-free append path (``Hub.append_nowait``): an append accepted, then failed
+    by its group commit, is answered with an error frame carrying its id, never an ack."""
+    data = tiny_fs / "data"
+    hub = await start_hub(data_dir=data, fsync="always")
+    ws = await connect(hub.ws_url)
+    await ws.send(op="create", stream="full/w", id="c")
+    await ws.recv_op("ack")
+    ballast = tiny_fs / "ballast"
+    fill(ballast)
+    acked: list[str] = []
+    err = None
+    for i in range(2000):
+        chunk = f"{i:05d}" + "x" * 4000
+        await ws.send(op="append", stream="full/w", data=chunk, id=i)
+        f = await ws.recv()
+        if f["op"] == "ack":
+            assert (f["id"], f["offset"]) == (i, len(acked))
+            acked.append(chunk)
+        else:
+            err = f
+            break
+    assert err is not None, "the disk never filled up"
+    assert (err["op"], err["code"], err["id"], err["stream"]) == (
+        "error",
+        "storage_unavailable",
+        len(acked),
+        "full/w",
+    )
+    ballast.unlink()
+    await ws.send(op="append", stream="full/w", data="after", id="a")
+    f = await ws.recv_op("ack")
+    assert (f["id"], f["offset"]) == ("a", len(acked))
+    s = hub.hub.store.get("full/w")
+    assert s.read(0, 10000) == [c.encode() for c in [*acked, "after"]]

@@ -76,6 +76,28 @@ async def test_ws_producer_back_within_the_lease_keeps_its_stream(start_hub, con
     assert (end["status"], end.get("error")) == ("error", "producer_lost")
 
 
+async def test_ws_producer_gone_while_its_appends_await_their_commit_still_lapses(start_hub, connect) -> None:
+    """Appends still waiting for their group commit when the producer's connection goes: once they
+    are durable nothing holds the stream for the gone connection, so its lease ends it."""
+    hub = await start_hub(producer_lease_s=LEASE, fsync="always")
+    a = await connect(hub.ws_url)
+    await a.send(op="append", stream="w/gone", data="x", id=0, create=True)
+    assert (await a.recv_op("ack"))["offset"] == 0
+    journal = hub.hub.store._journal
+    assert journal is not None
+    with journal._lock:  # the commit's fsync waits here: the next appends stay un-acknowledged
+        for i in range(1, 6):
+            await a.send(op="append", stream="w/gone", data=f"y{i}", id=i)
+        s = hub.hub.store.get("w/gone")
+        await wait_for(lambda: s.log.next_offset == 6, 5, "the appends to be assigned their offsets")
+        await a.ws.close()
+        await wait_for(lambda: not hub.hub.connections, 5, "the hub to let the connection go")
+    await wait_for(lambda: s.log.durable_offset == 6, 5, "the commit to finish")
+    await wait_for(lambda: s.ended, 10 * LEASE + 5, "the lease to end the stream")
+    assert (s.status, s.close_info.error if s.close_info else None) == ("error", "producer_lost")
+    assert s.read(0, 100) == [b"x", *(f"y{i}".encode() for i in range(1, 6))]
+
+
 async def test_durable_streams_streams_are_not_leased(start_hub, session) -> None:
     hub = await start_hub(producer_lease_s=LEASE)
     u = f"{hub.http}/v1/stream/ds/keep"
