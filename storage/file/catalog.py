@@ -4,7 +4,8 @@
 fields, and for an archived answer what its files used to say (chunk count, raw bytes, close,
 producer state and retry windows). ``blocks`` holds archived answers: one row per block, keyed by
 ``arch << 32 | first offset`` (``arch`` numbers answers in archive order), so a seek is one B-tree
-lookup (O(log n)), a long answer keeps its block structure, and appends fill whole pages. A block
+lookup (O(log n)), a long answer keeps its block structure, and appends fill whole pages (a pack
+that grows in place, before the first dictionary, may split one: ``archive.pack``). A block
 carries its own checksum (``codec.py``), so an archived byte is checked exactly as a segment byte
 is, and a flipped bit answers ``corrupt_data``, never wrong text. ``dicts`` keeps every trained
 zstd dictionary, ``settings`` the few counters that must survive a restart.
@@ -24,6 +25,8 @@ Invariants:
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,8 @@ SCHEMA_VERSION = 2  # 2: packs (streams.member_at) and shared keys (blocks.refs)
 WAL_LIMIT = 1 << 20
 PAGE_SIZE = 8192
 OFFSET_MASK = (1 << 32) - 1  # a block's first offset in the low 32 bits of its key
+JOIN_CHATS = 4096  # chats whose last pack is remembered, so that their next answers grow it
+CLOSE_RECLAIM_PAGES = 4096  # free pages given back at a clean stop, at most (32 MiB: a quick stop)
 STATUS_CODES = {"open": 0, "done": 1, "error": 2, "cancelled": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 
@@ -148,6 +153,11 @@ class Pack:
 
     blocks: Sequence[tuple[int, bytes]]  # (first offset, framed block: codec.py)
     answers: Sequence[ArchivedAnswer]
+    chat: str | None = None  # a pack of this chat's short answers: its later ones may grow it
+    raw: int = 0  # bytes of the chunks in it (what it holds of the pack it grows included)
+    # grows that pack (archive key, its one block as read) instead of taking a new key: the new
+    # block holds the old one's chunks first, so its answers' ``member_at`` stay right
+    joins: tuple[int, bytes] | None = None
 
 
 def deadline(meta: StreamMeta, closed: float | None, default_ttl: float | None) -> float | None:
@@ -206,6 +216,11 @@ class Catalog:
         self.archived_bytes = row[0] if row is not None else 0  # blob bytes of every archived block
         self._r = _connect(path)
         self.count = self._r.execute("SELECT count(*) FROM streams").fetchone()[0]
+        # chat -> (archive key, raw bytes) of its last pack made since start (``joinable``); written
+        # on the database thread after a commit, read by the archive's packing thread
+        self._packs: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._side: sqlite3.Connection | None = None  # the packing thread's reads (``joinable``)
+        self._side_lock = threading.Lock()
 
     def _apply_default_ttl(self, ttl: float | None) -> None:
         """Deadlines include the store's default TTL; when it changes, recompute the ones it sets
@@ -224,6 +239,17 @@ class Catalog:
             self._w.execute("INSERT OR REPLACE INTO settings VALUES ('default_ttl', ?)", (ttl,))
 
     def close(self) -> None:
+        """A clean stop: free pages go back to the file system (a grown pack leaves some), and the
+        last connection's close checkpoints the WAL into the database and deletes it."""
+        try:
+            if self._w.execute("PRAGMA freelist_count").fetchone()[0]:
+                self.reclaim(CLOSE_RECLAIM_PAGES)
+        except sqlite3.Error:
+            pass  # the pages stay free inside the file, reused by the next writes
+        with self._side_lock:
+            if self._side is not None:
+                self._side.close()
+                self._side = None
         self._r.close()
         self._w.close()
 
@@ -294,6 +320,18 @@ class Catalog:
         ).fetchone()[0]
         refs = self._r.execute("SELECT refs FROM blocks WHERE pos = ?", (k,)).fetchone()
         return int(size or 0) // ((refs[0] if refs is not None else None) or 1)
+
+    def joinable(self, chat: str) -> tuple[int, bytes, int] | None:
+        """(archive key, block, raw bytes) of ``chat``'s last pack archived since start, if it is
+        still there: the next answers of the chat grow it (``archive.pack``). Any thread."""
+        with self._side_lock:
+            got = self._packs.get(chat)
+            if got is None:
+                return None
+            if self._side is None:
+                self._side = _connect(self.path)
+            row = self._side.execute("SELECT data FROM blocks WHERE pos = ?", (got[0] << 32,)).fetchone()
+        return None if row is None else (got[0], bytes(row[0]), got[1])
 
     def dicts(self) -> dict[int, bytes]:
         """Every trained dictionary (a few: one per retraining), kept as long as the store lives."""
@@ -416,6 +454,8 @@ class Catalog:
         unless the store's policy is ``never``); returns the ids moved (a stream deleted meanwhile
         has no row any more and is skipped; a pack none of whose answers is left is not written)."""
         moved = []
+        made: dict[str, tuple[int, int]] = {}
+        stale: list[str] = []
         with self._txn(full=durable):
             for pack in packs:
                 live = [
@@ -428,17 +468,26 @@ class Catalog:
                 ]
                 if not live:
                     continue
-                key = self._next_arch
-                self._next_arch += 1
-                self.archived_bytes += sum(len(d) for _, d in pack.blocks)
-                refs = len(live) if len(live) > 1 else None
-                self._w.executemany(
-                    "INSERT OR REPLACE INTO blocks (pos, data, refs) VALUES (?, ?, ?)",
-                    [
-                        ((key << 32) | first, data, refs if first == 0 else None)
-                        for first, data in pack.blocks
-                    ],
-                )
+                if pack.joins is not None:
+                    key = self._grow(pack, pack.joins, len(live))
+                    if key is None:  # deleted or recoded meanwhile: these answers stay in files
+                        if pack.chat is not None:
+                            stale.append(pack.chat)
+                        continue
+                else:
+                    key = self._next_arch
+                    self._next_arch += 1
+                    self.archived_bytes += sum(len(d) for _, d in pack.blocks)
+                    refs = len(live) if len(live) > 1 else None
+                    self._w.executemany(
+                        "INSERT OR REPLACE INTO blocks (pos, data, refs) VALUES (?, ?, ?)",
+                        [
+                            ((key << 32) | first, data, refs if first == 0 else None)
+                            for first, data in pack.blocks
+                        ],
+                    )
+                if pack.chat is not None:
+                    made[pack.chat] = (key, pack.raw)
                 for a in live:
                     self._w.execute(
                         "UPDATE streams SET arch = ?, status = ?, closed = ?, deadline = ?, epoch = ?,"
@@ -460,7 +509,29 @@ class Catalog:
                     moved.append(a.meta.id)
             self._w.execute("INSERT OR REPLACE INTO settings VALUES ('next_arch', ?)", (self._next_arch,))
             self._save_archived_bytes()
+        with self._side_lock:  # committed: what the next batches may grow
+            for chat in stale:
+                self._packs.pop(chat, None)  # the next try starts a pack of its own
+            for chat, got in made.items():
+                self._packs[chat] = got
+                self._packs.move_to_end(chat)
+            while len(self._packs) > JOIN_CHATS:
+                self._packs.popitem(last=False)
         return moved
+
+    def _grow(self, pack: Pack, joins: tuple[int, bytes], users: int) -> int | None:
+        """Swap a pack's block for ``pack``'s (the old chunks and ``users`` more answers' after them)
+        if it is still the block ``archive.pack`` read; its key, or None."""
+        key, old = joins
+        row = self._w.execute("SELECT data, refs FROM blocks WHERE pos = ?", (key << 32,)).fetchone()
+        if row is None or bytes(row[0]) != old or len(pack.blocks) != 1 or pack.blocks[0][0] != 0:
+            return None
+        new = pack.blocks[0][1]
+        self._w.execute(
+            "UPDATE blocks SET data = ?, refs = ? WHERE pos = ?", (new, (row[1] or 1) + users, key << 32)
+        )
+        self.archived_bytes += len(new) - len(old)
+        return key
 
     def blocks_between(self, lo: int, hi: int) -> list[tuple[int, int, bytes]]:
         """(key, first, data) of the blocks of archive keys lo..hi-1 (the recoding pass)."""
@@ -473,15 +544,17 @@ class Catalog:
     def next_arch(self) -> int:
         return self._next_arch
 
-    def replace_blocks(self, rows: Sequence[tuple[int, int, bytes]]) -> None:
-        """Swap blocks for equivalent ones (recoded): the old bytes stay valid until the commit."""
+    def replace_blocks(self, rows: Sequence[tuple[int, int, bytes, bytes]]) -> None:
+        """Swap blocks for equivalent ones (recoded): (key, first, new, the block it recodes). The
+        old bytes stay valid until the commit; a block that changed since it was read (a pack grown
+        meanwhile) is left as it is now."""
         with self._txn():
-            for k, f, d in rows:
+            for k, f, d, was in rows:
                 pos = (k << 32) | f
-                old = self._w.execute("SELECT length(data) FROM blocks WHERE pos = ?", (pos,)).fetchone()
-                if old is not None:
+                old = self._w.execute("SELECT data FROM blocks WHERE pos = ?", (pos,)).fetchone()
+                if old is not None and bytes(old[0]) == was:
                     self._w.execute("UPDATE blocks SET data = ? WHERE pos = ?", (d, pos))
-                    self.archived_bytes += len(d) - old[0]
+                    self.archived_bytes += len(d) - len(was)
             self._save_archived_bytes()
 
     def _save_archived_bytes(self) -> None:
@@ -522,10 +595,11 @@ class Catalog:
             conn.close()
         return {name: int(size) for name, size in rows}
 
-    def reclaim(self) -> None:
-        """Give free pages back to the file system (after retention removed answers)."""
+    def reclaim(self, pages: int = 0) -> None:
+        """Give free pages back to the file system (after retention removed answers): all of
+        them, or up to ``pages``."""
         # executescript steps the pragma to its end (execute would free one page: one step)
-        self._w.executescript("PRAGMA incremental_vacuum;")
+        self._w.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
 
     def vacuum(self) -> None:
         """Rewrite the database compactly (after the first recoding pass, while it is still small)."""

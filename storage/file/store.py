@@ -1517,7 +1517,9 @@ class Store:
 
         def pack_all() -> tuple[builtins.list[archive.Pack], builtins.list[bytes]]:
             loaded = [x for x in map(archive.load, logs) if x is not None]
-            return archive.pack(loaded, archive.compressor(zdict), dict_id)
+            return archive.pack(
+                loaded, archive.compressor(zdict), dict_id, self.catalog.joinable, self._dicts
+            )
 
         try:
             packs, samples = await loop.run_in_executor(self._bg_pool, pack_all)

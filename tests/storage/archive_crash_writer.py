@@ -4,7 +4,8 @@ the archive's background work, to be SIGKILLed there (see test_archive_crash.py)
     python tests/storage/archive_crash_writer.py DATA_DIR PHASE
 
 PHASE names where to freeze: ``archive`` (inside the transaction that moves answers into the
-archive: SQLite's progress handler blocks mid-statement), ``rmdir`` (after that commit, before the
+archive: SQLite's progress handler blocks mid-statement), ``grow`` (inside such a transaction, as it
+swaps a chat's pack for the grown one), ``rmdir`` (after that commit, before the
 answers' directories are removed), ``train`` (while a dictionary is trained), ``add-dict`` (inside
 the transaction that stores it), ``recode`` (inside a transaction that swaps blocks for recoded
 ones), ``vacuum`` (inside the VACUUM that compacts the database after the recoding).
@@ -90,6 +91,9 @@ class FreezingCatalog(catalog.Catalog):
 
     def archive(self, *a: Any) -> Any:
         return self._armed_call("archive", super().archive, *a)
+
+    def _grow(self, *a: Any) -> Any:
+        return self._armed_call("grow", super()._grow, *a)
 
     def add_dict(self, *a: Any) -> Any:
         return self._armed_call("add-dict", super().add_dict, *a)

@@ -416,6 +416,160 @@ def test_pack_groups_short_answers_by_chat_up_to_the_pack_size() -> None:
     assert body.slice(0, 10) == [b"a", b"b", b"c"]
 
 
+def _loaded(sid: str, chunks: list[bytes]) -> Any:
+    from storage import CloseInfo, StreamMeta
+    from storage.file import archive
+    from storage.file.catalog import ArchivedAnswer
+
+    a = ArchivedAnswer(StreamMeta(id=sid, created=0.0, epoch="0123456789abcdef"), len(chunks),
+                       sum(map(len, chunks)), CloseInfo("done"), {}, {})  # fmt: skip
+    return archive.Loaded(a, chunks, [])
+
+
+def test_pack_grows_a_chats_last_pack_while_it_has_room_and_the_store_has_no_dictionary() -> None:
+    from storage.file import archive
+
+    cctx = archive.compressor(None)
+    old = codec.encode(0, [b"a", b"b", b"c"], cctx, None)
+    seen: list[str] = []
+
+    def joinable(chat: str) -> tuple[int, bytes, int] | None:
+        seen.append(chat)
+        return (7, old, 3) if chat == "c/1" else None
+
+    items = [_loaded("c/1/x", [b"d", b"e"]), _loaded("c/2/x", [b"f"]), _loaded("c/1/y", [b"g"])]
+    packs, _ = archive.pack(items, cctx, None, joinable)
+    assert seen == ["c/1", "c/2"]  # once per chat and batch
+    grown = [p for p in packs if p.chat == "c/1"][0]
+    assert grown.joins == (7, old) and grown.raw == 6
+    assert [(a.meta.id, a.member_at) for a in grown.answers] == [("c/1/x", 3), ("c/1/y", 5)]
+    _, body = codec.decode(0, grown.blocks[0][1], codec.MAX_BARE, {})
+    assert body.slice(0, 10) == [b"a", b"b", b"c", b"d", b"e", b"g"]  # the old chunks first, unmoved
+    fresh = [p for p in packs if p.chat == "c/2"][0]
+    assert fresh.joins is None and fresh.answers[0].member_at == 0
+    # no room left in the chat's pack: a pack of its own
+    full = (7, old, archive.PACK_BYTES - 1)
+    packs, _ = archive.pack([_loaded("c/1/z", [b"hh"])], cctx, None, lambda chat: full)
+    assert packs[0].joins is None and packs[0].answers[0].member_at == 0
+    # a store with a dictionary never grows packs (never even looks)
+    packs, _ = archive.pack([_loaded("c/1/z", [b"hh"])], cctx, 1, lambda chat: pytest.fail("asked"))
+    assert packs[0].joins is None
+    # a damaged old pack is left alone (it answers corrupt_data when read): a pack of its own
+    bad = old[:-1] + bytes([old[-1] ^ 1])
+    packs, _ = archive.pack([_loaded("c/1/z", [b"hh"])], cctx, None, lambda chat: (7, bad, 3))
+    assert packs[0].joins is None
+
+
+def test_a_pack_is_grown_or_recoded_only_if_its_block_is_still_the_one_read(tmp_path: Path) -> None:
+    from storage.file import archive
+    from storage.file.catalog import Catalog
+
+    cat = Catalog(tmp_path / "store.db")
+    cctx = archive.compressor(None)
+
+    def pack(sid: str, chunks: list[bytes], joinable: Any = None) -> Any:
+        item = _loaded(sid, chunks)
+        cat.add(item.answer.meta)
+        packs, _ = archive.pack([item], cctx, None, joinable or cat.joinable)
+        return packs
+
+    def chunks_of(key: int) -> list[bytes]:
+        got = cat.block_at(key, 0)
+        assert got is not None
+        return codec.decode(0, got[1], codec.MAX_BARE, {})[1].slice(0, 100)
+
+    try:
+        assert cat.archive(pack("c/1/a", [b"one", b"two"])) == ["c/1/a"]
+        got = cat.joinable("c/1")
+        assert got is not None
+        key, blob, raw = got
+        assert raw == 6 and cat.joinable("c/2") is None
+        grow = pack("c/1/b", [b"three"])
+        assert grow[0].joins == (key, blob)
+        recoded_before = [(key, 0, codec.encode(0, [b"one", b"two"], cctx, None), blob)]
+        assert cat.archive(grow) == ["c/1/b"]
+        assert cat.get("c/1/b").arch == key and cat.get("c/1/b").member_at == 2  # type: ignore[union-attr]
+        # a recoding read before the pack grew leaves the grown block as it is
+        cat.replace_blocks(recoded_before)
+        assert chunks_of(key) == [b"one", b"two", b"three"]
+        # a grow prepared from the block before that one is refused: the answer stays in its files,
+        # and the chat's pack is forgotten, so the next try starts a pack of its own
+        stale = pack("c/1/c", [b"four"], lambda chat: (key, blob, raw))
+        assert stale[0].joins == (key, blob) and cat.archive(stale) == []
+        assert cat.get("c/1/c").arch is None and cat.joinable("c/1") is None  # type: ignore[union-attr]
+        again = archive.pack([_loaded("c/1/c", [b"four"])], cctx, None, cat.joinable)[0]
+        assert again[0].joins is None and cat.archive(again) == ["c/1/c"]
+        assert cat.get("c/1/c").arch != key  # type: ignore[union-attr]
+        assert chunks_of(key) == [b"one", b"two", b"three"]
+        refs = dict(cat._r.execute("SELECT pos >> 32, refs FROM blocks"))
+        assert refs[key] == 2
+        total = cat._r.execute("SELECT sum(length(data)) FROM blocks").fetchone()[0]
+        assert cat.archived_bytes == total
+    finally:
+        cat.close()
+
+
+async def test_a_chats_answers_archived_apart_share_one_pack(store_factory: Any) -> None:
+    from test_archive_crash import check_database
+
+    store = await archived_store(store_factory)
+    answers = {f"chat/0/{k}": [f" w{k}.{i}".encode() for i in range(6 + 5 * k)] for k in range(4)}
+    for n, (sid, chunks) in enumerate(answers.items()):  # one at a time: a batch each
+        await finish(store, sid, chunks)
+        await until(lambda: store.counters["archived"] == n + 1)  # noqa: B023
+    keys = _keys(store.root)
+    assert len({keys[sid][0] for sid in answers}) == 1, keys  # one key, one block, for the chat
+    assert [keys[sid][1] or 0 for sid in answers] == [0, 6, 17, 33]
+    assert _block_rows(store.root) == [(keys["chat/0/0"][0], 4)]
+    for sid, chunks in answers.items():
+        s = store.get(sid)
+        assert read_all(s) == chunks and s.read(len(chunks) - 2, 100) == chunks[-2:]
+        assert s.read(len(chunks)) == []
+    await store.stop()
+    check_database(store.root / "store.db")
+    again = await archived_store(store_factory, root=store.root)
+    for sid, chunks in answers.items():
+        assert read_all(again.get(sid)) == chunks
+    await again.delete("chat/0/0")
+    await again.delete("chat/0/2")
+    assert read_all(again.get("chat/0/3")) == answers["chat/0/3"]
+    await finish(again, "chat/0/4", [b" after", b" a restart"])  # a pack of its own: none is known
+    await until(lambda: again.counters["archived"] == 1)
+    assert _keys(again.root)["chat/0/4"][0] != keys["chat/0/0"][0]
+    for sid in ("chat/0/1", "chat/0/3", "chat/0/4"):
+        await again.delete(sid)
+    assert again.catalog.archived_bytes == 0 and _block_rows(again.root) == []
+    await again.stop()
+    check_database(again.root / "store.db")
+
+
+async def test_a_clean_stop_gives_the_free_pages_back(store_factory: Any) -> None:
+    import random
+
+    store = await archived_store(store_factory, fsync="never", retention_every=3600)
+    big = [random.Random(k).randbytes(4000) for k in range(40)]  # 160 KB: overflow pages
+    for i in range(2):
+        await finish(store, f"a/{i}", [c + f"/{i}".encode() for c in big], per=8)
+        await until(lambda: store.counters["archived"] == i + 1)  # noqa: B023
+    await store.delete("a/0")  # its pages go to the free list, not yet to the file system
+    used, free = store.catalog.page_bytes()
+    assert free >= 100_000
+    await store.stop()
+    db = store.root / "store.db"
+    assert not db.with_name("store.db-wal").exists()  # checkpointed and deleted
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        size = (
+            conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+        )
+    finally:
+        conn.close()
+    assert size <= used and db.stat().st_size == size
+    again = await archived_store(store_factory, root=store.root)
+    assert read_all(again.get("a/1"))[0] == big[0] + b"/1" and again.list() == ["a/1"]
+
+
 async def test_a_schema_1_catalog_is_migrated_and_its_answers_read_back(
     store_factory: Any, tmp_path: Path
 ) -> None:

@@ -1,5 +1,5 @@
-"""kill -9 inside the archive's background work: moving answers into the archive, removing their
-directories, training a dictionary, storing it, recoding blocks with it, and the VACUUM after it.
+"""kill -9 inside the archive's background work: moving answers into the archive, growing a chat's
+pack with its next answers, removing their directories, training a dictionary, storing it, recoding blocks with it, and the VACUUM after it.
 
 Each case runs a real writer process (archive_crash_writer.py) that freezes inside the phase (SQLite's
 progress handler blocks mid-statement, inside the open transaction) and SIGKILLs it there; then a
@@ -130,7 +130,7 @@ async def verify(data: Path, ledger: Ledger) -> int:
     return checked
 
 
-@pytest.mark.parametrize("phase", ["archive", "rmdir", "train", "add-dict", "recode", "vacuum"])
+@pytest.mark.parametrize("phase", ["archive", "grow", "rmdir", "train", "add-dict", "recode", "vacuum"])
 def test_sigkill_inside_the_archives_background_work_loses_nothing(tmp_path: Path, phase: str) -> None:
     data = tmp_path / "data"
     ledger = Ledger()
