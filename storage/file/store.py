@@ -31,9 +31,11 @@ import functools
 import heapq
 import itertools
 import os
+import queue
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -409,6 +411,7 @@ class Store:
         # the running loop while started: ``asyncio.get_running_loop()`` costs a getpid() syscall
         # on Python 3.11, and the append path asks for a future on every append
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._committing: CommitThread | None = None  # the journal's commit thread, from the first commit
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -589,6 +592,13 @@ class Store:
         await self._seals_due_now()
         if self._journal is not None:
             # every segment file fsynced, the journal deleted: a clean start has nothing to replay
+            if self._committing is not None:
+                # after the commits it has queued (the cancelled committer's included): no commit
+                # thread touches the journal once it is closed
+                with contextlib.suppress(Exception):
+                    await self._committing.run(_noop)
+                self._committing.stop()
+                self._committing = None
             with contextlib.suppress(OSError):
                 await asyncio.get_running_loop().run_in_executor(self._fsync_pool, self._journal.close)
             self._journal = None
@@ -1159,14 +1169,12 @@ class Store:
             for name, pos, data in s.log.take_unjournaled():
                 entries.append(Entry(name, created, pos, data))
             dirs += t.dirs
-        loop = asyncio.get_running_loop()
         before = j.fsyncs
         try:
-            if j.broken:  # never write after a failed fsync into the same file
-                await loop.run_in_executor(self._fsync_pool, j.rotate)
-            j.write(entries, dirs)
-        except OSError as e:
-            self.counters["commit_fsyncs"] += j.fsyncs - before
+            await self._commit_thread().run(_journal_commit, j, entries, dirs)
+        except _JournalWriteFailed as failed:
+            e = failed.__cause__
+            assert isinstance(e, OSError)
             # nothing of this commit is acknowledged: every stream goes back to its last commit
             code = errno.errorcode.get(e.errno or 0, "EIO")
             exc = StorageUnavailable(f"write failed ({code}): {e.strerror}")
@@ -1178,9 +1186,6 @@ class Store:
                     s.log.fail(str(exc))
                     s._fail(exc, s.log.durable_offset)
             return
-        rotate = j.due()
-        try:
-            await loop.run_in_executor(self._fsync_pool, _journal_sync, j, rotate)
         except OSError as e:
             # the journal's pages may be gone: these appends are not acknowledged, the streams
             # recover from their files on next access, and the next commit starts a new file
@@ -1199,6 +1204,11 @@ class Store:
         if j.old and not self._checkpointing:
             self._checkpointing = True
             self._spawn(self._checkpoint(j))
+
+    def _commit_thread(self) -> CommitThread:
+        if self._committing is None:
+            self._committing = CommitThread(self._loop or asyncio.get_running_loop())
+        return self._committing
 
     async def _checkpoint(self, j: Journal) -> None:
         loop = asyncio.get_running_loop()
@@ -1596,12 +1606,72 @@ class Store:
                     t.unlink()
 
 
-def _journal_sync(j: Journal, rotate: bool) -> None:
-    j.sync()
-    if rotate:
+class _JournalWriteFailed(Exception):
+    """The journal write of a commit failed (``e.__cause__``): nothing of it is durable."""
+
+
+def _journal_commit(j: Journal, entries: builtins.list[Entry], dirs: builtins.list[Path]) -> None:
+    """A group commit's blocking part, on the commit thread: write the frames (a fresh file first
+    after a failed fsync: never write after one into the same file), fsync once, and start the next
+    file if this one is full or old."""
+    try:
+        if j.broken:
+            j.rotate()
+        j.write(entries, dirs)
+    except OSError as e:
+        raise _JournalWriteFailed from e
+    j.sync()  # an OSError here: the fsync failed
+    if j.due():
         # the commit is durable: a file that cannot be started now is tried again next commit
         with contextlib.suppress(OSError):
             j.rotate()
+
+
+class CommitThread:
+    """One thread for the journal's group commits, in order. A commit hands it a function and gets a
+    future: lighter than an executor's submit and wrap_future per commit (a third less CPU per
+    handoff), and the journal's write and fsync both leave the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._q: queue.SimpleQueue[
+            tuple[Callable[..., None], tuple[object, ...], asyncio.Future[None]] | None
+        ]
+        self._q = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name="storage-commit", daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[..., None], *args: object) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._q.put((fn, args, fut))
+        return fut
+
+    def _main(self) -> None:
+        while (item := self._q.get()) is not None:
+            fn, args, fut = item
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting commit
+                self._loop.call_soon_threadsafe(_settle, fut, e)
+            else:
+                self._loop.call_soon_threadsafe(_settle, fut, None)
+
+    def stop(self) -> None:
+        """No more commits: the thread ends once the queued ones are done (it does not wait)."""
+        self._q.put(None)
+
+
+def _noop() -> None:
+    pass
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():  # the commit awaiting it was cancelled (stop)
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
 
 
 def _fsync_raw(path: Path) -> None:
