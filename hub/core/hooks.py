@@ -29,6 +29,8 @@ class Hooks:
 
     @staticmethod
     def emit(hooks: list[Callable[..., None]], *args: Any) -> None:
+        if not hooks:  # ``appended`` is emitted per append, and usually nobody listens
+            return
         for hook in list(hooks):
             try:
                 hook(*args)

@@ -491,9 +491,10 @@ class Log:
                 pid + SEQ_SEP + stream_seq, mark.epoch if mark else 0, mark.seq if mark else 0
             )
             self.stream_seq = stream_seq
-        pos = self.active.size + len(self._pending)
-        if pos - (self.active.index.positions[-1] if self.active.index else -(1 << 30)) >= 4096:
-            self.active.index.add(first, pos)
+        seg = self.active
+        pos = seg.size + len(self._pending)
+        if pos - (seg.index.positions[-1] if seg.index else -(1 << 30)) >= 4096:
+            seg.index.add(first, pos)
         self._pending += record.encode_data(first, chunks, mark)
         self.next_offset += len(chunks)
         self.raw_bytes += total

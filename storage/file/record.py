@@ -148,6 +148,8 @@ def _get_uvarints(buf: bytes | memoryview, pos: int, count: int) -> tuple[list[i
 
 
 def encode_body(chunks: Sequence[bytes]) -> bytes:
+    if len(chunks) == 1 and len(chunks[0]) < 0x80:  # one token: the most common append
+        return bytes((len(chunks[0]),)) + chunks[0]
     out = bytearray()
     if all(len(c) < 0x80 for c in chunks):
         out += bytes(len(c) for c in chunks)

@@ -436,9 +436,9 @@ class Connection:
 
     async def append(self, msg: p.Append, gate: asyncio.Future[None] | None) -> bool:
         self.grant.check("write", msg.stream)
-        data = [msg.data] if isinstance(msg.data, str) else msg.data
-        chunks = [d.encode() for d in data]
-        await self._produce(msg.stream)
+        chunks = [msg.data.encode()] if isinstance(msg.data, str) else [d.encode() for d in msg.data]
+        if self._produced is None or msg.stream not in self._produced:
+            await self._produce(msg.stream)
         creating = None
         if msg.create and not await self.hub.exists(msg.stream):
             creating = self._gate(msg.stream, gate)  # later ops on the stream wait for the create
