@@ -130,7 +130,19 @@ async def main() -> None:
         s = store.get(sid)
         out(op="state", stream=sid, next=s.next_offset, status=s.status, epoch=s.log.meta.epoch)
     out(op="ready")
-    await asyncio.gather(*(Worker(store, k, random.Random(rng.random())).run() for k in range(WORKERS)))
+
+    async def archived() -> None:
+        """Say when answers reached the archive, so a kill can be made to land after one did."""
+        seen = 0
+        while True:
+            await asyncio.sleep(0.02)
+            if store.counters["archived"] > seen:
+                seen = store.counters["archived"]
+                out(op="archived", n=seen)
+
+    await asyncio.gather(
+        archived(), *(Worker(store, k, random.Random(rng.random())).run() for k in range(WORKERS))
+    )
 
 
 if __name__ == "__main__":

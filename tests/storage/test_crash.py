@@ -142,8 +142,14 @@ def run_writer_cycles(
         w = Writer(data, policy, seed=rng.randrange(1 << 30), journal_bytes=journal_bytes)
         seen: set[str] = set()
         # where to kill: during recovery (after some state lines), right after ready, or after k acks
-        mode = rng.choice(["recovery", "ready", "acks", "acks", "acks", "acks"])
-        target = {"recovery": 0, "ready": 0, "acks": rng.choice([1, 5, 20, 60, 150, 300])}[mode]
+        # or once an answer reached the archive: the first cycle always, so that every run's kills
+        # meet the archiver whatever the machine's speed (a faster writer reaches k acks before
+        # any answer's archive delay is over)
+        modes = ["recovery", "ready", "acks", "acks", "acks", "acks", "archived"]
+        mode = "archived" if cycle == 0 else rng.choice(modes)
+        target = {"recovery": 0, "ready": 0, "archived": 0, "acks": rng.choice([1, 5, 20, 60, 150, 300])}[
+            mode
+        ]
         states_before_kill = rng.randint(0, 3)
         acks = 0
         ready = False
@@ -167,7 +173,9 @@ def run_writer_cycles(
                 continue
             ledger.record(msg)
             acks += msg["op"] == "ack"
-            if ready and acks >= target:
+            if mode == "archived" and msg["op"] == "archived":
+                break
+            if mode != "archived" and ready and acks >= target:
                 break
         for msg in w.kill():
             if msg["op"] not in ("state", "ready"):
