@@ -285,6 +285,12 @@ class Connection:
             mine = self.gates[sid] = asyncio.get_running_loop().create_future()
             self.spawn(self._in_order(sid, prev, mine, msg))
             return
+        if type(msg) is p.Append:  # the common frame, without ``dispatch``'s chain of tests
+            try:
+                await self.append(msg, None)
+            except HubError as e:
+                self.send_error(e, msg.id)
+            return
         await self.dispatch(msg, None)
 
     async def _in_order(
@@ -455,16 +461,13 @@ class Connection:
                 if pending.future is None:
                     self._durable(msg, pending)
                 else:
-                    pending.future.add_done_callback(functools.partial(self._on_durable, msg, pending))
+                    pending.future.add_done_callback(functools.partial(self._durable, msg, pending))
                 return False
         # Started now, in arrival order: the offset is assigned before the task's first await.
         self.spawn(self._append(msg, chunks, creating))
         return creating is not None
 
-    def _on_durable(self, msg: p.Append, pending: PendingAppend, _: asyncio.Future[None]) -> None:
-        self._durable(msg, pending)
-
-    def _durable(self, msg: p.Append, pending: PendingAppend) -> None:
+    def _durable(self, msg: p.Append, pending: PendingAppend, _: asyncio.Future[None] | None = None) -> None:
         """``append_nowait``'s append is durable (or failed): count it, hold the stream, ack."""
         try:
             err = pending.finish()
