@@ -668,3 +668,29 @@ async def test_delete_then_recreate_at_once_never_races_the_removal(store_factor
     await store.stop()
     store = await store_factory()
     assert read_all(store.get("again").log) == [b"new"]
+
+
+async def test_the_stream_count_is_kept_not_counted_at_start(tmp_path: Path) -> None:
+    """``stats()["streams"]`` survives restarts from the catalog's settings (count(*) reads the
+    whole table: 0.6 s at a million answers), and a catalog written before the setting counts once."""
+    import sqlite3
+
+    root = tmp_path / "d"
+    async with Store(root) as st:
+        for i in range(12):
+            s = await st.create(f"n/{i}")
+            await s.append([b"x"])
+        for i in range(5):
+            await st.delete(f"n/{i}")
+        assert st.stats()["streams"] == 7
+    db = sqlite3.connect(root / "store.db")
+    assert db.execute("SELECT value FROM settings WHERE name = 'streams_count'").fetchone() == (7,)
+    db.execute("DELETE FROM settings WHERE name = 'streams_count'")  # as an older catalog has it
+    db.commit()
+    db.close()
+    async with Store(root) as st:
+        assert st.stats()["streams"] == 7
+        await st.create("n/new")
+        assert st.stats()["streams"] == 8
+    async with Store(root) as st:
+        assert st.stats()["streams"] == 8
