@@ -145,6 +145,7 @@ class Outbox:
 
     def close(self) -> None:
         self.closed = True
+        self._write_now = None  # a bound method of the connection: no cycle left behind
         self._q = None
         self.bytes = 0
         self._ready.set()

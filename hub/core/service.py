@@ -48,7 +48,6 @@ from storage.errors import StorageError
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class PendingAppend:
     """An append whose offset is assigned and whose durability is awaited (``Hub.append_nowait``):
     ``future`` (None: durable already) resolves once it is; ``finish`` then counts it as ``append``
@@ -73,8 +72,12 @@ class PendingAppend:
         """Once ``future`` is done: None if the append is durable (and counted), else its error."""
         f = self.future
         exc: BaseException | None = None
-        if f is not None:
-            exc = HubError("storage_unavailable", "the store stopped") if f.cancelled() else f.exception()
+        if f is not None:  # a cancelled future: nothing cancels them today, but it is no ack
+            exc = (
+                HubError("storage_unavailable", "the append was cancelled")
+                if f.cancelled()
+                else f.exception()
+            )
         if exc is None:
             self.hub._appended(self.stream, self.result, self.nbytes, self.t0)
             return None
@@ -86,6 +89,7 @@ class PendingAppend:
         return HubError("storage_error", f"append failed: {exc!r}", self.stream.id)
 
 
+@dataclass
 class Counters:
     appends: int = 0
     appended_chunks: int = 0

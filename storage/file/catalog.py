@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 
 from ..engine import CloseInfo, StreamMeta
+from . import codec
 
 SCHEMA_VERSION = 2  # 2: packs (streams.member_at) and shared keys (blocks.refs)
 WAL_LIMIT = 1 << 20
@@ -539,6 +540,10 @@ class Catalog:
         key, old = joins
         row = self._w.execute("SELECT data, refs FROM blocks WHERE pos = ?", (key << 32,)).fetchone()
         if row is None or bytes(row[0]) != old or len(pack.blocks) != 1 or pack.blocks[0][0] != 0:
+            return None
+        if len(old) > 4 and old[4] & codec.DICT:
+            # recoded with the first dictionary since it was read (a batch packed before training):
+            # growing it would code it again without one, behind the recoding pass
             return None
         new = pack.blocks[0][1]
         self._w.execute(

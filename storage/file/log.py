@@ -525,7 +525,11 @@ class Log:
             self._fd = None
         base = self.next_offset
         seg = Segment(base, self.path / seg_name(base, False), sealed=False, end=base)
-        self._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            self._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as e:  # EMFILE, ENOSPC...: this append is refused, the next one tries again
+            code = errno.errorcode.get(e.errno or 0, "EIO")
+            raise StorageUnavailable(f"cannot start a new segment ({code}): {e.strerror}") from e
         self.segments.append(seg)
         self._unsynced_dirs.append(self.path)
 

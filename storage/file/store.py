@@ -602,7 +602,10 @@ class Store:
             with contextlib.suppress(OSError):
                 await asyncio.get_running_loop().run_in_executor(self._fsync_pool, self._journal.close)
             self._journal = None
+        stopped = StorageUnavailable("the store stopped before this write was committed")
         for s in self._streams.values():
+            if s._waiters:  # arrived after the last commit: answered, never left waiting (not acked)
+                s._fail(stopped, s.log.durable_offset)
             s.log.shutdown()
         self._open.clear()
         self._started = False
@@ -1389,8 +1392,8 @@ class Store:
         dropped_archived = False
         if cap is not None:
             # stored bytes: the archive's running total plus the live streams' (O(live), never a
-            # walk of every answer); the oldest go first: archived answers in archive order, then
-            # closed live ones by close time
+            # walk of every answer); the oldest go first: archived answers in archive order (a
+            # grown chat pack's answers in its first one's place), then closed live ones by close time
             total = self.catalog.archived_bytes
             live_closed = []
             for sid, _, _ in self.catalog.live_ids():

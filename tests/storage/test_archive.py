@@ -509,6 +509,37 @@ def test_a_pack_is_grown_or_recoded_only_if_its_block_is_still_the_one_read(tmp_
         cat.close()
 
 
+def test_a_pack_recoded_with_a_dictionary_is_not_grown_without_one(tmp_path: Path) -> None:
+    """A batch packed before the first dictionary that reads a block the recoding pass has coded
+    with it since: growing it would code the pack again without the dictionary, behind the pass."""
+    import zstandard
+
+    from storage.file import archive
+    from storage.file.catalog import Catalog
+
+    cat = Catalog(tmp_path / "store.db")
+    plain = archive.compressor(None)
+    zdict = zstandard.ZstdCompressionDict(b"one two three four five six seven " * 64)
+    try:
+        first = _loaded("c/1/a", [b"one", b"two"])
+        cat.add(first.answer.meta)
+        assert cat.archive(archive.pack([first], plain, None, cat.joinable)[0]) == ["c/1/a"]
+        got = cat.joinable("c/1")
+        assert got is not None
+        key, blob, _ = got
+        recoded = codec.encode(0, [b"one", b"two"], archive.compressor(zdict), 1)
+        cat.replace_blocks([(key, 0, recoded, blob)])
+        later = _loaded("c/1/b", [b"three"])
+        cat.add(later.answer.meta)
+        grow = archive.pack([later], plain, None, cat.joinable, {1: zdict})[0]
+        assert grow[0].joins is not None  # it read the recoded block and would grow it
+        assert cat.archive(grow) == []  # refused: the answer stays in its files for the next batch
+        stored = cat.block_at(key, 0)
+        assert stored is not None and stored[1] == recoded
+    finally:
+        cat.close()
+
+
 async def test_a_chats_answers_archived_apart_share_one_pack(store_factory: Any) -> None:
     from test_archive_crash import check_database
 

@@ -141,7 +141,7 @@ def setup_heartbeat(app: web.Application, interval_s: float) -> None:
 class Connection:
     __slots__ = (
         "hub", "chats", "ws", "grant", "outbox", "subs", "_inflight", "tasks", "slow", "gates", "_queued",
-        "_watching", "_produced", "seen", "ping_at", "transport",
+        "_watching", "_produced", "seen", "ping_at", "transport", "_tasked",
     )  # fmt: skip
 
     def __init__(
@@ -174,6 +174,10 @@ class Connection:
         # resolves once the last queued op on ``sid`` has started (its offset assigned, its stream
         # created, its subscription registered); ``queued`` bounds how many may wait.
         self.gates: dict[str, asyncio.Future[None]] = {}
+        # ops on a stream running in a task (a create, a close, an append that needs ``Hub.append``):
+        # while any runs, a later append on that stream takes a task too, as tasks start in order
+        # and a task-free append would overtake them (by the first such op)
+        self._tasked: dict[str, int] | None = None
         self._queued: asyncio.Semaphore | None = None  # ops queued behind a gate; by the first one
 
     @property
@@ -251,11 +255,14 @@ class Connection:
     def _write_now(self, frame: str) -> bool:
         """Write a text frame straight to the socket if its buffer has room: what ``send_str`` does
         for an uncompressed frame when it does not wait, without a coroutine and a writer task.
-        False (nothing written) when the buffer is full or the socket closing: the outbox queues it."""
+        False (nothing written) when the frame would take the buffer past ``WRITE_BUFFER`` or the
+        socket is closing: the outbox queues it, and counts it until it is sent."""
         t = self.transport
-        if t is None or self.ws.closed or t.is_closing() or t.get_write_buffer_size() >= WRITE_BUFFER:
+        if t is None or self.ws.closed or t.is_closing():
             return False
         data = frame.encode()
+        if t.get_write_buffer_size() + len(data) > WRITE_BUFFER:
+            return False  # a large frame or a full buffer: the outbox counts it until it drains
         t.write(text_frame_head(len(data)) + data)
         return True
 
@@ -346,8 +353,10 @@ class Connection:
                     self._watching.discard(msg.chat)
                     self.chats.unwatch(msg.chat, self.on_chat_event)
             elif isinstance(msg, p.Create):
-                self.spawn(self.control(msg, self._gate(msg.stream, gate)))
+                self._task_op(msg.stream, self.control(msg, self._gate(msg.stream, gate)))
                 return True
+            elif isinstance(msg, p.Close):
+                self._task_op(msg.stream, self.control(msg, None))
             else:
                 self.spawn(self.control(msg, None))
         except HubError as e:
@@ -356,6 +365,23 @@ class Connection:
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.tasks.spawn(coro)
+
+    def _task_op(self, stream_id: str, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run an op on ``stream_id`` in a task; until it has ended, later appends on the stream
+        run in tasks too (``_tasked``): ops on one stream start in arrival order."""
+        if self._tasked is None:
+            self._tasked = {}
+        self._tasked[stream_id] = self._tasked.get(stream_id, 0) + 1
+        self.tasks.spawn(coro).add_done_callback(functools.partial(self._untask, stream_id))
+
+    def _untask(self, stream_id: str, _: asyncio.Future[Any]) -> None:
+        tasked = self._tasked
+        if tasked is not None:
+            n = tasked.get(stream_id, 0) - 1
+            if n > 0:
+                tasked[stream_id] = n
+            else:
+                tasked.pop(stream_id, None)
 
     # --- subscribers -------------------------------------------------------------------------
 
@@ -449,13 +475,18 @@ class Connection:
         if msg.create and not await self.hub.exists(msg.stream):
             creating = self._gate(msg.stream, gate)  # later ops on the stream wait for the create
         await self.inflight.acquire()
-        if not msg.create:
+        if not msg.create and not (self._tasked and msg.stream in self._tasked):
             # the common case, without a task: the offset assigned now, the ack sent by a callback
             try:
                 pending = self.hub.append_nowait(msg.stream, chunks, msg.producer, msg.seq)
             except HubError as e:
                 self.inflight.release()
                 self.send_error(e, msg.id)
+                return False
+            except Exception as e:  # not the storage's own error (an OSError): this append fails alone
+                self.inflight.release()
+                log.exception("append to %r failed", msg.stream)
+                self.send_error(HubError("storage_error", f"append failed: {e!r}", msg.stream), msg.id)
                 return False
             if pending is not None:
                 if pending.future is None:
@@ -464,7 +495,7 @@ class Connection:
                     pending.future.add_done_callback(functools.partial(self._durable, msg, pending))
                 return False
         # Started now, in arrival order: the offset is assigned before the task's first await.
-        self.spawn(self._append(msg, chunks, creating))
+        self._task_op(msg.stream, self._append(msg, chunks, creating))
         return creating is not None
 
     def _durable(self, msg: p.Append, pending: PendingAppend, _: asyncio.Future[None] | None = None) -> None:
