@@ -187,16 +187,11 @@ class Stream:
         """Append durably. ``close`` closes the stream ("done") in the same step, so no reader can
         see the stream end without these chunks; a retried append-and-close whose data landed but
         whose close did not (a crash between the two records) closes it now."""
-        self._check_live()
-        self.store._touch(self)
         try:
-            res = self.log.append(chunks, producer_id, seq, epoch, stream_seq=stream_seq)
+            res = self._assign(chunks, producer_id, seq, epoch, stream_seq)
         except (SequenceError, StreamClosed):
             await self._settle()
             raise
-        self.last_access = time.time()
-        if not res.duplicate:
-            self._unpublished.append((res.offset, chunks))
         if close and self.log.close_info is None:
             self.log.close()
             await self.store._durable(self, self.log.next_offset, close=True)
@@ -216,16 +211,28 @@ class Stream:
         store = self.store
         if store.opts.fsync == "never" or not store._started:
             return None
-        self._check_live()
-        store._touch(self)
         try:
-            res = self.log.append(chunks, producer_id, seq)
+            res = self._assign(chunks, producer_id, seq)
         except (SequenceError, StreamClosed):
             return None  # nothing written: ``append`` settles, then refuses
+        return res, store._durable_future(self, res.offset + res.count)
+
+    def _assign(
+        self,
+        chunks: Sequence[bytes],
+        producer_id: str | None,
+        seq: int | None,
+        epoch: int = 0,
+        stream_seq: str | None = None,
+    ) -> AppendResult:
+        """The offsets: the record pending in the log, to be published once durable."""
+        self._check_live()
+        self.store._touch(self)
+        res = self.log.append(chunks, producer_id, seq, epoch, stream_seq=stream_seq)
         self.last_access = time.time()
         if not res.duplicate:
             self._unpublished.append((res.offset, chunks))
-        return res, store._durable_future(self, res.offset + res.count)
+        return res
 
     async def close(
         self, status: str = "done", error: str | None = None, producer: tuple[str, int, int] | None = None

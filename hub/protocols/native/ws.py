@@ -455,8 +455,8 @@ class Connection:
             self._produced.discard(stream_id)
 
     async def _produce(self, stream_id: str) -> None:
-        if self._produced is not None and stream_id in self._produced:
-            return  # watched already (an ended stream leaves the set): the append says the rest
+        """Watch for a Stop of a stream this connection produces (``append`` calls it only for a
+        stream not watched yet: an ended one leaves the set)."""
         with contextlib.suppress(HubError):  # not there (yet): the append or create says why
             if (await self.hub.get(stream_id)).ended:
                 return  # a retry to an ended stream: no cancel can reach it any more
