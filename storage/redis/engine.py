@@ -1018,7 +1018,9 @@ class RedisEngine:
         if r == "nf":
             raise StreamNotFound(f"stream {stream_id!r} does not exist")
 
-    async def _delete(self, stream_id: str, reason: str, mode: str) -> str:
+    async def _delete(self, stream_id: str, reason: str, mode: str, now: float | None = None) -> str:
+        """``now``: the time an expiry is judged at (``expire``'s own, so that a deadline found due
+        by it is due in the script too); the clock's when None."""
         sp = self.space
         k = sp.stream(stream_id)
         idx, chat = sp.index_for(stream_id)
@@ -1031,7 +1033,7 @@ class RedisEngine:
                 tomb,
                 max(1, int(self.opts.tombstone_ttl)),
                 mode,
-                _now(),
+                _now() if now is None else repr(now),
                 chat,
                 k.channel,
                 sp.events,
@@ -1251,7 +1253,7 @@ class RedisEngine:
         expired = []
         for raw in due:
             sid = raw.decode()
-            if await self._delete(sid, "expired", "exp") == "ok":
+            if await self._delete(sid, "expired", "exp", now) == "ok":
                 self.counters["expired"] += 1
                 expired.append(sid)
         return expired
