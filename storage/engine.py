@@ -179,6 +179,16 @@ class StreamHandle(Protocol):
     def unlisten(self, listener: Listener) -> None: ...
 
 
+class Promise(Protocol):
+    """What an engine's ``append_nowait`` hands back to be told of durability: the part of an
+    asyncio future the hub uses (an asyncio future is one)."""
+
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def exception(self) -> BaseException | None: ...
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+
 @runtime_checkable
 class Engine(Protocol):
     """Many streams. Errors are ``storage.errors.StorageError`` subclasses with stable codes.
@@ -186,7 +196,9 @@ class Engine(Protocol):
     Optional, outside the protocol: ``append_nowait(stream_id, chunks, producer_id, seq)``, a plain
     append's synchronous part for callers that would rather not run a task per append: it returns
     ``(stream, result, future)`` with the offset assigned and a future that resolves once durable
-    (None: already), or None when only ``StreamHandle.append`` can answer. The file store has it."""
+    (None: already), or None when only ``StreamHandle.append`` can answer. The "future" needs only
+    ``done``, ``cancelled``, ``exception`` and ``add_done_callback``: the file store's is a
+    ``Durable``, whose callbacks run inside the commit that settles it."""
 
     # Events the hub listens to: a stream was created (or forked), its end became durable, it was
     # deleted or expired. Callbacks run on the event loop and must not block.

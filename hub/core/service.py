@@ -43,6 +43,7 @@ from hub.core.outbox import Outbox
 from hub.core.registry import Registry
 from hub.core.usage import UsageBook
 from storage import AppendResult, CloseStatus, Engine, LogOptions, ProducerState, StreamHandle, open_engine
+from storage.engine import Promise
 from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class PendingAppend:
         hub: Hub,
         stream: StreamHandle,
         result: AppendResult,
-        future: asyncio.Future[None] | None,
+        future: Promise | None,
         nbytes: int,
         t0: float,
     ) -> None:

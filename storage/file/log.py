@@ -459,7 +459,8 @@ class Log:
             dup = check_producer(self.producers, self.windows, producer_id, epoch, seq)
             if dup is not None:
                 return dup
-        self._check_writable()
+        if self.failed or self.close_info is not None:
+            self._check_writable()
         if stream_seq is not None:
             if self.stream_seq is not None and stream_seq <= self.stream_seq:
                 raise SequenceError(
@@ -471,15 +472,21 @@ class Log:
             raise SequenceError("a producer id must not contain NUL")
         if not chunks:
             raise ChunkTooLarge("an append needs at least one chunk")
+        opts = self.opts
         total = 0
         for c in chunks:
-            if len(c) > self.opts.max_chunk_bytes:
-                raise ChunkTooLarge(f"chunk of {len(c)} bytes; the limit is {self.opts.max_chunk_bytes}")
-            total += len(c)
-        if total > self.opts.max_append_bytes:
-            raise ChunkTooLarge(f"append of {total} bytes; the limit is {self.opts.max_append_bytes}")
-        if self.active.size + len(self._pending) >= self.opts.segment_bytes:
+            n = len(c)
+            if n > opts.max_chunk_bytes:
+                raise ChunkTooLarge(f"chunk of {n} bytes; the limit is {opts.max_chunk_bytes}")
+            total += n
+        if total > opts.max_append_bytes:
+            raise ChunkTooLarge(f"append of {total} bytes; the limit is {opts.max_append_bytes}")
+        seg = self.segments[-1]
+        pos = seg.size + len(self._pending)
+        if pos >= opts.segment_bytes:
             self._roll()
+            seg = self.segments[-1]
+            pos = seg.size + len(self._pending)
         first = self.next_offset
         mark = None
         if producer_id is not None and seq is not None:
@@ -491,10 +498,9 @@ class Log:
                 pid + SEQ_SEP + stream_seq, mark.epoch if mark else 0, mark.seq if mark else 0
             )
             self.stream_seq = stream_seq
-        seg = self.active
-        pos = seg.size + len(self._pending)
-        if pos - (seg.index.positions[-1] if seg.index else -(1 << 30)) >= 4096:
-            seg.index.add(first, pos)
+        index = seg.index
+        if pos - (index.positions[-1] if index else -(1 << 30)) >= 4096:
+            index.add(first, pos)
         self._pending += record.encode_data(first, chunks, mark)
         self.next_offset += len(chunks)
         self.raw_bytes += total

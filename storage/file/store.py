@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import msgspec
 import zstandard
@@ -107,6 +107,73 @@ class StoreOptions:
             object.__setattr__(self, "log", dataclasses.replace(self.log, sync=False))
 
 
+class Durable:
+    """What ``append_nowait`` hands back: the subset of a future its callers use (``done``,
+    ``cancelled``, ``exception``, ``add_done_callback``), settled by the commit that makes the
+    append durable, whose callbacks run right there, once the stream's waiters are settled. An
+    asyncio future would schedule each callback for a later turn of the loop: a future, a handle
+    and a loop turn per append, which the task-free path exists to save. A callback that raises
+    is reported to the loop's exception handler, as a future's is; the commit goes on."""
+
+    __slots__ = ("_done", "_exc", "_callbacks")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._exc: BaseException | None = None
+        self._callbacks: builtins.list[Callable[[Durable], object]] = []
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False  # nothing cancels a commit's promise
+
+    def exception(self) -> BaseException | None:
+        return self._exc
+
+    def add_done_callback(self, fn: Callable[[Durable], object]) -> None:
+        if self._done:
+            self._call(fn)
+        else:
+            self._callbacks.append(fn)
+
+    def set_result(self, _: None) -> None:
+        self._settle(None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._settle(exc)
+
+    def _settle(self, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done, self._exc = True, exc
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            self._call(fn)
+
+    def _call(self, fn: Callable[[Durable], object]) -> None:
+        try:
+            fn(self)
+        except Exception as e:  # noqa: BLE001 - one append's ack must not stop the commit's others
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "exception in a durability callback", "exception": e}
+            )
+
+
+def _settle_waiters(
+    waiters: builtins.list[tuple[int, Durable | asyncio.Future[None]]], exc: BaseException | None
+) -> None:
+    """Settle waiters already taken off a stream's list (so a callback that queues a new waiter
+    on the same stream cannot have it dropped by the list being replaced under it)."""
+    for _, w in waiters:
+        if w.done():  # settled meanwhile (an awaiting task cancelled by an earlier callback)
+            continue
+        if exc is None:
+            w.set_result(None)
+        else:
+            w.set_exception(exc)
+
+
 class Tombstone(msgspec.Struct):
     id: str
     at: float
@@ -121,7 +188,8 @@ class Stream:
         self.log = log
         self.id = log.meta.id
         self.listeners: set[Listener] = set()
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (offset mark, future)
+        # (offset mark, future), or a ``Durable`` for ``append_nowait``
+        self._waiters: list[tuple[int, asyncio.Future[None] | Durable]] = []
         self._unpublished: deque[tuple[int, Sequence[bytes]]] = deque()
         self._end_published = log.close_durable
         self._changed = asyncio.Event()
@@ -201,7 +269,7 @@ class Stream:
 
     def append_nowait(
         self, chunks: Sequence[bytes], producer_id: str | None = None, seq: int | None = None
-    ) -> tuple[AppendResult, asyncio.Future[None] | None] | None:
+    ) -> tuple[AppendResult, Durable | None] | None:
         """``append``'s synchronous part, for a caller that would rather not run a task per append
         (the WebSocket path): the offset assigned now, and the future that resolves once the append
         is durable (None: it is already, e.g. a retry of a durable one). Raises as ``append`` does;
@@ -215,7 +283,7 @@ class Stream:
             res = self._assign(chunks, producer_id, seq)
         except (SequenceError, StreamClosed):
             return None  # nothing written: ``append`` settles, then refuses
-        return res, store._durable_future(self, res.offset + res.count)
+        return res, store._durable_future(self, res.offset + res.count, promise=Durable)
 
     def _assign(
         self,
@@ -333,26 +401,28 @@ class Stream:
             self.store._ended(self)
             for cb in self.store.on_end:
                 cb(self)
-        keep = []
+        keep, ready = [], []
         for mark, fut in self._waiters:
             if fut.done():
                 continue
             if mark <= durable or self._end_published:
-                fut.set_result(None)
+                ready.append((mark, fut))
             else:
                 keep.append((mark, fut))
         self._waiters = keep
         self._changed.set()
+        _settle_waiters(ready, None)
 
     def _fail(self, exc: BaseException, above: int) -> None:
         self._unpublished = deque((o, c) for o, c in self._unpublished if o < above)
-        keep = []
+        keep, failed = [], []
         for mark, fut in self._waiters:
             if mark > above and not fut.done():
-                fut.set_exception(exc)
+                failed.append((mark, fut))
             elif not fut.done():
                 keep.append((mark, fut))
         self._waiters = keep
+        _settle_waiters(failed, exc)
 
 
 class Store:
@@ -656,7 +726,7 @@ class Store:
 
     def append_nowait(
         self, stream_id: str, chunks: Sequence[bytes], producer_id: str | None = None, seq: int | None = None
-    ) -> tuple[Stream, AppendResult, asyncio.Future[None] | None] | None:
+    ) -> tuple[Stream, AppendResult, Durable | None] | None:
         """The engine's optional fast path (see ``Engine``): ``Stream.append_nowait`` on the stream."""
         s = self.get(stream_id)
         got = s.append_nowait(chunks, producer_id, seq)
@@ -1112,12 +1182,20 @@ class Store:
             await self._commit_once()
         await fut
 
-    def _durable_future(self, s: Stream, mark: int, close: bool = False) -> asyncio.Future[None] | None:
-        """A future that resolves once ``s`` is durable up to ``mark`` (None: it is), the stream
-        queued for the next group commit."""
+    @overload
+    def _durable_future(self, s: Stream, mark: int, close: bool = False) -> asyncio.Future[None] | None: ...
+    @overload
+    def _durable_future(
+        self, s: Stream, mark: int, close: bool = False, *, promise: type[Durable]
+    ) -> Durable | None: ...
+    def _durable_future(
+        self, s: Stream, mark: int, close: bool = False, *, promise: type[Durable] | None = None
+    ) -> asyncio.Future[None] | Durable | None:
+        """A future (or a ``Durable``, for ``promise``) that resolves once ``s`` is durable up to
+        ``mark`` (None: it is), the stream queued for the next group commit."""
         if mark <= s.log.durable_offset and not close:
             return None
-        fut: asyncio.Future[None] = (self._loop or asyncio.get_running_loop()).create_future()
+        fut = promise() if promise is not None else (self._loop or asyncio.get_running_loop()).create_future()
         # a close has no offset of its own: its waiter is released by the end being published
         s._waiters.append((mark + 1 if close else mark, fut))
         self._dirty.add(s)

@@ -148,6 +148,47 @@ async def test_group_commit_shares_fsyncs(
         assert read_all(s) == [d for _, d in mine]
 
 
+async def test_append_nowait_promises_settle_in_the_commit_and_a_raising_callback_stops_no_other(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``append_nowait``'s ``Durable``: its callbacks run once the commit covering the append has
+    fsynced; one that raises is handed to the loop's exception handler, and the same commit still
+    settles every other stream's promises (and a promise added on the way is not dropped)."""
+    synced = track_syncs(monkeypatch)
+    store = await store_factory(fsync="always")
+    a, b = await store.create("nowait/a"), await store.create("nowait/b")
+    reported: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+    seen: list[tuple[str, int, bool]] = []
+    got_a = store.append_nowait("nowait/a", [b"a0"])
+    got_b = store.append_nowait("nowait/b", [b"b0"])
+    assert got_a is not None and got_b is not None
+    (_, res_a, pa), (_, res_b, pb) = got_a, got_b
+    assert pa is not None and pb is not None and not pa.done() and not pb.done()
+    late: list[Any] = []
+
+    def on_a(p: Any) -> None:
+        seen.append(("a", res_a.offset, synced.get(a.log.path, 0) >= res_a.offset + 1))
+        got = store.append_nowait("nowait/a", [b"a1"])  # queued from inside the commit's publish
+        assert got is not None
+        late.append(got[2])
+        raise RuntimeError("a callback that fails")
+
+    def on_b(p: Any) -> None:
+        seen.append(("b", res_b.offset, synced.get(b.log.path, 0) >= res_b.offset + 1))
+
+    pa.add_done_callback(on_a)
+    pb.add_done_callback(on_b)
+    deadline = time.monotonic() + 10
+    while not (late and late[0] is not None and late[0].done()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    assert sorted(seen) == [("a", 0, True), ("b", 0, True)]  # both after their fsync, neither lost
+    assert pa.exception() is None and pb.exception() is None
+    assert late and late[0].done() and late[0].exception() is None  # the promise added meanwhile
+    assert [str(c.get("exception")) for c in reported] == ["a callback that fails"]
+    assert read_all(a) == [b"a0", b"a1"] and read_all(b) == [b"b0"]
+
+
 async def test_always_fsyncs_before_each_ack_even_when_sequential(
     store_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
