@@ -383,9 +383,13 @@ class Stream:
         # Everything one commit made durable goes out as one run: one frame per subscriber per
         # commit, not one per append (at 200 appends/s x 1,000 subscribers that is the difference
         # between keeping up and falling behind).
+        unpublished = self._unpublished
+        if not self.listeners:  # nobody to tell: what is durable is only forgotten
+            while unpublished and unpublished[0][0] < durable:
+                unpublished.popleft()
         runs: list[tuple[int, list[bytes]]] = []
-        while self._unpublished and self._unpublished[0][0] < durable:
-            off, chunks = self._unpublished.popleft()
+        while unpublished and unpublished[0][0] < durable:
+            off, chunks = unpublished.popleft()
             if runs and runs[-1][0] + len(runs[-1][1]) == off:
                 runs[-1][1].extend(chunks)
             else:
