@@ -53,6 +53,10 @@ from .segment import fsync_dir, read_file
 JOURNAL_DIR = "journal"
 _HEAD = struct.Struct("<II")  # length of the rest, crc32 of the rest
 _TAIL = struct.Struct("<QdQH")  # seq, created, position, name length
+# Zeros written ahead of the frames, so that a commit's frames land in blocks the file already has
+# within its size: its fdatasync then has no metadata to commit, only data and a cache flush (about
+# half the latency of one that grows the file; docs/storage.md, "The journal"). Scans stop at them.
+PREALLOC = 256 << 10
 MAX_FRAME = 1 << 30  # any length read from disk above this is damage, never an allocation
 # a segment file's name under streams/: ab/cd/<32 hex>/<20 digits>.log (never a path outside it)
 _NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}/[0-9]{20}\.log")
@@ -71,9 +75,22 @@ def encode_frame(seq: int, e: Entry) -> bytes:
     return _HEAD.pack(len(rest), zlib.crc32(rest)) + rest
 
 
+def _pwrite_all(fd: int, data: bytes, at: int) -> None:
+    view = memoryview(data)
+    while view:
+        k = os.pwrite(fd, view, at)
+        view, at = view[k:], at + k
+
+
+def zeros_only(buf: bytes, start: int) -> bool:
+    """Whether ``buf`` holds only zeros from ``start`` on: the run written ahead of the frames,
+    not a torn frame."""
+    return not buf[start:].strip(b"\0")
+
+
 def scan(buf: bytes, after: int | None = None) -> tuple[list[tuple[int, Entry]], int]:
     """The valid frames of a journal file image and the byte where they end. ``after`` is the seq
-    of the previous file's last frame (its successor must follow it)."""
+    of the previous file's last frame (the file's first frame must come after it)."""
     mv = memoryview(buf)
     out: list[tuple[int, Entry]] = []
     pos, prev = 0, after
@@ -86,7 +103,9 @@ def scan(buf: bytes, after: int | None = None) -> tuple[list[tuple[int, Entry]],
         if zlib.crc32(rest) != crc:
             break
         seq, created, position, nlen = _TAIL.unpack_from(rest)
-        if (prev is not None and seq != prev + 1) or _TAIL.size + nlen > length:
+        # seqs rise by one within a file; a file's first one may jump past the previous file's
+        # last (the seqs of a failed write, used up) but never go back
+        if (prev is not None and (seq != prev + 1 if out else seq <= prev)) or _TAIL.size + nlen > length:
             break
         try:
             name = bytes(rest[_TAIL.size : _TAIL.size + nlen]).decode()
@@ -136,7 +155,8 @@ def replay(root: Path, sync: bool = True) -> ReplayResult:
             buf = read_file(path)
             frames, end = scan(buf, prev)
             res.last_file = n
-            if end < len(buf):
+            torn = end < len(buf) and not zeros_only(buf, end)
+            if torn:
                 # the tail of the last file is torn (a crash mid-write, or the leftovers of a
                 # failed write); in an older file it is damage: either way nothing after it is used
                 res.torn_bytes += len(buf) - end
@@ -163,7 +183,7 @@ def replay(root: Path, sync: bool = True) -> ReplayResult:
                     k = os.pwrite(fd, view, at)
                     view, at = view[k:], at + k
                 res.applied += 1
-            if end < len(buf):
+            if torn:
                 # an older file damaged in the middle (or left behind by a failed fsync, after
                 # which the store moved to a new file): its successor starts a new run
                 prev = None
@@ -189,7 +209,8 @@ class _File:
     path: Path
     fd: int
     started: float
-    size: int = 0
+    size: int = 0  # where the frames end
+    alloc: int = 0  # where the zeros written ahead of them end (``PREALLOC``)
     dirty: set[str] = field(default_factory=set)  # segment files (under streams/) in this file's frames
     dirs: set[Path] = field(default_factory=set)  # stream dirs with a segment file made since
 
@@ -214,7 +235,8 @@ class Journal:
         self.fsyncs = 0  # fsync/fdatasync calls made by commits (journal + its directory)
         self.checkpoint_fsyncs = 0
         self.checkpoints = 0
-        self.broken = False  # an fsync failed: the file's pages may be gone; frames go to a new one
+        # a write or an fsync failed (the file's pages may be gone): frames go to a new file
+        self.broken = False
         self.dir.mkdir(exist_ok=True)
         self.cur = self._start()
         fsync_dir(self.dir)
@@ -239,23 +261,38 @@ class Journal:
         if not buf:
             return
         f = self.cur
-        view, at = memoryview(bytes(buf)), f.size
-        while view:
-            k = os.pwrite(f.fd, view, at)
-            view, at = view[k:], at + k
+        try:
+            _pwrite_all(f.fd, bytes(buf), f.size)
+        except OSError:
+            # Its seqs stay used up and the next commit starts a new file (whose first seq may
+            # jump, see ``scan``), and what it wrote is cut off: no leftover frame of this unacked
+            # commit is replayed, and no later frame sits behind a gap in this file.
+            with contextlib.suppress(OSError):
+                os.ftruncate(f.fd, f.size)
+            f.alloc = f.size
+            self.broken = True
+            raise
         f.size += len(buf)
         f.dirty.update(touched)
         f.dirs.update(dirs)
+        if f.size > f.alloc:
+            # the frames went past the zeros: write the next run of them (this commit's fdatasync
+            # carries the new size). Not having them only makes fdatasyncs slower, so a disk too
+            # full for them is no error, and the frames were written first.
+            with contextlib.suppress(OSError):
+                _pwrite_all(f.fd, bytes(PREALLOC), f.size)
+                f.alloc = f.size + PREALLOC
 
     @property
     def empty(self) -> bool:
         return self.cur.size == 0
 
     def sync(self) -> None:
-        """Make every frame written so far durable: one fsync. Worker thread."""
+        """Make every frame written so far durable: one fdatasync (the frames' blocks and the
+        file's size; a file's times are not needed to read it). Worker thread."""
         with self._lock:
             self.fsyncs += 1
-            os.fsync(self.cur.fd)
+            os.fdatasync(self.cur.fd)
 
     def due(self) -> bool:
         f = self.cur

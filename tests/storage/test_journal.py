@@ -295,6 +295,73 @@ async def test_a_failed_journal_write_acknowledges_nothing_of_its_commit(
     assert read_all(store2.get("a")) == [b"a0", b"a1"] and read_all(store2.get("b")) == [b"b0", b"b1"]
 
 
+async def test_appends_acked_after_a_journal_write_failed_midway_are_replayed(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A journal pwrite that fails inside ``Journal.write`` (its seqs already taken): the appends
+    acknowledged after it must still come back from the journal after an OS crash. Their frames
+    used to sit behind a seq gap in the same file, where replay stopped."""
+    store = await store_factory(fsync="always")
+    a = await store.create("a")
+    await a.append([b"a0"])
+    real = os.pwrite
+    failed = []
+
+    def full(fd: int, data: Any, at: int) -> int:
+        if not failed and os.readlink(f"/proc/self/fd/{fd}").endswith(".wal"):
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data, at)
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(StorageUnavailable, match="ENOSPC"):
+        await a.append([b"a1"])
+    monkeypatch.setattr(os, "pwrite", real)
+    assert failed
+    assert (await a.append([b"a1"])).offset == 1  # the retry, acknowledged
+    assert (await a.append([b"a2"])).offset == 2
+    crashed = snapshot(store, tmp_path / "crashed")
+    # the OS crash takes the segment's bytes from the first one a journal frame holds (the file's
+    # checkpointed part, fsynced, stays): replay must bring back every acknowledged one of them
+    (seg,) = (crashed / "streams").rglob("*.log")
+    frames = [e for p in wal_files(crashed) for _, e in journal.scan(p.read_bytes())[0]]
+    os.truncate(seg, min(e.position for e in frames if e.name.endswith(seg.name)))
+    store2 = await store_factory(crashed)
+    assert read_all(store2.get("a")) == [b"a0", b"a1", b"a2"]
+    assert store2.stats()["repairs"] == 0
+
+
+def test_a_file_s_first_frame_may_jump_past_the_last_seq_but_never_go_back() -> None:
+    buf, _ = _frames(2)
+    e = Entry(f"ab/cd/{'0' * 32}/{0:020d}.log", 1.5, 0, b"x")
+    assert [s for s, _ in journal.scan(journal.encode_frame(9, e), after=2)[0]] == [9]
+    assert journal.scan(journal.encode_frame(2, e), after=2) == ([], 0)
+    assert len(journal.scan(buf + journal.encode_frame(9, e))[0]) == 2  # within a file: by one
+
+
+def test_the_journal_writes_zeros_ahead_so_commits_do_not_grow_the_file(tmp_path: Path) -> None:
+    """Frames land in zeros written ahead of them (``PREALLOC``): small commits leave the file's
+    size as it is (their fdatasync has no metadata to commit), and replay takes the zeros for the
+    end of the frames, not for a torn tail."""
+    (tmp_path / "streams").mkdir()
+    j = Journal(tmp_path)
+    e = Entry(f"ab/cd/{'0' * 32}/{0:020d}.log", 1.5, 0, b"y" * 100)
+    j.write([e])
+    j.sync()
+    size = os.stat(j.cur.path).st_size
+    assert size >= journal.PREALLOC
+    for _ in range(50):
+        j.write([e])
+        j.sync()
+    assert os.stat(j.cur.path).st_size == size
+    buf = j.cur.path.read_bytes()
+    frames, end = journal.scan(buf)
+    assert len(frames) == 51 and end == j.cur.size < len(buf) and journal.zeros_only(buf, end)
+    j.close(checkpoint=False)
+    res = journal.replay(tmp_path)
+    assert res.frames == 51 and res.torn_bytes == 0
+
+
 async def test_a_failed_journal_fsync_stops_acks_and_moves_to_a_new_file(
     store_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -302,7 +369,7 @@ async def test_a_failed_journal_fsync_stops_acks_and_moves_to_a_new_file(
     s = await store.create("f")
     await s.append([b"a"])
     first = wal_files(store.root)
-    real = os.fsync
+    real = os.fdatasync
     failed = []
 
     def once(fd: int) -> None:
@@ -311,7 +378,7 @@ async def test_a_failed_journal_fsync_stops_acks_and_moves_to_a_new_file(
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real(fd)
 
-    monkeypatch.setattr(os, "fsync", once)
+    monkeypatch.setattr(os, "fdatasync", once)  # the journal's
     with pytest.raises(StorageUnavailable, match="fsync"):
         await s.append([b"unsure"])
     fresh = store.get("f")  # recovers from the files, which it fsyncs itself first

@@ -544,7 +544,7 @@ async def test_fsync_error_stops_acks_and_recovers_from_the_files(
     store = await store_factory(fsync=policy, interval_ms=2)
     s = await store.create("f")
     await s.append([b"a"])
-    fail_next(monkeypatch, "fsync")
+    fail_next(monkeypatch, "fdatasync")  # the journal's, the one fsync of a commit
     with pytest.raises(StorageUnavailable, match="fsync"):
         await s.append([b"unsure"])
     # the page cache may have dropped our data: this stream object acknowledges nothing more
