@@ -267,10 +267,15 @@ class Journal:
             # Its seqs stay used up and the next commit starts a new file (whose first seq may
             # jump, see ``scan``), and what it wrote is cut off: no leftover frame of this unacked
             # commit is replayed, and no later frame sits behind a gap in this file.
+            cut = False
             with contextlib.suppress(OSError):
                 os.ftruncate(f.fd, f.size)
+                os.fdatasync(f.fd)  # or pages written back before the cut could outlive it
+                cut = True
             f.alloc = f.size
-            self.broken = True
+            # an empty file cut back is as good as a new one: a disk that keeps failing must not
+            # get a new file (and an open fd, until a checkpoint) per failed commit
+            self.broken = not (cut and f.size == 0)
             raise
         f.size += len(buf)
         f.dirty.update(touched)

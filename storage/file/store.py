@@ -110,7 +110,9 @@ class StoreOptions:
 class Durable:
     """What ``append_nowait`` hands back: the subset of a future its callers use (``done``,
     ``cancelled``, ``exception``, ``add_done_callback``), settled by the commit that makes the
-    append durable, whose callbacks run right there, once the stream's waiters are settled. An
+    append durable, whose callbacks run right there, once the stream's waiters are settled (one
+    added to a settled promise runs at once). They run before the commit publishes the streams
+    after this one, so they must be quick: an ack, a count. An
     asyncio future would schedule each callback for a later turn of the loop: a future, a handle
     and a loop turn per append, which the task-free path exists to save. A callback that raises
     is reported to the loop's exception handler, as a future's is; the commit goes on."""
@@ -129,6 +131,8 @@ class Durable:
         return False  # nothing cancels a commit's promise
 
     def exception(self) -> BaseException | None:
+        if not self._done:
+            raise asyncio.InvalidStateError("the append is not settled yet")
         return self._exc
 
     def add_done_callback(self, fn: Callable[[Durable], object]) -> None:
@@ -154,7 +158,9 @@ class Durable:
     def _call(self, fn: Callable[[Durable], object]) -> None:
         try:
             fn(self)
-        except Exception as e:  # noqa: BLE001 - one append's ack must not stop the commit's others
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as e:  # noqa: BLE001 - one append's ack must not stop the commit's others
             asyncio.get_running_loop().call_exception_handler(
                 {"message": "exception in a durability callback", "exception": e}
             )

@@ -358,8 +358,42 @@ def test_the_journal_writes_zeros_ahead_so_commits_do_not_grow_the_file(tmp_path
     frames, end = journal.scan(buf)
     assert len(frames) == 51 and end == j.cur.size < len(buf) and journal.zeros_only(buf, end)
     j.close(checkpoint=False)
+    # a torn frame in the zeros (a crash mid-write) is still a torn tail, counted
+    torn = tmp_path / "torn"
+    (torn / "journal").mkdir(parents=True)
+    (torn / "streams").mkdir()
+    one = journal.encode_frame(1, e)
+    (torn / "journal" / f"{1:016d}.wal").write_bytes(one + journal.encode_frame(2, e)[:40] + bytes(1000))
+    cut = journal.replay(torn)
+    assert cut.frames == 1 and cut.torn_bytes == 40 + 1000
     res = journal.replay(tmp_path)
     assert res.frames == 51 and res.torn_bytes == 0
+
+
+def test_a_disk_that_keeps_failing_journal_writes_gets_one_new_file_not_one_per_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "streams").mkdir()
+    j = Journal(tmp_path)
+    e = Entry(f"ab/cd/{'0' * 32}/{0:020d}.log", 1.5, 0, b"z" * 10)
+    j.write([e])
+    real = os.pwrite
+
+    def full(fd: int, data: Any, at: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    for _ in range(5):  # what ``_journal_commit`` does each time, with the disk still full
+        if j.broken:
+            j.rotate()
+        monkeypatch.setattr(os, "pwrite", full)
+        with pytest.raises(OSError):
+            j.write([e])
+        monkeypatch.setattr(os, "pwrite", real)
+    assert len(j.old) == 1 and j.cur.size == 0 and not j.broken  # one rotation for the streak
+    j.write([e])  # the disk is back: a seq past the used-up ones, in the file the streak left
+    frames, _ = journal.scan(j.cur.path.read_bytes(), after=1)
+    assert [s for s, _ in frames] == [j.seq]
+    j.close(checkpoint=False)
 
 
 async def test_a_failed_journal_fsync_stops_acks_and_moves_to_a_new_file(
