@@ -351,11 +351,10 @@ class Hub:
         t0 = time.monotonic()
         self.analytics.append_started(stream_id, t0)
         try:
-            got = nowait(stream_id, chunks, producer, seq)
-        except BaseException as e:
+            with storage_errors(stream_id):
+                got = nowait(stream_id, chunks, producer, seq)
+        except BaseException:
             self.analytics.append_failed(stream_id, t0)
-            if isinstance(e, StorageError):  # ``storage_errors``, without a context manager per append
-                raise from_storage(e, stream_id) from None
             raise
         if got is None:
             self.analytics.append_failed(stream_id, t0)  # ``append`` times it again

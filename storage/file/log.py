@@ -459,8 +459,7 @@ class Log:
             dup = check_producer(self.producers, self.windows, producer_id, epoch, seq)
             if dup is not None:
                 return dup
-        if self.failed or self.close_info is not None:
-            self._check_writable()
+        self._check_writable()
         if stream_seq is not None:
             if self.stream_seq is not None and stream_seq <= self.stream_seq:
                 raise SequenceError(

@@ -111,11 +111,11 @@ class Durable:
     """What ``append_nowait`` hands back: the subset of a future its callers use (``done``,
     ``cancelled``, ``exception``, ``add_done_callback``), settled by the commit that makes the
     append durable, whose callbacks run right there, once the stream's waiters are settled (one
-    added to a settled promise runs at once). They run before the commit publishes the streams
-    after this one, so they must be quick: an ack, a count. An
-    asyncio future would schedule each callback for a later turn of the loop: a future, a handle
-    and a loop turn per append, which the task-free path exists to save. A callback that raises
-    is reported to the loop's exception handler, as a future's is; the commit goes on."""
+    added to a settled promise runs at once). An asyncio future would schedule each callback for
+    a later turn of the loop: a future, a handle and a loop turn per append, which the task-free
+    path exists to save. The callbacks run before the commit publishes the streams after this
+    one, so they must be quick (an ack, a count). One that raises is reported to the loop's
+    exception handler, as a future's is; the commit goes on."""
 
     __slots__ = ("_done", "_exc", "_callbacks")
 
