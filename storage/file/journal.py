@@ -178,10 +178,7 @@ def replay(root: Path, sync: bool = True) -> ReplayResult:
                 fd = fds.get(seg)
                 if fd is None:
                     fd = fds[seg] = os.open(seg, os.O_RDWR | os.O_CREAT, 0o644)
-                view, at = memoryview(e.data), e.position
-                while view:
-                    k = os.pwrite(fd, view, at)
-                    view, at = view[k:], at + k
+                _pwrite_all(fd, e.data, e.position)
                 res.applied += 1
             if torn:
                 # an older file damaged in the middle (or left behind by a failed fsync, after
