@@ -253,7 +253,11 @@ async def test_the_old_layout_is_migrated_on_start(store_factory: Any, tmp_path:
     root = tmp_path / "old"
     shutil.copytree(FIXTURE, root)
     assert not (root / "store.db").exists()
-    store = await store_factory(root=root, log=SMALL, seal_delay_s=0.0, archive_delay_s=0.0)
+    # the fixture's tombstone was written on 2026-12-01: a long enough ttl keeps it answering "gone"
+    forever = 100 * 365 * 86400.0
+    store = await store_factory(
+        root=root, log=SMALL, seal_delay_s=0.0, archive_delay_s=0.0, tombstone_ttl=forever
+    )
     assert store.list() == ["chat/1/a", "chat/1/b", "chat/2/a"]
     with pytest.raises(StreamGone):
         store.get("gone/1")  # its tombstone still answers
