@@ -29,7 +29,7 @@ Workloads:
   (``st_blocks``) of the data dir, with the server stopped, after minus before (file stores); Redis
   ``used_memory`` after minus before, after ``MEMORY PURGE`` (Redis-backed).
 * **CPU per delivered chunk**: utime+stime from ``/proc/<pid>/stat`` of every server process of the
-  peer (hub, redis-server, node) over the live workload, divided by the deliveries.
+  peer (hub and its sync helper, redis-server, node) over the live workload, divided by the deliveries.
 
 The last lines (``key: value``, every ratio ours/theirs: < 1 is better for the five latency and bytes
 ratios, > 1 for the two appends ratios):
@@ -199,12 +199,24 @@ def node_peer(mode: str, where: str, log: Path) -> ServerProcess:
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """utime + stime of these processes (all their threads), from /proc/<pid>/stat."""
+    """utime + stime of these processes (all their threads) and of their running children (the hub's
+    sync helper), from /proc/<pid>/stat."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+    seen: set[int] = set()
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except FileNotFoundError:  # a child that has just exited
+            continue
         total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), after pid and comm
     return total / tick
 

@@ -30,6 +30,7 @@ import errno
 import functools
 import heapq
 import itertools
+import logging
 import os
 import queue
 import secrets
@@ -71,9 +72,12 @@ from ..errors import (
 from . import archive
 from .archive import ArchivedLog, archivable
 from .catalog import Catalog
+from .fsyncd import SyncHelper, SyncHelperGone
 from .journal import Entry, Journal, replay
 from .log import FANOUT_LOCK, Log, LogOptions, SyncTicket
 from .segment import Segment, read_file, write_atomic
+
+log = logging.getLogger(__name__)
 
 POLICIES = ("always", "interval", "never")
 FOOTPRINT_EVERY = 60.0  # seconds between two background looks at what the data dir takes on disk
@@ -99,6 +103,9 @@ class StoreOptions:
     # segment files fsynced, then deleted) once it holds this many bytes or is this old
     journal_bytes: int = 64 << 20
     journal_age_s: float = 30.0
+    # the journal's fdatasync in a helper process (fsyncd.py), not on a thread of this one: no commit
+    # waits for the GIL. False: on the commit thread (what the store falls back to if the helper dies)
+    sync_helper: bool = True
 
     def __post_init__(self) -> None:
         if self.fsync not in POLICIES:
@@ -499,6 +506,7 @@ class Store:
         # on Python 3.11, and the append path asks for a future on every append
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committing: CommitThread | None = None  # the journal's commit thread, from the first commit
+        self._sync_helper: SyncHelper | None = None  # the journal's fdatasync (start(), if sync_helper)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -539,6 +547,13 @@ class Store:
                     seq=res.last_seq,
                 ),
             )
+            if self.opts.sync_helper:
+                try:
+                    self._sync_helper = SyncHelper(loop)
+                    self._sync_helper.adopt(self._journal.cur)  # before any frame is written to it
+                except OSError as e:  # cannot start a process (EAGAIN, ENOMEM): the commit thread syncs
+                    log.warning("no sync helper (%s): the journal is fsynced on the commit thread", e)
+                    self._drop_sync_helper()
         self._catalog = await loop.run_in_executor(
             self._db_pool, Catalog, self.root / "store.db", self.opts.default_ttl
         )
@@ -672,6 +687,10 @@ class Store:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
+        if self._committing is not None:
+            # a cancelled commit may have left a rotation running there: the last commit writes after it
+            with contextlib.suppress(Exception):
+                await self._committing.run(_noop)
         await self._commit_once()
         for t in list(self._bg):
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -689,6 +708,7 @@ class Store:
             with contextlib.suppress(OSError):
                 await asyncio.get_running_loop().run_in_executor(self._fsync_pool, self._journal.close)
             self._journal = None
+        self._drop_sync_helper()
         stopped = StorageUnavailable("the store stopped before this write was committed")
         for s in self._streams.values():
             if s._waiters:  # arrived after the last commit: answered, never left waiting (not acked)
@@ -1269,7 +1289,10 @@ class Store:
             dirs += t.dirs
         before = j.fsyncs
         try:
-            await self._commit_thread().run(_journal_commit, j, entries, dirs)
+            if self._sync_helper is None:
+                await self._commit_thread().run(_journal_commit, j, entries, dirs)
+            else:
+                await self._journal_commit_helped(j, self._sync_helper, entries, dirs)
         except _JournalWriteFailed as failed:
             e = failed.__cause__
             assert isinstance(e, OSError)
@@ -1302,6 +1325,43 @@ class Store:
         if j.old and not self._checkpointing:
             self._checkpointing = True
             self._spawn(self._checkpoint(j))
+
+    async def _journal_commit_helped(
+        self, j: Journal, helper: SyncHelper, entries: builtins.list[Entry], dirs: builtins.list[Path]
+    ) -> None:
+        """``_journal_commit`` with the sync helper: the frames written here, on the event loop (to
+        the page cache), the fdatasync by the helper process (fsyncd.py), the rare rotations on the
+        commit thread (they create a file and fsync the directory). Same errors: a failed write is
+        ``_JournalWriteFailed``, a failed fdatasync an ``OSError``."""
+        if j.broken:
+            await self._commit_thread().run(_journal_rotate, j)
+            helper.adopt(j.cur)
+        try:
+            j.write(entries, dirs)
+        except OSError as e:
+            raise _JournalWriteFailed from e
+        j.fsyncs += 1
+        try:
+            await helper.sync(j.cur)
+        except SyncHelperGone as e:
+            # nothing is lost: this commit's frames are synced here instead, and every later one
+            log.warning("%s: the journal is fsynced on the commit thread from now on", e)
+            self._drop_sync_helper()
+            j.fsyncs -= 1  # counted again by the sync itself
+            await self._commit_thread().run(j.sync)
+        if j.due():
+            # the commit is durable: a file that cannot be started now is tried again next commit
+            with contextlib.suppress(OSError):
+                await self._commit_thread().run(j.rotate)
+            if self._sync_helper is not None:
+                self._sync_helper.adopt(j.cur)  # so that it lets go of the full file now
+
+    def _drop_sync_helper(self) -> None:
+        helper, self._sync_helper = self._sync_helper, None
+        if helper is not None:
+            helper.close()
+            if self._bg_pool is not None:  # reaped off the loop (it exits once its socket closes)
+                self._bg_pool.submit(helper.wait)
 
     def _commit_thread(self) -> CommitThread:
         if self._committing is None:
@@ -1706,6 +1766,14 @@ class Store:
 
 class _JournalWriteFailed(Exception):
     """The journal write of a commit failed (``e.__cause__``): nothing of it is durable."""
+
+
+def _journal_rotate(j: Journal) -> None:
+    """A new file after a failed write or fsync (commit thread): failing, nothing is acknowledged."""
+    try:
+        j.rotate()
+    except OSError as e:
+        raise _JournalWriteFailed from e
 
 
 def _journal_commit(j: Journal, entries: builtins.list[Entry], dirs: builtins.list[Path]) -> None:
