@@ -215,8 +215,10 @@ class _File:
 class Journal:
     """The active journal file and the ones waiting for their checkpoint.
 
-    Writes (``write``) happen on the event loop; ``sync`` (fdatasync) and ``checkpoint`` in worker
-    threads. ``write`` and ``rotate`` are called only by the committer, one commit at a time.
+    Writes (``write``) happen on the event loop, and the fdatasync of the current file in the sync
+    helper process (fsyncd.py); without a helper, both run on the store's commit thread (``sync``).
+    ``rotate`` runs on the commit thread, ``checkpoint`` on a worker thread. ``write`` and ``rotate``
+    are called only by the committer, one commit at a time.
     """
 
     def __init__(
