@@ -822,7 +822,10 @@ async def finished_answers(
         streams = hub_f.data_dir / "streams"
 
         async def archived() -> bool:
-            return not any(q.is_file() for q in streams.rglob("*"))
+            try:
+                return not any(q.is_file() for q in streams.rglob("*"))
+            except FileNotFoundError:  # a directory went while the walk was in it: not done yet
+                return False
 
         await wait_until(archived, 120, "the warm-up answers in the archive")
         before = await stopped_bytes(hub_f, hub_f.data_dir)
