@@ -9,6 +9,7 @@ front of one or more hubs; the Redis engine's two-hub test uses it the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +34,16 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def post(url: str, body: object) -> dict[str, object]:
+    """POST ``body`` as JSON; the JSON answer."""
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        out: dict[str, object] = json.loads(r.read())
+        return out
 
 
 def clean_env(**extra: str) -> dict[str, str]:

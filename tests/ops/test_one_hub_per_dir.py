@@ -10,16 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .procs import HubProcess
-
-
-def post(url: str, body: object) -> dict[str, object]:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        out: dict[str, object] = json.loads(r.read())
-        return out
+from .procs import HubProcess, post
 
 
 def files(root: Path) -> dict[str, bytes]:

@@ -11,16 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from .procs import HubProcess
-
-
-def post(url: str, body: object) -> dict[str, object]:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        out: dict[str, object] = json.loads(r.read())
-        return out
+from .procs import HubProcess, post
 
 
 def children(pid: int) -> list[int]:

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,14 @@ async def wait_gone(pid: int, timeout: float = 10) -> None:
 
 
 @pytest.fixture
+def jfile(tmp_path: Path) -> Iterator[F]:
+    """An open file standing for a journal file."""
+    fd = os.open(tmp_path / "j", os.O_RDWR | os.O_CREAT)
+    yield F(fd)
+    os.close(fd)
+
+
+@pytest.fixture
 async def helper() -> Any:
     h = SyncHelper(asyncio.get_running_loop())
     yield h
@@ -52,68 +61,51 @@ async def helper() -> Any:
 
 
 async def test_syncs_are_answered_in_order_and_a_cancelled_one_is_dropped(
-    helper: SyncHelper, tmp_path: Path
+    helper: SyncHelper, jfile: F
 ) -> None:
-    fd = os.open(tmp_path / "j", os.O_RDWR | os.O_CREAT)
-    try:
-        f = F(fd)
-        helper.adopt(f)
-        os.write(fd, b"frames")
-        first, second, third = helper.sync(f), helper.sync(f), helper.sync(f)
-        first.cancel()
-        assert await asyncio.wait_for(asyncio.gather(second, third), 10) == [None, None]
-        assert await asyncio.wait_for(helper.sync(f), 10) is None  # the dropped answer took no one's place
-    finally:
-        os.close(fd)
+    f = jfile
+    helper.adopt(f)
+    os.write(f.fd, b"frames")
+    first, second, third = helper.sync(f), helper.sync(f), helper.sync(f)
+    first.cancel()
+    assert await asyncio.wait_for(asyncio.gather(second, third), 10) == [None, None]
+    assert await asyncio.wait_for(helper.sync(f), 10) is None  # the dropped answer took no one's place
     proc = helper.proc
     helper.close()
     await asyncio.get_running_loop().run_in_executor(None, helper.wait)
     assert proc.returncode == 0  # it exits by itself once the socket closes
 
 
-async def test_a_failed_fdatasync_comes_back_with_its_errno(helper: SyncHelper, tmp_path: Path) -> None:
+async def test_a_failed_fdatasync_comes_back_with_its_errno(helper: SyncHelper, jfile: F) -> None:
     r, w = os.pipe()  # fdatasync(2) on a pipe: EINVAL
-    fd = os.open(tmp_path / "j", os.O_RDWR | os.O_CREAT)
     try:
         with pytest.raises(OSError) as e:
             await asyncio.wait_for(helper.sync(F(w)), 10)
         assert e.value.errno == errno.EINVAL
         # the next file is handed over with its request: it syncs
-        assert await asyncio.wait_for(helper.sync(F(fd)), 10) is None
+        assert await asyncio.wait_for(helper.sync(jfile), 10) is None
     finally:
-        for x in (r, w, fd):
-            os.close(x)
+        os.close(r)
+        os.close(w)
 
 
-async def test_sigterm_and_sigint_leave_it_syncing(helper: SyncHelper, tmp_path: Path) -> None:
-    fd = os.open(tmp_path / "j", os.O_RDWR | os.O_CREAT)
-    try:
-        f = F(fd)
-        assert await asyncio.wait_for(helper.sync(f), 10) is None
-        os.kill(helper.proc.pid, signal.SIGTERM)
-        os.kill(helper.proc.pid, signal.SIGINT)
-        assert await asyncio.wait_for(helper.sync(f), 10) is None
-        assert alive(helper.proc.pid)
-    finally:
-        os.close(fd)
+async def test_sigterm_and_sigint_leave_it_syncing(helper: SyncHelper, jfile: F) -> None:
+    assert await asyncio.wait_for(helper.sync(jfile), 10) is None
+    os.kill(helper.proc.pid, signal.SIGTERM)
+    os.kill(helper.proc.pid, signal.SIGINT)
+    assert await asyncio.wait_for(helper.sync(jfile), 10) is None
+    assert alive(helper.proc.pid)
 
 
-async def test_a_killed_helper_fails_what_waits_and_every_later_sync(
-    helper: SyncHelper, tmp_path: Path
-) -> None:
-    fd = os.open(tmp_path / "j", os.O_RDWR | os.O_CREAT)
-    try:
-        f = F(fd)
-        assert await asyncio.wait_for(helper.sync(f), 10) is None
-        helper.proc.kill()
-        with pytest.raises(SyncHelperGone):
-            for _ in range(1000):  # until the socket's close is seen (bounded)
-                await asyncio.wait_for(helper.sync(f), 10)
-        assert not helper.alive
-        with pytest.raises(SyncHelperGone):
-            await helper.sync(f)
-    finally:
-        os.close(fd)
+async def test_a_killed_helper_fails_what_waits_and_every_later_sync(helper: SyncHelper, jfile: F) -> None:
+    assert await asyncio.wait_for(helper.sync(jfile), 10) is None
+    helper.proc.kill()
+    with pytest.raises(SyncHelperGone):
+        for _ in range(1000):  # until the socket's close is seen (bounded)
+            await asyncio.wait_for(helper.sync(jfile), 10)
+    assert not helper.alive
+    with pytest.raises(SyncHelperGone):
+        await helper.sync(jfile)
 
 
 async def test_a_store_whose_helper_dies_acks_on_from_its_commit_thread_and_loses_nothing(
