@@ -8,17 +8,25 @@ it. Here the event loop writes the commit's frames itself (a write to the page c
 message over a socket pair; this process, a few lines of Python with a GIL of its own, calls
 ``fdatasync`` and answers with one message, which the event loop reads like any socket.
 
-The hub passes each journal file's descriptor once, with ``SCM_RIGHTS`` (a duplicate of the same
-open file, so the helper sees every writeback error the hub's own descriptor would), before any
-frame is written to it, and keeps no other state here: the helper only ever syncs the last file it
-was given. It ignores SIGINT and SIGTERM (a Ctrl-C or a service stop sent to the whole process group
-must not take it away under the hub's last commits) and exits when the hub's end of the socket
-closes, which includes the hub being killed. If it is gone anyway, the store falls back to its
-commit thread (``Store._sync_journal``): the commit in flight is synced there, nothing is lost.
+The hub passes each journal file's descriptor once, with ``SCM_RIGHTS``, before its first sync
+(normally before any frame is written to it), and keeps no other state here: the helper only ever
+syncs the last file it was given. It is a duplicate of the same open file, so the helper sees every
+writeback error the hub's own descriptor would, and takes it: a failed fdatasync's error is reported
+once, to whoever called it. That is why the store never re-syncs a file whose sync went with a dead
+helper (``Store._journal_commit_helped``).
+
+It ignores SIGINT and SIGTERM (a Ctrl-C or a service stop sent to the whole process group must not
+take it away under the hub's last commits) and exits when the hub's end of the socket closes, which
+includes the hub being killed. If it is gone anyway, the store falls back to its
+commit thread: the commit in flight is written again into a new journal file and synced there, and
+every later one is synced there too; nothing is lost.
 
 Messages, one per datagram (``SOCK_SEQPACKET``): hub -> helper ``b"f"`` with a descriptor (the file to
-sync from now on) or ``b"s"`` (fdatasync it, then answer); helper -> hub three bytes, ``b"\\0\\0\\0"``
-(durable) or ``b"\\1"`` and the errno, big-endian.
+sync from now on), ``b"S"`` with a descriptor (the same, then sync it and answer) or ``b"s"`` (sync
+the current file, then answer); helper -> hub three bytes, ``b"\\0\\0\\0"`` (durable) or ``b"\\1"``
+and the errno, big-endian. A ``b"f"`` or ``b"S"`` whose descriptor did not arrive (the kernel
+truncated the ancillary data: a full descriptor table, a security module) ends the helper: it must
+never answer for the previous file, and the store falls back to its thread.
 
 Run as ``python -I -S fsyncd.py FD`` (``SyncHelper`` does): standard library only, no site import.
 """
@@ -26,6 +34,7 @@ Run as ``python -I -S fsyncd.py FD`` (``SyncHelper`` does): standard library onl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -38,7 +47,7 @@ from typing import Protocol
 
 _REPLY = struct.Struct("!BH")
 OK = _REPLY.pack(0, 0)
-FILE, SYNC = b"f", b"s"
+FILE, SYNC, SYNC_FILE = b"f", b"s", b"S"
 
 
 class File(Protocol):
@@ -54,20 +63,25 @@ class SyncHelperGone(Exception):
 
 
 def serve(sock: socket.socket) -> None:
-    """The helper's loop: one fdatasync per ``b"s"``, on the last descriptor received."""
+    """The helper's loop: one fdatasync per ``b"s"`` or ``b"S"``, on the last descriptor received."""
     fd = -1
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 16, 1)
+            msg, fds, flags, _ = socket.recv_fds(sock, 16, 1)
         except OSError:
             return
         if not msg:
             return  # the hub's end closed: the hub stopped or died
-        if fds:
+        if msg in (FILE, SYNC_FILE):
+            if len(fds) != 1 or flags & socket.MSG_CTRUNC:
+                return  # the new file did not come: exit rather than sync the old one
             if fd >= 0:
                 os.close(fd)
             fd = fds[0]
-        if msg != SYNC:
+        else:
+            for extra in fds:  # never sent with a plain sync
+                os.close(extra)
+        if msg not in (SYNC, SYNC_FILE):
             continue
         try:
             if fd < 0:
@@ -124,7 +138,10 @@ class SyncHelper:
             fut.set_exception(SyncHelperGone("the sync helper has stopped"))
             return fut
         self._waiting.append(fut)
-        self._send(SYNC, f if f is not self._file else None)
+        if f is self._file:
+            self._send(SYNC, None)
+        else:
+            self._send(SYNC_FILE, f)
         return fut
 
     def _send(self, msg: bytes, f: File | None) -> None:
@@ -180,12 +197,15 @@ class SyncHelper:
         self._gone("the sync helper was closed")
 
     def wait(self, timeout: float = 5.0) -> None:
-        """Blocking (a worker thread): reap the helper once closed, killing it if it does not exit."""
+        """Blocking (a worker thread): reap the helper once closed, killing it if it does not exit.
+        Bounded: a helper stuck in the kernel (an fdatasync on a hung disk) outlives SIGKILL until
+        the call returns, and is left to the OS then, not waited for."""
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
 
 
 def main(argv: list[str]) -> int:

@@ -474,6 +474,7 @@ class Store:
         self._open: OrderedDict[str, Stream] = OrderedDict()  # streams holding file handles
         self._dirty: set[Stream] = set()
         self._kick = asyncio.Event()
+        self._stopping = False  # stop(): the committer ends after the commit it is in
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
         self.on_create: list[Callable[[StreamHandle], None]] = []
@@ -547,13 +548,6 @@ class Store:
                     seq=res.last_seq,
                 ),
             )
-            if self.opts.sync_helper:
-                try:
-                    self._sync_helper = SyncHelper(loop)
-                    self._sync_helper.adopt(self._journal.cur)  # before any frame is written to it
-                except OSError as e:  # cannot start a process (EAGAIN, ENOMEM): the commit thread syncs
-                    log.warning("no sync helper (%s): the journal is fsynced on the commit thread", e)
-                    self._drop_sync_helper()
         self._catalog = await loop.run_in_executor(
             self._db_pool, Catalog, self.root / "store.db", self.opts.default_ttl
         )
@@ -572,6 +566,15 @@ class Store:
                 self._queue_archive(sid, closed or 0.0)
         for sid, idle_ttl in self.catalog.idle_ttls():  # a fresh idle window after every start
             heapq.heappush(self._deadlines, (time.time() + idle_ttl, sid))
+        if self._journal is not None and self.opts.sync_helper:
+            # last, so that a start failing earlier leaves no process behind
+            try:
+                self._sync_helper = SyncHelper(loop)
+                self._sync_helper.adopt(self._journal.cur)  # before any frame is written to it
+            except OSError as e:  # cannot start a process (EAGAIN, ENOMEM): the commit thread syncs
+                log.warning("no sync helper (%s): the journal is fsynced on the commit thread", e)
+                self._drop_sync_helper()
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._committer()),
             asyncio.create_task(self._retention()),
@@ -681,14 +684,16 @@ class Store:
 
     async def stop(self) -> None:
         """Make everything acknowledged-or-pending durable, then release every file."""
-        for t in self._tasks:
+        self._stopping = True
+        self._kick.set()
+        for t in self._tasks[1:]:  # the first is the committer: it ends after its commit in flight
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks = []
         if self._committing is not None:
-            # a cancelled commit may have left a rotation running there: the last commit writes after it
+            # a commit cancelled some other way (a cancelled stop) may have left work running there
             with contextlib.suppress(Exception):
                 await self._committing.run(_noop)
         await self._commit_once()
@@ -1236,7 +1241,9 @@ class Store:
         # Leader/follower group commit: a commit starts as soon as something is dirty and no commit
         # is running; what arrives while its fsync runs is the next commit's. Nothing waits a fixed
         # interval (``interval_ms`` is no longer a wait): an idle disk acknowledges after one fsync.
-        while True:
+        # stop() does not cancel it: a commit interrupted mid-sync would leave appends that may well
+        # be durable unacknowledged, and a journal file whose sync result nobody heard
+        while not self._stopping:
             await self._kick.wait()
             self._kick.clear()
             await self._commit_once()
@@ -1344,11 +1351,19 @@ class Store:
         try:
             await helper.sync(j.cur)
         except SyncHelperGone as e:
-            # nothing is lost: this commit's frames are synced here instead, and every later one
+            # Nothing is lost: this commit is made durable on the commit thread, and every later one.
+            # Not by syncing the same file again: the helper may have died after its fdatasync
+            # failed, and the error went with it (both descriptors are one open file, with one
+            # writeback-error cursor), so a second fdatasync could return 0 over lost pages. The
+            # frames go again into a new file (replay writes the same bytes twice: idempotent).
             log.warning("%s: the journal is fsynced on the commit thread from now on", e)
             self._drop_sync_helper()
             j.fsyncs -= 1  # counted again by the sync itself
-            await self._commit_thread().run(j.sync)
+            await self._commit_thread().run(_journal_rewrite, j, entries, dirs)
+            return
+        except asyncio.CancelledError:
+            j.broken = True  # the sync's result is unknown: nothing more goes into this file
+            raise
         if j.due():
             # the commit is durable: a file that cannot be started now is tried again next commit
             with contextlib.suppress(OSError):
@@ -1776,6 +1791,23 @@ def _journal_rotate(j: Journal) -> None:
         raise _JournalWriteFailed from e
 
 
+def _journal_rewrite(j: Journal, entries: builtins.list[Entry], dirs: builtins.list[Path]) -> None:
+    """A commit whose sync was lost with the sync helper (commit thread): its frames written again,
+    into a new file, and synced there. Any OSError is handled as a failed fsync (the first file
+    may hold the frames already): the streams recover from their files, nothing is acknowledged."""
+    j.rotate()
+    j.write(entries, dirs)
+    _journal_sync(j)
+
+
+def _journal_sync(j: Journal) -> None:
+    try:
+        j.sync()
+    except OSError:
+        j.broken = True  # here too, so that a commit whose waiter was cancelled still rotates
+        raise
+
+
 def _journal_commit(j: Journal, entries: builtins.list[Entry], dirs: builtins.list[Path]) -> None:
     """A group commit's blocking part, on the commit thread: write the frames (a fresh file first
     after a failed fsync: never write after one into the same file), fsync once, and start the next
@@ -1786,7 +1818,7 @@ def _journal_commit(j: Journal, entries: builtins.list[Entry], dirs: builtins.li
         j.write(entries, dirs)
     except OSError as e:
         raise _JournalWriteFailed from e
-    j.sync()  # an OSError here: the fsync failed
+    _journal_sync(j)  # an OSError here: the fsync failed
     if j.due():
         # the commit is durable: a file that cannot be started now is tried again next commit
         with contextlib.suppress(OSError):

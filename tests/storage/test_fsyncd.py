@@ -7,10 +7,15 @@ with its commit thread, losing no acknowledged append."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_all
+from conftest import drop_unsynced, read_all
 
+from storage import StorageUnavailable
+from storage.file import fsyncd, journal
 from storage.file.fsyncd import SyncHelper, SyncHelperGone
+from storage.file.journal import Journal
 
 
 @dataclass
@@ -66,9 +74,16 @@ async def test_syncs_are_answered_in_order_and_a_cancelled_one_is_dropped(
     f = jfile
     helper.adopt(f)
     os.write(f.fd, b"frames")
-    first, second, third = helper.sync(f), helper.sync(f), helper.sync(f)
-    first.cancel()
-    assert await asyncio.wait_for(asyncio.gather(second, third), 10) == [None, None]
+    r, w = os.pipe()  # fdatasync(2) on a pipe: EINVAL, an answer that tells itself apart
+    try:
+        first, second, bad, third = helper.sync(f), helper.sync(f), helper.sync(F(w)), helper.sync(f)
+        first.cancel()
+        got = await asyncio.wait_for(asyncio.gather(second, bad, third, return_exceptions=True), 10)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert got[0] is None and got[2] is None
+    assert isinstance(got[1], OSError) and got[1].errno == errno.EINVAL
     assert await asyncio.wait_for(helper.sync(f), 10) is None  # the dropped answer took no one's place
     proc = helper.proc
     helper.close()
@@ -87,6 +102,32 @@ async def test_a_failed_fdatasync_comes_back_with_its_errno(helper: SyncHelper, 
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_new_file_that_does_not_arrive_ends_the_helper_unanswered(tmp_path: Path) -> None:
+    """The wire protocol, spoken by hand: a sync that should carry the next file but carries no
+    descriptor is never answered for the previous file; the helper exits instead."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", fsyncd.__file__, str(theirs.fileno())], pass_fds=(theirs.fileno(),)
+    )
+    theirs.close()
+    fd = os.open(tmp_path / "j", os.O_RDWR | os.O_CREAT)
+    try:
+        ours.settimeout(10)
+        socket.send_fds(ours, [fsyncd.SYNC_FILE], [fd])
+        assert ours.recv(16) == fsyncd.OK
+        ours.send(fsyncd.SYNC)  # the file it holds
+        assert ours.recv(16) == fsyncd.OK
+        ours.send(fsyncd.SYNC_FILE)  # a next file, whose descriptor the kernel dropped
+        assert ours.recv(16) == b""  # no answer: the socket closed
+        assert proc.wait(10) == 0
+    finally:
+        os.close(fd)
+        ours.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 async def test_sigterm_and_sigint_leave_it_syncing(helper: SyncHelper, jfile: F) -> None:
@@ -151,3 +192,120 @@ async def test_a_stopped_store_leaves_no_helper_behind(store_factory: Any) -> No
     await wait_gone(helper.proc.pid)
     never = await store_factory(fsync="never")  # no journal, nothing to sync: no helper
     assert never._sync_helper is None
+
+
+def wal_files(root: Path) -> list[Path]:
+    return sorted((root / "journal").glob("*.wal"))
+
+
+def frames_end(path: Path) -> int:
+    return journal.scan(path.read_bytes())[1]
+
+
+async def until(cond: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_commit_whose_helper_dies_mid_sync_is_written_again_to_a_new_file(
+    store_factory: Any, tmp_path: Path
+) -> None:
+    """The helper may die after its fdatasync failed, taking the error with it: the store must not
+    trust a second fdatasync of that file. The commit goes again into a new journal file; the old one
+    is checkpointed (its segment files fsynced, which report their own errors) and deleted, and the
+    append, acknowledged, survives a crash that drops every unsynced segment byte."""
+    store = await store_factory(fsync="always")
+    helper = store._sync_helper
+    assert helper is not None
+    s = await store.create("m")
+    await s.append([b"before"])
+    (wal,) = wal_files(store.root)
+    end0 = frames_end(wal)
+    os.kill(helper.proc.pid, signal.SIGSTOP)
+    try:
+        pending = asyncio.ensure_future(s.append([b"in flight"]))
+        await until(lambda: frames_end(wal) > end0)  # framed, and its sync sent (same loop step)
+        assert not pending.done()
+        os.kill(helper.proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(pending, 10)  # acknowledged
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(helper.proc.pid, signal.SIGKILL)
+    assert store._sync_helper is None
+    # not the first file synced again: the next one, and the first is checkpointed away
+    await until(lambda: [p.name for p in wal_files(store.root)] == ["0000000000000002.wal"])
+    assert journal.scan((store.root / "journal" / "0000000000000002.wal").read_bytes())[0]
+    await s.append([b"after"])  # the commit thread from now on
+    crashed = tmp_path / "crashed"
+    shutil.copytree(store.root, crashed)
+    drop_unsynced(crashed)  # every journaled segment byte gone: replay must bring each back
+    again = await store_factory(crashed, fsync="always")
+    assert read_all(again.get("m")) == [b"before", b"in flight", b"after"]
+
+
+@pytest.mark.parametrize("sync_helper", [True, False], ids=["sync-helper", "commit-thread"])
+async def test_a_journal_file_that_cannot_be_synced_fails_its_appends_and_the_next_file_takes_over(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sync_helper: bool
+) -> None:
+    """A real failed fdatasync, in whichever process makes it: the first journal file's descriptor
+    is /dev/null's (writes vanish, fdatasync says EINVAL). Its appends fail; the next commit starts
+    a new file, handed to the helper, and acknowledges."""
+    real = Journal._start
+    started: list[int] = []
+
+    def start(self: Journal) -> Any:
+        f = real(self)
+        if not started:
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, f.fd)
+            os.close(null)
+        started.append(f.n)
+        return f
+
+    monkeypatch.setattr(Journal, "_start", start)
+    store = await store_factory(fsync="always", sync_helper=sync_helper)
+    assert (store._sync_helper is not None) is sync_helper
+    s = await store.create("n")
+    with pytest.raises(StorageUnavailable, match="fsync failed: Invalid argument"):
+        await s.append([b"unsure"])
+    fresh = store.get("n")  # recovers from its files
+    got = read_all(fresh)
+    assert got in ([], [b"unsure"])
+    await fresh.append([b"after"])
+    assert len(started) == 2  # one new file, and the helper (if any) syncs it: the ack came
+    assert (store._sync_helper is not None) is sync_helper
+    crashed = tmp_path / "crashed"
+    shutil.copytree(store.root, crashed)
+    drop_unsynced(crashed)
+    again = await store_factory(crashed, fsync="always")
+    assert read_all(again.get("n")) == [*got, b"after"]
+
+
+async def test_a_stop_lets_the_commit_in_flight_finish(store_factory: Any) -> None:
+    """stop() waits for the commit it finds running instead of cancelling it: the appends in it are
+    acknowledged, not failed as 'stopped before committed'."""
+    store = await store_factory(fsync="always")
+    helper = store._sync_helper
+    assert helper is not None
+    s = await store.create("st")
+    await s.append([b"1"])
+    (wal,) = wal_files(store.root)
+    end0 = frames_end(wal)
+    os.kill(helper.proc.pid, signal.SIGSTOP)
+    try:
+        pending = asyncio.ensure_future(s.append([b"2"]))
+        await until(lambda: frames_end(wal) > end0)
+        stopping = asyncio.ensure_future(store.stop())
+        for _ in range(3):  # stop() runs up to its wait for the committer
+            await asyncio.sleep(0)
+        assert not stopping.done() and not pending.done()
+    finally:
+        os.kill(helper.proc.pid, signal.SIGCONT)
+    await asyncio.wait_for(stopping, 20)
+    res = await asyncio.wait_for(pending, 1)
+    assert res.offset == 1
+    await wait_gone(helper.proc.pid)
+    again = await store_factory(fsync="always")
+    assert read_all(again.get("st")) == [b"1", b"2"]
