@@ -78,6 +78,8 @@ def hub_stats(hub: Hub) -> dict[str, Any]:
         "commit_fsyncs": st.get("commit_fsyncs", 0),
         "checkpoint_fsyncs": st.get("checkpoint_fsyncs", 0),
         "write_errors": st["write_errors"],
+        # group commits that ran over storage.file.store.COMMIT_STALL_S (a hung disk or sync helper)
+        "commit_stalls": st.get("commit_stalls", 0),
         "expired": st["expired"],
         "open_files": st["open_files"],
         "rss_bytes": rss,
@@ -151,6 +153,7 @@ class _Collector:
             "commit_fsyncs",
             "checkpoint_fsyncs",
             "write_errors",
+            "commit_stalls",
             "expired",
             "connections_total",
         ]

@@ -83,6 +83,9 @@ POLICIES = ("always", "interval", "never")
 FOOTPRINT_EVERY = 60.0  # seconds between two background looks at what the data dir takes on disk
 FSYNC_THREADS = 16
 SEAL_THREADS = 2
+# A group commit still running after this long is logged (once per commit), with who is syncing:
+# a hung disk, or a sync helper stopped or stuck, would otherwise stop every ack in silence
+COMMIT_STALL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +478,7 @@ class Store:
         self._dirty: set[Stream] = set()
         self._kick = asyncio.Event()
         self._stopping = False  # stop(): the committer ends after the commit it is in
+        self._commit_since: float | None = None  # when the running group commit started
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
         self.on_create: list[Callable[[StreamHandle], None]] = []
@@ -496,6 +500,7 @@ class Store:
             "checkpoint_fsyncs": 0,
             "checkpoints": 0,
             "journal_replayed": 0,
+            "commit_stalls": 0,  # group commits that ran longer than COMMIT_STALL_S
         }
         self._journal: Journal | None = None
         self._checkpointing = False
@@ -580,6 +585,7 @@ class Store:
             asyncio.create_task(self._retention()),
             asyncio.create_task(self._sealer()),
             asyncio.create_task(self._archiver()),
+            asyncio.create_task(self._watch_commits()),
         ]
         if reconcile:
             # Verify every live stream now (torn tails truncated, repairs counted in the stats right
@@ -1246,7 +1252,29 @@ class Store:
         while not self._stopping:
             await self._kick.wait()
             self._kick.clear()
-            await self._commit_once()
+            self._commit_since = time.monotonic()
+            try:
+                await self._commit_once()
+            finally:
+                self._commit_since = None
+
+    async def _watch_commits(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_STALL_S / 4)
+            since = self._commit_since
+            if since is None or time.monotonic() - since < COMMIT_STALL_S:
+                continue
+            helper = self._sync_helper
+            who = f"the sync helper (pid {helper.proc.pid})" if helper is not None else "the commit thread"
+            log.warning(
+                "a group commit has been running for %.0f s: %s is waiting for the disk; no append is "
+                "acknowledged meanwhile",
+                time.monotonic() - since,
+                who,
+            )
+            self.counters["commit_stalls"] += 1
+            while self._commit_since == since:  # once per commit
+                await asyncio.sleep(COMMIT_STALL_S / 4)
 
     async def _commit_once(self) -> None:
         dirty, self._dirty = self._dirty, set()

@@ -27,6 +27,7 @@ from conftest import drop_unsynced, read_all
 
 from storage import StorageUnavailable
 from storage.file import fsyncd, journal
+from storage.file import store as store_module
 from storage.file.fsyncd import SyncHelper, SyncHelperGone
 from storage.file.journal import Journal
 
@@ -309,3 +310,28 @@ async def test_a_stop_lets_the_commit_in_flight_finish(store_factory: Any) -> No
     await wait_gone(helper.proc.pid)
     again = await store_factory(fsync="always")
     assert read_all(again.get("st")) == [b"1", b"2"]
+
+
+async def test_a_commit_stuck_on_a_stopped_helper_is_logged_and_counted(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(store_module, "COMMIT_STALL_S", 0.2)
+    store = await store_factory(fsync="always")
+    helper = store._sync_helper
+    assert helper is not None
+    s = await store.create("w")
+    await s.append([b"1"])
+    assert store.counters["commit_stalls"] == 0
+    with caplog.at_level(logging.WARNING, logger="storage.file.store"):
+        os.kill(helper.proc.pid, signal.SIGSTOP)
+        try:
+            pending = asyncio.ensure_future(s.append([b"2"]))
+            await until(lambda: store.counters["commit_stalls"] == 1)
+            assert not pending.done()
+        finally:
+            os.kill(helper.proc.pid, signal.SIGCONT)
+        await asyncio.wait_for(pending, 10)
+    assert f"the sync helper (pid {helper.proc.pid}) is waiting for the disk" in caplog.text
+    assert store.counters["commit_stalls"] == 1
+    await s.append([b"3"])  # a quick commit is not one
+    assert store.counters["commit_stalls"] == 1
