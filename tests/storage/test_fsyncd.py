@@ -210,6 +210,24 @@ async def until(cond: Any, timeout: float = 10) -> None:
         await asyncio.sleep(0.005)
 
 
+async def append_past_a_stopped_helper(store: Any, s: Any, chunk: bytes) -> tuple[SyncHelper, Any]:
+    """SIGSTOP the store's sync helper, then append: back once the commit's frames are in the
+    journal, so its sync is sent (in the same loop step) and waits. The caller SIGCONTs or kills."""
+    helper = store._sync_helper
+    assert helper is not None
+    (wal,) = wal_files(store.root)
+    end0 = frames_end(wal)
+    os.kill(helper.proc.pid, signal.SIGSTOP)
+    try:
+        pending = asyncio.ensure_future(s.append([chunk]))
+        await until(lambda: frames_end(wal) > end0)
+        assert not pending.done()
+    except BaseException:
+        os.kill(helper.proc.pid, signal.SIGCONT)
+        raise
+    return helper, pending
+
+
 async def test_a_commit_whose_helper_dies_mid_sync_is_written_again_to_a_new_file(
     store_factory: Any, tmp_path: Path
 ) -> None:
@@ -218,17 +236,10 @@ async def test_a_commit_whose_helper_dies_mid_sync_is_written_again_to_a_new_fil
     is checkpointed (its segment files fsynced, which report their own errors) and deleted, and the
     append, acknowledged, survives a crash that drops every unsynced segment byte."""
     store = await store_factory(fsync="always")
-    helper = store._sync_helper
-    assert helper is not None
     s = await store.create("m")
     await s.append([b"before"])
-    (wal,) = wal_files(store.root)
-    end0 = frames_end(wal)
-    os.kill(helper.proc.pid, signal.SIGSTOP)
+    helper, pending = await append_past_a_stopped_helper(store, s, b"in flight")
     try:
-        pending = asyncio.ensure_future(s.append([b"in flight"]))
-        await until(lambda: frames_end(wal) > end0)  # framed, and its sync sent (same loop step)
-        assert not pending.done()
         os.kill(helper.proc.pid, signal.SIGKILL)
         await asyncio.wait_for(pending, 10)  # acknowledged
     finally:
@@ -288,16 +299,10 @@ async def test_a_stop_lets_the_commit_in_flight_finish(store_factory: Any) -> No
     """stop() waits for the commit it finds running instead of cancelling it: the appends in it are
     acknowledged, not failed as 'stopped before committed'."""
     store = await store_factory(fsync="always")
-    helper = store._sync_helper
-    assert helper is not None
     s = await store.create("st")
     await s.append([b"1"])
-    (wal,) = wal_files(store.root)
-    end0 = frames_end(wal)
-    os.kill(helper.proc.pid, signal.SIGSTOP)
+    helper, pending = await append_past_a_stopped_helper(store, s, b"2")
     try:
-        pending = asyncio.ensure_future(s.append([b"2"]))
-        await until(lambda: frames_end(wal) > end0)
         stopping = asyncio.ensure_future(store.stop())
         for _ in range(3):  # stop() runs up to its wait for the committer
             await asyncio.sleep(0)
@@ -317,15 +322,12 @@ async def test_a_commit_stuck_on_a_stopped_helper_is_logged_and_counted(
 ) -> None:
     monkeypatch.setattr(store_module, "COMMIT_STALL_S", 0.2)
     store = await store_factory(fsync="always")
-    helper = store._sync_helper
-    assert helper is not None
     s = await store.create("w")
     await s.append([b"1"])
     assert store.counters["commit_stalls"] == 0
     with caplog.at_level(logging.WARNING, logger="storage.file.store"):
-        os.kill(helper.proc.pid, signal.SIGSTOP)
+        helper, pending = await append_past_a_stopped_helper(store, s, b"2")
         try:
-            pending = asyncio.ensure_future(s.append([b"2"]))
             await until(lambda: store.counters["commit_stalls"] == 1)
             assert not pending.done()
         finally:
