@@ -694,6 +694,13 @@ class Store:
         self._kick.set()
         for t in self._tasks[1:]:  # the first is the committer: it ends after its commit in flight
             t.cancel()
+        if self._tasks:
+            done, _ = await asyncio.wait(self._tasks[:1], timeout=COMMIT_STALL_S)
+            if not done:  # a hung disk or helper: its appends fail (never acked), the stop goes on
+                log.warning(
+                    "the group commit in flight did not finish in %.0f s: stopping anyway", COMMIT_STALL_S
+                )
+                self._tasks[0].cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t

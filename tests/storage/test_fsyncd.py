@@ -337,3 +337,19 @@ async def test_a_commit_stuck_on_a_stopped_helper_is_logged_and_counted(
     assert store.counters["commit_stalls"] == 1
     await s.append([b"3"])  # a quick commit is not one
     assert store.counters["commit_stalls"] == 1
+
+
+async def test_a_stop_gives_up_on_a_commit_that_does_not_finish_and_acks_none_of_it(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "COMMIT_STALL_S", 0.3)
+    store = await store_factory(fsync="always")
+    s = await store.create("g")
+    await s.append([b"1"])
+    helper, pending = await append_past_a_stopped_helper(store, s, b"2")  # stopped for good
+    await asyncio.wait_for(store.stop(), 20)  # the helper is killed, stopped or not
+    with pytest.raises(StorageUnavailable):
+        await asyncio.wait_for(pending, 1)
+    await wait_gone(helper.proc.pid)
+    again = await store_factory(fsync="always")
+    assert read_all(again.get("g"))[:1] == [b"1"]  # acknowledged; "2" may or may not be there
