@@ -2,7 +2,9 @@
 
 Its answers come in order and carry the errno of a failed fdatasync; it outlives SIGTERM and SIGINT
 but not its socket; when it is gone, what waits fails with ``SyncHelperGone`` and a store carries on
-with its commit thread, losing no acknowledged append."""
+with its commit thread, losing no acknowledged append (a commit whose helper died mid-sync is written
+again to a new journal file). A stop lets the commit in flight finish, or gives up on it, unacked,
+after ``COMMIT_STALL_S``; a commit stuck that long is logged and counted."""
 
 from __future__ import annotations
 
