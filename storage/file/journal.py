@@ -296,7 +296,11 @@ class Journal:
         file's size; a file's times are not needed to read it). Worker thread."""
         with self._lock:
             self.fsyncs += 1
-            os.fdatasync(self.cur.fd)
+            try:
+                os.fdatasync(self.cur.fd)
+            except OSError:
+                self.broken = True  # set here, so that it holds even if nobody hears this commit
+                raise
 
     def due(self) -> bool:
         f = self.cur

@@ -1832,15 +1832,7 @@ def _journal_rewrite(j: Journal, entries: builtins.list[Entry], dirs: builtins.l
     may hold the frames already): the streams recover from their files, nothing is acknowledged."""
     j.rotate()
     j.write(entries, dirs)
-    _journal_sync(j)
-
-
-def _journal_sync(j: Journal) -> None:
-    try:
-        j.sync()
-    except OSError:
-        j.broken = True  # here too, so that a commit whose waiter was cancelled still rotates
-        raise
+    j.sync()
 
 
 def _journal_commit(j: Journal, entries: builtins.list[Entry], dirs: builtins.list[Path]) -> None:
@@ -1853,7 +1845,7 @@ def _journal_commit(j: Journal, entries: builtins.list[Entry], dirs: builtins.li
         j.write(entries, dirs)
     except OSError as e:
         raise _JournalWriteFailed from e
-    _journal_sync(j)  # an OSError here: the fsync failed
+    j.sync()  # an OSError here: the fsync failed (and the file is marked broken)
     if j.due():
         # the commit is durable: a file that cannot be started now is tried again next commit
         with contextlib.suppress(OSError):
