@@ -1266,11 +1266,13 @@ class Store:
                 self._commit_since = None
 
     async def _watch_commits(self) -> None:
+        reported = None  # the start of the last commit logged: once per commit
         while True:
             await asyncio.sleep(COMMIT_STALL_S / 4)
             since = self._commit_since
-            if since is None or time.monotonic() - since < COMMIT_STALL_S:
+            if since is None or since == reported or time.monotonic() - since < COMMIT_STALL_S:
                 continue
+            reported = since
             helper = self._sync_helper
             who = f"the sync helper (pid {helper.proc.pid})" if helper is not None else "the commit thread"
             log.warning(
@@ -1280,8 +1282,6 @@ class Store:
                 who,
             )
             self.counters["commit_stalls"] += 1
-            while self._commit_since == since:  # once per commit
-                await asyncio.sleep(COMMIT_STALL_S / 4)
 
     async def _commit_once(self) -> None:
         dirty, self._dirty = self._dirty, set()
